@@ -1,0 +1,1 @@
+"""Keras model builders: one module each, `build(**hyperparameters) -> keras.Model`, keys as in conf/model/."""

@@ -1,0 +1,95 @@
+"""The backend contract: a small abstract base that every backend implements, and the run handle."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from runner.spec import RunSpec
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # FINISHED, FAILED or KILLED
+    exit_code: int | None = None
+    reason: str | None = None  # e.g. "exit code 3", "OOMKilled", "timeout after 60 s", "interrupted"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The host side of one run: a fresh directory per run."""
+
+    root: Path
+
+    @property
+    def code(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def harness(self) -> Path:  # the runner's in-run harness and the resolved config
+        return self.root / "harness"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def config(self) -> Path:
+        return self.harness / "config.yaml"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` made, recorded on the run: e.g. the image id, or the environment's path."""
+
+    env_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class RunHandle(abc.ABC):
+    """A started run. Modelled on MLflow Projects' SubmittedRun."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        """Block until the run ends (its Outcome) or `timeout` seconds pass (None)."""
+
+    @abc.abstractmethod
+    def status(self) -> str:
+        """RUNNING, or the final status."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Stop the run within a few seconds; its outputs stay."""
+
+
+class Backend(abc.ABC):
+    """Lifecycle: check (no side effects) -> prepare (build or reuse the env) -> launch (start the run)."""
+
+    name: str
+
+    @abc.abstractmethod
+    def check(self, spec: RunSpec) -> None:
+        """Fail fast, before any side effect: engine reachable, GPUs present, base image available."""
+
+    @abc.abstractmethod
+    def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
+        """(python version, uv platform) the env's lock is resolved for."""
+
+    @abc.abstractmethod
+    def prepare(self, spec: RunSpec, lock: str, log: TextIO) -> Prepared:
+        """Build the environment for `lock` once; later calls with the same inputs reuse it."""
+
+    @abc.abstractmethod
+    def launch(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: TextIO) -> RunHandle:
+        """Start the run; its output is streamed to `log` as it comes."""

@@ -1,0 +1,157 @@
+"""The management verbs: ls, logs, ui, gc, image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunnerError
+
+KEY_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "accuracy", "loss")
+
+
+def store_uri(project: Path) -> str:
+    from runner.spec import default_tracking_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(str(project))
+
+
+def _project() -> Path:
+    from runner.compose import find_project_dir
+
+    return find_project_dir()
+
+
+def _runs(uri: str, experiment: str | None, limit: int) -> list[Any]:
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(uri)
+    exps = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    ids = [e.experiment_id for e in exps if experiment is None or e.name == experiment]
+    if not ids:
+        return []
+    return list(client.search_runs(ids, filter_string="tags.`runner.experiment` != ''",
+                                   order_by=["attributes.start_time DESC"], max_results=limit))
+
+
+def _row(run: Any) -> dict[str, Any]:
+    info, data = run.info, run.data
+    end = info.end_time or int(time.time() * 1000)
+    return {
+        "id": info.run_id,
+        "experiment": data.tags.get("runner.experiment", ""),
+        "status": info.status,
+        "metrics": {k: data.metrics[k] for k in KEY_METRICS if k in data.metrics},
+        "start": datetime.fromtimestamp(info.start_time / 1000).isoformat(timespec="seconds"),
+        "duration_s": round((end - info.start_time) / 1000, 1),
+        "reason": data.tags.get("runner.reason") or None,
+    }
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    rows = [_row(r) for r in _runs(store_uri(_project()), args.experiment, args.limit)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = f"{'ID':32}  {'EXPERIMENT':16}  {'STATUS':9}  {'START':19}  {'DURATION':>9}  METRICS"
+    print(header)
+    for r in rows:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
+        print(f"{r['id']:32}  {r['experiment'][:16]:16}  {r['status']:9}  {r['start']:19}  "
+              f"{r['duration_s']:>8}s  {metrics}")
+    return 0
+
+
+def _run_status(uri: str, run_id: str) -> str:
+    from mlflow import MlflowClient
+
+    return str(MlflowClient(uri).get_run(run_id).info.status)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    project = _project()
+    uri = store_uri(project)
+    log = project / ".runner" / "runs" / args.run_id / "run.log"
+    if not log.is_file():
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            sys.stdout.write(MlflowClient(uri).download_artifacts(args.run_id, "run.log") and
+                             Path(MlflowClient(uri).download_artifacts(args.run_id, "run.log")).read_text())
+            return 0
+        except MlflowException as exc:
+            raise RunnerError(f"No run {args.run_id} with a log in {uri}. List runs with: runner ls") from exc
+    with open(log, encoding="utf-8", errors="replace") as fh:
+        while True:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            if not args.follow or _run_status(uri, args.run_id) != "RUNNING":
+                sys.stdout.write(fh.read())
+                return 0
+            time.sleep(0.5)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    project = _project()
+    os.chdir(project)
+    argv = ["mlflow", "ui", "--backend-store-uri", store_uri(project), "--host", args.host, "--port", str(args.port)]
+    print("runner: MLflow UI at", f"http://{args.host}:{args.port}", flush=True)
+    os.execvp(argv[0], argv)
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from runner.backends.docker import gc
+
+    print(gc())
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from runner.baseimage import build_base
+
+    build_base(args.tag, args.suite, args.mirror)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runner", description="Manage runs. Run a config with: runner +experiment=NAME")
+    sub = p.add_subparsers(dest="verb", required=True)
+    ls = sub.add_parser("ls", help="recent runs")
+    ls.add_argument("--experiment")
+    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(fn=cmd_ls)
+    logs = sub.add_parser("logs", help="a run's stdout/stderr")
+    logs.add_argument("run_id")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.set_defaults(fn=cmd_logs)
+    ui = sub.add_parser("ui", help="the MLflow UI on the project's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(fn=cmd_ui)
+    gc = sub.add_parser("gc", help="remove stopped containers and unused images the runner made")
+    gc.set_defaults(fn=cmd_gc)
+    image = sub.add_parser("image", help="base images")
+    image_sub = image.add_subparsers(dest="what", required=True)
+    base = image_sub.add_parser("base", help="build a Python base image from Debian's packages (no registry needed)")
+    base.add_argument("--tag", default="runner-base:bookworm")
+    base.add_argument("--suite", default="bookworm")
+    base.add_argument("--mirror", default="http://deb.debian.org/debian")
+    base.set_defaults(fn=cmd_image)
+    return p
+
+
+def dispatch(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    return int(args.fn(args))

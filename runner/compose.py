@@ -1,0 +1,100 @@
+"""Compose the config tree with Hydra and turn Hydra's errors into one clear line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from runner.config import register_configs
+from runner.errors import ConfigError, suggest
+
+GROUPS = ("experiment", "model", "dataset", "env", "backend", "tracking")
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The nearest directory at or above `start` that holds conf/config.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "conf" / "config.yaml").is_file():
+            return candidate
+    raise ConfigError(f"No conf/config.yaml in {here} or above: run from inside a runner project.")
+
+
+def options(project_dir: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (project_dir / "conf" / group).glob("*.yaml"))
+
+
+def first_of_sweeps(overrides: list[str]) -> list[str]:
+    """Replace each sweep (`a=1,2`, `range(...)`) by its first value, to validate a multirun up front."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    out = []
+    for raw, ov in zip(overrides, parsed, strict=True):
+        if ov.is_sweep_override():
+            first = next(iter(ov.sweep_string_iterator()))
+            out.append(f"{ov.get_key_element()}={first}")
+        else:
+            out.append(raw)
+    return out
+
+
+def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
+    """Compose conf/config.yaml with overrides; raises ConfigError with a clear message."""
+    register_configs()
+    try:
+        return _compose(project_dir, overrides)
+    except MissingConfigException as exc:
+        raise _missing_group_option(project_dir, exc) from exc
+    except ConfigCompositionException as exc:
+        raise _bad_override(project_dir, overrides, exc) from exc
+
+
+def _compose(project_dir: Path, overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(project_dir / "conf"), version_base="1.3"):
+            return compose("config", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _missing_group_option(project_dir: Path, exc: MissingConfigException) -> ConfigError:
+    name = str(exc.missing_cfg_file or "")
+    group, _, choice = name.rpartition("/")
+    if group in GROUPS:
+        avail = options(project_dir, group)
+        return ConfigError(
+            f"Unknown {group} '{choice}'.{suggest(choice, avail)} Available: {', '.join(avail) or '(none)'}."
+        )
+    return ConfigError(str(exc).splitlines()[0])
+
+
+def _bad_override(project_dir: Path, overrides: list[str], exc: ConfigCompositionException) -> ConfigError:
+    cause = exc.__cause__
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError):
+        key = str(cause.full_key or "")
+        parent, _, leaf = key.rpartition(".")
+        known = _keys_at(project_dir, [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key], parent)
+        hint = suggest(leaf, known)
+        where = f"'{parent}'" if parent else "the config"
+        return ConfigError(f"Unknown key '{key}'.{hint} Keys in {where}: {', '.join(known)}.")
+    if isinstance(cause, ValidationError):
+        msg = str(cause.msg).splitlines()[0]
+        return ConfigError(f"{cause.full_key}: {msg}.")
+    return ConfigError(str(exc).splitlines()[0])
+
+
+def _keys_at(project_dir: Path, overrides: list[str], parent: str) -> list[str]:
+    """Keys under `parent` in the config composed from the group choices alone."""
+    choices = [o for o in overrides if "." not in o.split("=", 1)[0]]
+    try:
+        cfg = _compose(project_dir, choices)
+    except Exception:
+        return []
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []

@@ -1,0 +1,79 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+The YAML under ``conf/`` carries values; these dataclasses own the shape. Struct mode stays on, so a
+misspelt key is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class EnvConfig:
+    image: str = "runner-base:bookworm"  # base image; `runner image base` builds it without a registry
+    gpu: bool = False
+    requirements: list[str] = field(default_factory=list)
+    requirements_file: str | None = None  # a floyd_requirements.txt-style file inside the project
+    setup: list[str] = field(default_factory=list)  # shell commands baked into the image once
+    ca_bundle: str | None = None  # CA file for TLS-intercepting proxies; null: the host's PIP_CERT/SSL_CERT_FILE
+    variables: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)  # host variable names passed by name, never logged
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float | None = None  # null: the optimizer's own default
+    optimizer: str = "rmsprop"
+    loss: str = "binary_crossentropy"
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
+    validation_split: float = 0.0
+    seed: int = 0
+    deterministic: bool = True  # deterministic ops: slower on GPU, but the same seed gives the same numbers
+
+
+@dataclass
+class ResourcesConfig:
+    cpus: float | None = None
+    memory: str | None = None  # e.g. 512m, 4g
+    timeout: int | None = None  # seconds; the run is stopped and marked KILLED
+    gpus: Any = None  # null: all GPUs when env.gpu; a count, or a list of device ids
+
+
+@dataclass
+class BackendConfig:
+    name: str = MISSING
+    keep_container: bool = False  # keep the stopped container for debugging
+    network: str = "bridge"  # "host" only when asked for
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project root
+    experiment: str | None = None  # null: the experiment config's name
+
+
+@dataclass
+class RunnerConfig:
+    model: Any = MISSING
+    dataset: Any = MISSING
+    env: EnvConfig = field(default_factory=EnvConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    command: str | None = None  # null: the built-in Keras trainer for `model`
+    data: list[str] = field(default_factory=list)  # NAME@VERSION:MOUNT entries
+    detach: bool = False
+
+
+def register_configs() -> None:
+    """Register the schemas; called by the entry point and by the tests."""
+    cs = ConfigStore.instance()
+    cs.store(name="runner_schema", node=RunnerConfig)

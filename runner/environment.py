@@ -1,0 +1,114 @@
+"""Environment specs: requirements resolved to a hashed lock with uv, and content hashes that name envs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from runner.errors import ConfigError, EnvBuildError
+from runner.spec import EnvSpec
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("RUNNER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "runner")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def harness_requirements() -> tuple[str, ...]:
+    """What the in-run harness needs, pinned to the host's versions so host and run speak the same MLflow."""
+    return (
+        f"mlflow-skinny=={metadata.version('mlflow-skinny')}",
+        f"hydra-core=={metadata.version('hydra-core')}",
+        f"omegaconf=={metadata.version('omegaconf')}",
+    )
+
+
+def uv_bin() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+def content_hash(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def requirement_lines(env: EnvSpec, project_dir: Path) -> list[str]:
+    """The env's requirements (config list plus requirements_file) and the harness's own."""
+    lines = list(env.requirements)
+    if env.requirements_file:
+        path = project_dir / env.requirements_file
+        if not path.is_file():
+            raise ConfigError(f"env.requirements_file: {env.requirements_file} does not exist in {project_dir}.")
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                lines.append(line)
+    return [*lines, *harness_requirements()]
+
+
+def index_args(environ: Mapping[str, str]) -> list[str]:
+    """pip's index settings from the host, in uv's spelling (find-links are host paths: not passed)."""
+    args = []
+    if environ.get("PIP_INDEX_URL"):
+        args += ["--index-url", environ["PIP_INDEX_URL"]]
+    for url in environ.get("PIP_EXTRA_INDEX_URL", "").split():
+        args += ["--extra-index-url", url]
+    return args
+
+
+def tls_env(ca_bundle: str | None) -> dict[str, str]:
+    """Variables that make pip, uv, requests and curl trust `ca_bundle`."""
+    if not ca_bundle:
+        return {}
+    return {k: ca_bundle for k in ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The interpreter a lock is resolved for."""
+
+    python_version: str  # "3.11"
+    platform: str | None = None  # uv's --python-platform; None: the host
+
+
+def resolve_lock(lines: list[str], target: Target, ca_bundle: str | None, environ: Mapping[str, str]) -> str:
+    """Exact versions with hashes, resolved once per input and cached: the same spec keeps the same lock."""
+    index = index_args(environ)
+    key = content_hash("\n".join(lines), target.python_version, str(target.platform), *index)
+    path = cache_dir() / "locks" / f"{key}.txt"
+    if path.is_file():
+        return path.read_text()
+    cmd = [uv_bin(), "pip", "compile", "-", "--generate-hashes", "--no-header", "--quiet",
+           "--python-version", target.python_version, *index]
+    if target.platform:
+        cmd += ["--python-platform", target.platform]
+    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True,
+                          env={**os.environ, **tls_env(ca_bundle)})
+    if proc.returncode != 0:
+        raise EnvBuildError("Requirements do not resolve: " + _resolver_message(proc.stderr))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(proc.stdout)
+    tmp.replace(path)
+    return proc.stdout
+
+
+def _resolver_message(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("Using ")]
+    return " ".join(lines)[:600] or "uv pip compile failed."
+
+
+def locked_versions(lock: str) -> list[str]:
+    """`name==version` lines of a lock, without hashes: the readable package list."""
+    return [ln.split()[0] for ln in lock.splitlines() if "==" in ln and not ln.lstrip().startswith(("#", "--"))]

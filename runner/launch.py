@@ -1,0 +1,186 @@
+"""One run, start to end: checks -> lock -> MLflow run -> snapshot -> env -> launch -> wait -> record.
+
+Everything that can fail on bad input fails before the MLflow run exists; after that, whatever happens
+(crash, Ctrl-C, SIGTERM, timeout, a runner bug) the run is closed FINISHED, FAILED or KILLED with its log.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import runner
+from runner.backends import get_backend
+from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
+from runner.environment import Target, content_hash, locked_versions, requirement_lines, resolve_lock
+from runner.errors import ConfigError, RunnerError
+from runner.project import code_version, snapshot
+from runner.spec import RunSpec
+from runner.tracking import Recorder
+
+RUNS_DIR = Path(".runner") / "runs"
+
+
+@dataclass(frozen=True)
+class Result:
+    run_id: str
+    outcome: Outcome
+
+
+class Tee:
+    """A log that goes to the terminal and to the run's log file; safe to write from several threads."""
+
+    def __init__(self, path: Path, echo: TextIO | None):
+        self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._echo = echo
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._file.write(text)
+            if self._echo is not None:
+                self._echo.write(text)
+                self._echo.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """`kill` and `scancel` stop the runner like Ctrl-C does, so the run is closed KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def read_secrets(names: tuple[str, ...]) -> dict[str, str]:
+    missing = [n for n in names if n not in os.environ]
+    if missing:
+        raise ConfigError(f"env.secrets: {', '.join(missing)} not set in this shell. Export it first: export {missing[0]}=...")
+    return {n: os.environ[n] for n in names}
+
+
+def wait_for(handle: RunHandle, timeout: int | None) -> Outcome:
+    outcome = handle.wait(timeout)
+    if outcome is not None:
+        return outcome
+    handle.cancel()
+    handle.wait(30)
+    return Outcome(KILLED, reason=f"timeout after {timeout} s")
+
+
+def execute(spec: RunSpec, extra_tags: dict[str, str] | None = None, echo: TextIO | None = sys.stdout) -> Result:
+    backend = get_backend(spec.backend)
+    backend.check(spec)
+    secrets = read_secrets(spec.env.secrets)
+    project = Path(spec.project_dir)
+    version = code_version(project)
+    lock = resolve_lock(requirement_lines(spec.env, project), Target(*backend.lock_target(spec)),
+                        spec.env.ca_bundle, os.environ)
+
+    recorder = Recorder(spec)
+    run_id = recorder.start({
+        "runner.experiment": spec.experiment,
+        "runner.backend": spec.backend,
+        "runner.host": socket.gethostname(),
+        "runner.seed": str(spec.seed),
+        "runner.command": shlex.join(spec.argv),
+        "runner.version": runner.__version__,
+        "runner.lock.sha256": content_hash(lock),
+        "runner.git.dirty": str(version.dirty).lower(),
+        "mlflow.source.git.commit": version.commit or "",
+        "mlflow.source.name": spec.project_dir,
+        "mlflow.user": getpass.getuser(),
+        **(extra_tags or {}),
+    })
+    run_dir = RunDir(project / RUNS_DIR / run_id)
+    for d in (run_dir.code, run_dir.output, run_dir.harness):
+        d.mkdir(parents=True, exist_ok=True)
+    log = Tee(run_dir.log, echo)
+    log.write(f"[runner] run {run_id} ({spec.experiment}, backend={spec.backend})\n")
+    started = time.time()
+    outcome = Outcome(FAILED, reason="runner error")
+    handle: RunHandle | None = None
+    try:
+        with sigterm_as_interrupt():
+            try:
+                _stage(spec, run_dir, recorder, lock, version.diff)
+                prepared = backend.prepare(spec, lock, log)
+                recorder.set_tags({"runner.env.id": prepared.env_id, **prepared.tags})
+                env = {**dict(spec.env.variables), **secrets, "MLFLOW_RUN_ID": run_id,
+                       "MLFLOW_EXPERIMENT_ID": recorder.client.get_run(run_id).info.experiment_id,
+                       "PYTHONHASHSEED": str(spec.seed), "PYTHONUNBUFFERED": "1"}
+                handle = backend.launch(spec, run_dir, prepared, env, log)
+                outcome = wait_for(handle, spec.resources.timeout)
+            except KeyboardInterrupt:
+                log.write("\n[runner] interrupted: stopping the run\n")
+                if handle is not None:
+                    handle.cancel()
+                    handle.wait(30)
+                outcome = Outcome(KILLED, reason="interrupted")
+                raise
+            except RunnerError as exc:
+                outcome = Outcome(FAILED, reason=str(exc))
+                log.write(f"[runner] {exc}\n")
+                raise
+    finally:
+        _finish(recorder, run_dir, outcome, started, log)
+    return Result(run_id, outcome)
+
+
+def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:
+    """The run's inputs: code snapshot, harness, resolved config; and their record."""
+    snapshot(Path(spec.project_dir), run_dir.code)
+    shutil.copytree(Path(runner.__file__).parent, run_dir.harness / "runner",
+                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    run_dir.config.write_text(spec.config_yaml)
+    recorder.log_text(spec.config_yaml, "config.yaml")
+    recorder.log_text(lock, "requirements.lock")
+    recorder.log_text("\n".join(locked_versions(lock)) + "\n", "packages.txt")
+    if diff:
+        recorder.log_text(diff, "code.diff")
+
+
+def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: float, log: Tee) -> None:
+    """Record the ending; each step is guarded so the status is always set."""
+    log.write(f"[runner] run {recorder.run_id} {outcome.status}"
+              + (f": {outcome.reason}" if outcome.reason and outcome.status != "FINISHED" else "") + "\n")
+    log.close()
+    steps = [
+        lambda: recorder.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),
+        lambda: recorder.log_metric("duration_s", round(time.time() - started, 3)),
+        lambda: recorder.log_artifacts(run_dir.output, "output"),
+        lambda: recorder.log_artifacts(run_dir.log),
+    ]
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # keep going: the status below matters most
+            print(f"[runner] could not record part of run {recorder.run_id}: {exc}", file=sys.stderr)
+    recorder.end(outcome.status)

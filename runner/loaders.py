@@ -1,0 +1,26 @@
+"""In-run data loaders, named by the `dataset` config's `_target_`. They run inside the run's environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Data:
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+
+
+def random_binary(*, seed: int, n_train: int = 1000, n_test: int = 100, features: int = 20, name: str = "") -> Data:
+    """The seed's test.py: uniform [0, 1) features, labels in {0, 1}, drawn in that order from `seed`."""
+    rng = np.random.RandomState(seed)
+    x_train = rng.random_sample((n_train, features))
+    y_train = rng.randint(2, size=(n_train, 1))
+    x_test = rng.random_sample((n_test, features))
+    y_test = rng.randint(2, size=(n_test, 1))
+    return Data(x_train, y_train, x_test, y_test)

@@ -1,0 +1,175 @@
+"""RunSpec: everything one run needs, resolved from the composed config. Pure: no I/O, no side effects."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner.errors import ConfigError, suggest
+
+# Only these module prefixes may appear as a model `_target_`: instantiating arbitrary targets from a
+# config file is code execution.
+ALLOWED_TARGET_PREFIXES = ("models.",)
+BACKENDS = ("docker", "local")
+HARNESS_ARGV = ("python", "-m", "runner.job")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    image: str
+    requirements: tuple[str, ...] = ()
+    requirements_file: str | None = None  # relative to the project
+    setup: tuple[str, ...] = ()
+    gpu: bool = False
+    ca_bundle: str | None = None  # absolute host path
+    variables: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    timeout: int | None = None
+    gpus: int | tuple[str, ...] | None = None  # None: all GPUs when env.gpu
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    experiment: str
+    project_dir: str
+    backend: str
+    argv: tuple[str, ...]
+    env: EnvSpec
+    resources: Resources
+    data: tuple[str, ...]
+    seed: int
+    tracking_uri: str
+    mlflow_experiment: str
+    config_yaml: str
+    params: tuple[tuple[str, str], ...]
+    keep_container: bool = False
+    network: str = "bridge"
+    detach: bool = False
+
+    @property
+    def is_command_mode(self) -> bool:
+        return self.argv != HARNESS_ARGV
+
+
+def parse_memory(value: str | None) -> int | None:
+    if value is None:
+        return None
+    match = _MEMORY.match(str(value).strip())
+    if not match:
+        raise ConfigError(f"resources.memory: '{value}' is not a size. Use a number with k, m, g or t, e.g. 512m or 4g.")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_gpus(value: Any) -> int | tuple[str, ...] | None:
+    if value is None or isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and value < 1:
+            raise ConfigError(f"resources.gpus: {value} is not a GPU count. Use a positive count, a list of ids, or null.")
+        return value
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if OmegaConf.is_list(value) or isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    raise ConfigError(f"resources.gpus: '{value}' is not a count or a list of device ids.")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten a resolved config to dotted keys: {'train.epochs': '20', ...}."""
+    out: dict[str, str] = {}
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    else:
+        out[prefix[:-1]] = "null" if node is None else str(node)
+    return out
+
+
+def default_tracking_uri(project_dir: str) -> str:
+    # MLflow's own default, made absolute so any working directory finds the same store.
+    return f"sqlite:///{Path(project_dir) / 'mlflow.db'}"
+
+
+def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
+    """Every check that needs only the config. Raises ConfigError naming the key and what is allowed."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"Missing required value: {missing[0]}. Set it on the command line, e.g. {missing[0]}=...")
+    if cfg.backend.name not in backends:
+        raise ConfigError(
+            f"Unknown backend '{cfg.backend.name}'.{suggest(cfg.backend.name, backends)} Valid: {', '.join(backends)}."
+        )
+    if cfg.command is None:
+        target = cfg.model.get("_target_") if OmegaConf.is_dict(cfg.model) else None
+        if not target:
+            raise ConfigError("model._target_ is missing: a model node names its builder, e.g. models.mlp.build.")
+        if not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+            raise ConfigError(
+                f"model._target_ '{target}' is not allowed. Builders must live under: {', '.join(ALLOWED_TARGET_PREFIXES)}"
+            )
+    parse_memory(cfg.resources.memory)
+    parse_gpus(cfg.resources.gpus)
+    for key in ("cpus", "timeout"):
+        value = cfg.resources[key]
+        if value is not None and value <= 0:
+            raise ConfigError(f"resources.{key}: {value} must be positive (or null for no limit).")
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs: {cfg.train.epochs} must be at least 1.")
+    if cfg.command is not None and not str(cfg.command).strip():
+        raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
+
+
+def build_spec(
+    cfg: DictConfig, *, experiment: str, project_dir: str, environ: Mapping[str, str]
+) -> RunSpec:
+    """The RunSpec for a validated config. `environ` is read for MLFLOW_TRACKING_URI and the CA fallback."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    env = cfg.env
+    ca_bundle = env.ca_bundle or environ.get("PIP_CERT") or environ.get("SSL_CERT_FILE") or None
+    if ca_bundle:
+        ca_bundle = str(Path(project_dir, ca_bundle))  # absolute paths stay as they are
+    argv = HARNESS_ARGV if cfg.command is None else ("sh", "-c", str(cfg.command))
+    tracking_uri = cfg.tracking.uri or environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(project_dir)
+    return RunSpec(
+        experiment=experiment,
+        project_dir=project_dir,
+        backend=cfg.backend.name,
+        argv=argv,
+        env=EnvSpec(
+            image=env.image,
+            requirements=tuple(env.requirements),
+            requirements_file=env.requirements_file,
+            setup=tuple(env.setup),
+            gpu=bool(env.gpu),
+            ca_bundle=ca_bundle,
+            variables=tuple(sorted((str(k), str(v)) for k, v in env.variables.items())),
+            secrets=tuple(env.secrets),
+        ),
+        resources=Resources(
+            cpus=cfg.resources.cpus,
+            memory_bytes=parse_memory(cfg.resources.memory),
+            timeout=cfg.resources.timeout,
+            gpus=parse_gpus(cfg.resources.gpus),
+        ),
+        data=tuple(cfg.data),
+        seed=int(cfg.train.seed),
+        tracking_uri=tracking_uri,
+        mlflow_experiment=cfg.tracking.experiment or experiment,
+        config_yaml=OmegaConf.to_yaml(resolved),
+        params=tuple(sorted(flatten(resolved).items())),
+        keep_container=bool(cfg.backend.keep_container),
+        network=cfg.backend.network,
+        detach=bool(cfg.detach),
+    )

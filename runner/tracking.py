@@ -1,0 +1,150 @@
+"""The MLflow side: the host's record of a run, and the tracking endpoint that runs log into."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from runner.spec import RunSpec
+
+# MLflow's limits: 100 params per batch call, 6000 characters per value.
+_BATCH = 100
+_MAX_VALUE = 6000
+TAG = "runner."  # prefix of our own tags
+
+
+class Recorder:
+    """Creates the MLflow run before anything starts, and always closes it."""
+
+    def __init__(self, spec: RunSpec):
+        from mlflow import MlflowClient
+
+        self.spec = spec
+        self.client = MlflowClient(spec.tracking_uri)
+        self.run_id = ""
+
+    def start(self, tags: dict[str, str]) -> str:
+        exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
+        exp_id = exp.experiment_id if exp else self._create_experiment()
+        run = self.client.create_run(exp_id, tags=tags)
+        self.run_id = run.info.run_id
+        self.log_params(dict(self.spec.params))
+        return self.run_id
+
+    def _create_experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(self.spec.mlflow_experiment)
+        except MlflowException:  # created by a parallel run meanwhile
+            exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
+            assert exp is not None
+            return exp.experiment_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:_MAX_VALUE]) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:_MAX_VALUE]) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, tags=items[i : i + _BATCH])
+
+    def log_metric(self, key: str, value: float) -> None:
+        self.client.log_metric(self.run_id, key, value)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_artifacts(self, path: Path, artifact_path: str | None = None) -> None:
+        if path.is_dir() and any(path.iterdir()):
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _host_check(app: Callable[..., Iterable[bytes]], allowed: set[str]) -> Callable[..., Iterable[bytes]]:
+    """Refuse requests whose Host header is not ours (DNS-rebinding protection, as `mlflow server` does)."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
+        if host not in allowed:
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"Host not allowed\n"]
+        return app(environ, start_response)
+
+    return wrapped
+
+
+class TrackingServer:
+    """MLflow's tracking REST API served from this process against the project's store.
+
+    In-process (a werkzeug thread) rather than `mlflow server`: the same API, but ready in about a second
+    instead of ten. One per runner process; parallel runs share it.
+    """
+
+    _lock = threading.Lock()
+    _instance: TrackingServer | None = None
+
+    def __init__(self, store_uri: str, bind: str, names: tuple[str, ...]):
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:  # one line per metric is noise
+                pass
+
+        os.environ["_MLFLOW_SERVER_FILE_STORE"] = store_uri
+        os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = store_uri
+        os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "false"
+        from mlflow.server import app
+
+        self.port = _free_port(bind)
+        allowed = {bind, "localhost", "127.0.0.1", *names}
+        self._server = make_server(bind, self.port, _host_check(app, allowed), threaded=True,
+                                   request_handler=QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mlflow-server", daemon=True)
+        self._thread.start()
+        self.bind = bind
+
+    def uri_for(self, host: str) -> str:
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+    @classmethod
+    def shared(cls, store_uri: str, bind: str, names: tuple[str, ...] = ()) -> TrackingServer:
+        """The process's server for (store, bind address), started on first use."""
+        with cls._lock:
+            inst = cls._instance
+            if inst is None or inst.bind != bind or os.environ.get("_MLFLOW_SERVER_FILE_STORE") != store_uri:
+                if inst is not None:
+                    inst.stop()
+                inst = cls._instance = cls(store_uri, bind, names)  # listening once constructed
+            return inst
+
+
+def job_tracking_uri(spec: RunSpec, bind: str, reach_as: str, names: tuple[str, ...] = ()) -> str:
+    """The URI a run logs to: the configured server if remote, else our in-process server."""
+    if spec.tracking_uri.startswith(("http://", "https://", "databricks")):
+        return spec.tracking_uri
+    return TrackingServer.shared(spec.tracking_uri, bind, names).uri_for(reach_as)
