@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
@@ -32,7 +32,14 @@ def options(project_dir: Path, group: str) -> list[str]:
 
 def first_of_sweeps(overrides: list[str]) -> list[str]:
     """Replace each sweep (`a=1,2`, `range(...)`) by its first value, to validate a multirun up front."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as exc:
+        detail = " ".join(ln.strip() for ln in str(exc).splitlines()[:2] if not ln.startswith("See "))
+        raise ConfigError(
+            f"Cannot parse the overrides ({detail}). Quote a value that holds spaces, quotes or commas as a whole, "
+            "e.g. 'command=\"python train.py --name x\"'."
+        ) from exc
     out = []
     for raw, ov in zip(overrides, parsed, strict=True):
         if ov.is_sweep_override():

@@ -20,9 +20,9 @@ class CodeVersion:
     diff: str  # `git diff` against the commit, untracked files included; binary-safe
 
 
-def _git(project_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
+def _git(project_dir: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
     return subprocess.run(
-        ["git", *args], cwd=project_dir, check=True, capture_output=True, text=True, env=env
+        ["git", *args], cwd=project_dir, check=True, capture_output=True, text=True, env=env, input=stdin
     ).stdout
 
 
@@ -35,7 +35,9 @@ def code_version(project_dir: Path) -> CodeVersion:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
         _git(project_dir, "read-tree", "HEAD", env=env)
-        _git(project_dir, "add", "-A", "--", ".", *(f":!{p}" for p in EXCLUDED), env=env)
+        files = "\0".join(project_files(project_dir))
+        if files:
+            _git(project_dir, "add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", env=env, stdin=files)
         diff = _git(project_dir, "diff", "--cached", "--binary", "HEAD", env=env)
     return CodeVersion(commit=commit, dirty=bool(diff), diff=diff)
 

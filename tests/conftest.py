@@ -1,0 +1,56 @@
+"""Shared fixtures: a real project in a temp dir (git repo, the conf tree, the models), run as a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh runner project: a git repo holding this repo's conf/ and models/, one commit."""
+    proj = tmp_path / "proj a'b"  # hostile characters: spaces and quotes must survive every path
+    proj.mkdir()
+    for name in ("conf", "models"):
+        shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".gitignore", proj / ".gitignore")
+    git(proj, "init", "-q")
+    git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    return proj
+
+
+def run_cli(project: Path, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`python -m runner ARGS` in `project`, as a user would type it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"runner {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def store(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
+
+
+def all_runs(project: Path) -> list:
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    if not (project / "mlflow.db").exists():
+        return []
+    client = MlflowClient(store(project))
+    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return list(client.search_runs(ids)) if ids else []

@@ -1,0 +1,83 @@
+"""The RunSpec is pure: the same config and environment give an equal spec, field by field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.compose import compose_config
+from runner.errors import ConfigError
+from runner.spec import HARNESS_ARGV, EnvSpec, Resources, build_spec, flatten, parse_memory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spec_for(*overrides: str, environ: dict[str, str] | None = None):
+    cfg = compose_config(ROOT, ["+experiment=keras_mlp", *overrides])
+    return build_spec(cfg, experiment="keras_mlp", project_dir="/p", environ=environ or {})
+
+
+def test_spec_is_deterministic_and_complete() -> None:
+    spec = spec_for("backend=local", "train.seed=7", "resources.memory=1.5g", "resources.timeout=60")
+    assert spec == spec_for("backend=local", "train.seed=7", "resources.memory=1.5g", "resources.timeout=60")
+    assert spec.argv == HARNESS_ARGV and not spec.is_command_mode
+    assert spec.backend == "local"
+    assert spec.seed == 7
+    assert spec.resources == Resources(cpus=None, memory_bytes=int(1.5 * 1024**3), timeout=60, gpus=None)
+    assert spec.env == EnvSpec(
+        image="runner-base:bookworm",
+        requirements=("tensorflow-cpu>=2.16,<3", "keras>=3,<4"),
+        variables=(("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2")),
+    )
+    assert spec.tracking_uri == "sqlite:////p/mlflow.db"
+    assert spec.mlflow_experiment == "keras_mlp"
+    params = dict(spec.params)
+    assert params["train.epochs"] == "20" and params["train.seed"] == "7" and params["model.units"] == "64"
+    assert params["model._target_"] == "models.mlp.build"
+    assert "\ntrain:\n  epochs: 20\n" in spec.config_yaml
+
+
+def test_command_mode_is_a_shell_command_passed_whole() -> None:
+    spec = spec_for("command='python train.py --name \"a b\"; echo $X'")
+    assert spec.argv == ("sh", "-c", 'python train.py --name "a b"; echo $X')
+    assert spec.is_command_mode
+
+
+def test_tracking_uri_precedence() -> None:
+    assert spec_for(environ={"MLFLOW_TRACKING_URI": "http://t:5000"}).tracking_uri == "http://t:5000"
+    assert spec_for("tracking.uri=sqlite:///x.db", environ={"MLFLOW_TRACKING_URI": "http://t"}).tracking_uri == (
+        "sqlite:///x.db"
+    )
+
+
+def test_ca_bundle_from_config_else_the_hosts_pip_cert() -> None:
+    assert spec_for(environ={"PIP_CERT": "/etc/ca.pem"}).env.ca_bundle == "/etc/ca.pem"
+    assert spec_for("env.ca_bundle=certs/corp.pem", environ={"PIP_CERT": "/x"}).env.ca_bundle == "/p/certs/corp.pem"
+    assert spec_for().env.ca_bundle is None
+
+
+def test_secrets_are_names_only() -> None:
+    spec = spec_for("env.secrets=[WANDB_KEY]", environ={"WANDB_KEY": "s3cret"})
+    assert spec.env.secrets == ("WANDB_KEY",)
+    assert "s3cret" not in repr(spec)
+
+
+def test_gpus_forms() -> None:
+    assert spec_for("resources.gpus=2").resources.gpus == 2
+    assert spec_for("resources.gpus=[0,3]").resources.gpus == ("0", "3")
+    assert spec_for("resources.gpus='1,2'").resources.gpus == ("1", "2")
+
+
+@pytest.mark.parametrize(("text", "size"), [("512m", 512 * 1024**2), ("4g", 4 * 1024**3), ("100", 100), ("2GB", 2 * 1024**3)])
+def test_parse_memory(text: str, size: int) -> None:
+    assert parse_memory(text) == size
+
+
+def test_parse_memory_rejects_words() -> None:
+    with pytest.raises(ConfigError, match="'lots' is not a size"):
+        parse_memory("lots")
+
+
+def test_flatten() -> None:
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "null"}
