@@ -67,6 +67,12 @@ def index_args(environ: Mapping[str, str]) -> list[str]:
     return args
 
 
+def uv_index_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The same index settings as variables, for uv inside a build container."""
+    names = {"PIP_INDEX_URL": "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL": "UV_EXTRA_INDEX_URL"}
+    return {uv: environ[pip] for pip, uv in names.items() if environ.get(pip)}
+
+
 def tls_env(ca_bundle: str | None) -> dict[str, str]:
     """Variables that make pip, uv, requests and curl trust `ca_bundle`."""
     if not ca_bundle:

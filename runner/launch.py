@@ -149,6 +149,9 @@ def execute(spec: RunSpec, extra_tags: dict[str, str] | None = None, echo: TextI
                 outcome = Outcome(FAILED, reason=str(exc))
                 log.write(f"[runner] {exc}\n")
                 raise
+            except Exception as exc:
+                outcome = Outcome(FAILED, reason=f"runner error: {type(exc).__name__}: {exc}")
+                raise
     finally:
         _finish(recorder, run_dir, outcome, started, log)
     return Result(run_id, outcome)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,19 +80,6 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _host_check(app: Callable[..., Iterable[bytes]], allowed: set[str]) -> Callable[..., Iterable[bytes]]:
-    """Refuse requests whose Host header is not ours (DNS-rebinding protection, as `mlflow server` does)."""
-
-    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
-        if host not in allowed:
-            start_response("403 Forbidden", [("Content-Type", "text/plain")])
-            return [b"Host not allowed\n"]
-        return app(environ, start_response)
-
-    return wrapped
-
-
 class TrackingServer:
     """MLflow's tracking REST API served from this process against the project's store.
 
@@ -114,11 +100,13 @@ class TrackingServer:
         os.environ["_MLFLOW_SERVER_FILE_STORE"] = store_uri
         os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = store_uri
         os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "false"
+        # MLflow's own Host-header check (DNS-rebinding protection), told the names runs use to reach us.
+        hosts = sorted({bind, "localhost", "127.0.0.1", *names})
+        os.environ["MLFLOW_SERVER_ALLOWED_HOSTS"] = ",".join([*hosts, *(f"{h}:*" for h in hosts)])
         from mlflow.server import app
 
         self.port = _free_port(bind)
-        allowed = {bind, "localhost", "127.0.0.1", *names}
-        self._server = make_server(bind, self.port, _host_check(app, allowed), threaded=True,
+        self._server = make_server(bind, self.port, app, threaded=True,
                                    request_handler=QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="mlflow-server", daemon=True)
         self._thread.start()

@@ -1,0 +1,330 @@
+"""The Docker backend: each run in a fresh container; its environment built once and cached by content.
+
+Concepts: an environment is an image tagged `runner-env:<hash>`, the hash of (base image id, lock, setup
+commands, the runner's in-image pieces). It is built by running the base image once with uv and a shared
+wheel cache mounted, then committed; a second run of the same environment finds the tag and builds nothing.
+A run is a container labelled with its MLflow run id: the code snapshot at /code (read-only, the working
+directory), /output a bind mount, the harness at /opt/runner (read-only), as the invoking user's UID/GID.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import threading
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+from runner import gpu
+from runner.backends.base import FAILED, FINISHED, Backend, Outcome, Prepared, RunDir, RunHandle
+from runner.environment import cache_dir, content_hash, uv_bin, uv_index_env
+from runner.errors import BackendUnavailable, EnvBuildError
+from runner.spec import RunSpec
+from runner.tracking import job_tracking_uri
+
+ENV_REPO = "runner-env"
+LABEL = "runner.managed"
+CA_PATH = "/etc/runner/ca.pem"
+HOST_ALIAS = "host.docker.internal"
+# Bump when what goes into an env image changes (the build script below): old images are then not reused.
+IN_IMAGE_VERSION = "1"
+BUILD_SCRIPT = """set -eu
+uv venv --quiet --python /usr/bin/python3 /opt/env
+uv pip sync --python /opt/env/bin/python /build/requirements.lock
+cp /build/requirements.lock /opt/env/requirements.lock
+export PATH=/opt/env/bin:$PATH VIRTUAL_ENV=/opt/env
+"""
+IMAGE_PATH = "/opt/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def client() -> Any:
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        c = docker.from_env(version="auto", timeout=120)
+        c.ping()
+        return c
+    except DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise BackendUnavailable(
+            f"No Docker engine answers at {where}. Start one (sudo systemctl start docker, or sudo dockerd &), "
+            "or run without containers: backend=local."
+        ) from exc
+
+
+def tls_env_in_container(has_ca: bool) -> dict[str, str]:
+    if not has_ca:
+        return {}
+    return {k: CA_PATH for k in ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+
+
+def _bind(src: Path | str, dst: str, read_only: bool) -> Any:
+    from docker.types import Mount
+
+    return Mount(target=dst, source=str(src), type="bind", read_only=read_only)
+
+
+def device_requests(spec: RunSpec) -> list[Any]:
+    from docker.types import DeviceRequest
+
+    if not spec.env.gpu:
+        return []
+    wanted = spec.resources.gpus
+    if isinstance(wanted, tuple):
+        return [DeviceRequest(device_ids=list(wanted), capabilities=[["gpu"]])]
+    return [DeviceRequest(count=-1 if wanted is None else wanted, capabilities=[["gpu"]])]
+
+
+def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, str], tracking_uri: str) -> dict[str, Any]:
+    """Keyword arguments for `containers.run`: the whole container, decided before anything starts."""
+    mounts = [
+        _bind(run_dir.code, "/code", True),
+        _bind(run_dir.output, "/output", False),
+        _bind(run_dir.harness, "/opt/runner", True),
+    ]
+    if spec.env.ca_bundle:
+        mounts.append(_bind(spec.env.ca_bundle, CA_PATH, True))
+    kwargs: dict[str, Any] = {
+        "image": image,
+        "command": list(spec.argv),
+        "name": f"runner-{env['MLFLOW_RUN_ID']}",
+        "labels": {LABEL: "run", "runner.run_id": env["MLFLOW_RUN_ID"]},
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "working_dir": "/code",
+        "mounts": mounts,
+        "environment": {
+            **tls_env_in_container(bool(spec.env.ca_bundle)),
+            **env,
+            "HOME": "/tmp",  # any UID can write there; keras and pip keep caches in $HOME
+            "PYTHONPATH": "/opt/runner:/code",
+            "RUNNER_CONFIG": "/opt/runner/config.yaml",
+            "RUNNER_OUTPUT": "/output",
+            "RUNNER_CODE": "/code",
+            "MLFLOW_TRACKING_URI": tracking_uri,
+        },
+        "network_mode": spec.network,
+        "init": True,  # a real PID 1 forwards signals, so Ctrl-C and stop reach the process
+        "detach": True,
+        "device_requests": device_requests(spec),
+    }
+    if spec.network != "host":
+        kwargs["extra_hosts"] = {HOST_ALIAS: "host-gateway"}
+    if spec.resources.cpus:
+        kwargs["nano_cpus"] = int(spec.resources.cpus * 1e9)
+    if spec.resources.memory_bytes:
+        kwargs["mem_limit"] = spec.resources.memory_bytes
+        kwargs["memswap_limit"] = spec.resources.memory_bytes  # no swap: past the limit is an OOM kill
+    return kwargs
+
+
+def stream_logs(container: Any, log: TextIO) -> threading.Thread:
+    def run() -> None:
+        for chunk in container.logs(stream=True, follow=True):
+            log.write(chunk.decode(errors="replace"))
+
+    thread = threading.Thread(target=run, name="container-logs", daemon=True)
+    thread.start()
+    return thread
+
+
+class DockerHandle(RunHandle):
+    def __init__(self, run_id: str, container: Any, pumper: threading.Thread, keep: bool):
+        super().__init__(run_id)
+        self.container = container
+        self.pumper = pumper
+        self.keep = keep
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        import requests
+
+        try:
+            result = self.container.wait(timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return None
+        self.pumper.join(timeout=10)
+        self.container.reload()
+        state = self.container.attrs["State"]
+        code = int(result.get("StatusCode", state.get("ExitCode", -1)))
+        self._remove()
+        if state.get("OOMKilled"):
+            return Outcome(FAILED, code, "OOMKilled")
+        return Outcome(FINISHED, 0) if code == 0 else Outcome(FAILED, code, f"exit code {code}")
+
+    def status(self) -> str:
+        self.container.reload()
+        state = self.container.attrs["State"]
+        if state["Running"]:
+            return "RUNNING"
+        return FINISHED if state["ExitCode"] == 0 else FAILED
+
+    def cancel(self) -> None:
+        from docker.errors import APIError, NotFound
+
+        try:
+            self.container.kill(signal="SIGINT")  # as Ctrl-C would: Keras and user code can clean up
+            self.container.wait(timeout=5)
+        except NotFound:
+            return
+        except Exception:
+            try:
+                self.container.stop(timeout=3)
+            except (NotFound, APIError):
+                pass
+
+    def _remove(self) -> None:
+        from docker.errors import APIError, NotFound
+
+        if self.keep:
+            return
+        try:
+            self.container.remove(force=True)
+        except (NotFound, APIError):
+            pass
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self) -> None:
+        self.docker = client()
+
+    def check(self, spec: RunSpec) -> None:
+        if spec.env.gpu:
+            runtimes = self.docker.info().get("Runtimes", {})
+            if "nvidia" not in runtimes and not _which("nvidia-container-runtime-hook"):
+                raise BackendUnavailable(
+                    "env.gpu=true, but this Docker engine has no NVIDIA runtime (install nvidia-container-toolkit "
+                    f"and restart dockerd; runtimes here: {', '.join(runtimes) or 'none'}). Use env.gpu=false."
+                )
+            gpu.require_host_gpus(spec.resources.gpus)
+        self.base_image(spec.env.image)
+
+    def base_image(self, name: str) -> Any:
+        """The base image, pulled if missing; says how to build one where no registry answers."""
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            return self.docker.images.get(name)
+        except ImageNotFound:
+            pass
+        try:
+            return self.docker.images.pull(name)
+        except APIError as exc:
+            raise BackendUnavailable(
+                f"Base image '{name}' is not here and cannot be pulled ({exc.explanation or exc}). "
+                f"Build one from Debian's packages, no registry needed: runner image base --tag {name}"
+            ) from exc
+
+    def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
+        """The base image's Python and platform, probed once per image id."""
+        base = self.base_image(spec.env.image)
+        probe = cache_dir() / "probes" / base.id.replace(":", "_")
+        if not probe.is_file():
+            script = ("import platform, sys; print('%d.%d' % sys.version_info[:2]); "
+                      "print(platform.machine()); print(platform.libc_ver()[1])")
+            out = self.docker.containers.run(base.id, ["python3", "-c", script], remove=True, network_mode="none")
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            probe.write_text(out.decode())
+        version, machine, glibc = (probe.read_text().splitlines() + ["", "", ""])[:3]
+        platform = None
+        if machine in ("x86_64", "aarch64") and glibc.startswith("2."):
+            platform = f"{machine}-manylinux_2_{min(int(glibc.split('.')[1]), 40)}"
+        return version, platform
+
+    def image_tag(self, spec: RunSpec, lock: str) -> str:
+        base = self.base_image(spec.env.image)
+        # The host's uv is mounted into builds: its version is one of the in-image pieces.
+        digest = content_hash(base.id, lock, *spec.env.setup, IN_IMAGE_VERSION, BUILD_SCRIPT, metadata.version("uv"))
+        return f"{ENV_REPO}:{digest[:16]}"
+
+    def prepare(self, spec: RunSpec, lock: str, log: TextIO) -> Prepared:
+        from docker.errors import ImageNotFound
+
+        tag = self.image_tag(spec, lock)
+        guard_path = cache_dir() / "images" / f"{tag.split(':')[1]}.lock"
+        guard_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(guard_path, "w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)  # parallel runs of one env build it once
+            try:
+                image = self.docker.images.get(tag)
+                log.write(f"[runner] image {tag}: reused\n")
+                reused = True
+            except ImageNotFound:
+                log.write(f"[runner] image {tag}: building from {spec.env.image}\n")
+                image = self._build(spec, lock, tag, log)
+                reused = False
+        base = self.base_image(spec.env.image)
+        return Prepared(env_id=image.id, tags={"runner.image": tag, "runner.image.id": image.id,
+                                               "runner.image.base": f"{spec.env.image}@{base.id}",
+                                               "runner.env.reused": str(reused).lower()})
+
+    def _build(self, spec: RunSpec, lock: str, tag: str, log: TextIO) -> Any:
+        wheels = cache_dir() / "uv-docker"  # wheel cache shared by every build
+        wheels.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
+            (Path(tmp) / "requirements.lock").write_text(lock)
+            script = BUILD_SCRIPT + "".join(f"{cmd}\n" for cmd in spec.env.setup)
+            mounts = [_bind(tmp, "/build", True), _bind(wheels, "/uv-cache", False),
+                      _bind(uv_bin(), "/usr/local/bin/uv", True)]
+            if spec.env.ca_bundle:
+                mounts.append(_bind(spec.env.ca_bundle, CA_PATH, True))
+            env = {**tls_env_in_container(bool(spec.env.ca_bundle)), **uv_index_env(os.environ),
+                   "UV_CACHE_DIR": "/uv-cache", "UV_LINK_MODE": "copy", "UV_NO_PROGRESS": "1"}
+            container = self.docker.containers.run(
+                self.base_image(spec.env.image).id, ["sh", "-c", script], detach=True, mounts=mounts,
+                environment=env, labels={LABEL: "build"}, network_mode=spec.network,
+            )
+            try:
+                pumper = stream_logs(container, log)
+                code = int(container.wait()["StatusCode"])
+                pumper.join(timeout=10)
+                if code != 0:
+                    raise EnvBuildError(f"Building image {tag} failed (exit {code}); the build log is above and in the run's log.")
+                repo, _, version = tag.partition(":")
+                return container.commit(repository=repo, tag=version, changes=[
+                    f"ENV PATH={IMAGE_PATH}", "ENV VIRTUAL_ENV=/opt/env", "WORKDIR /code",
+                    f"LABEL {LABEL}=env", f"LABEL runner.base={spec.env.image}",
+                ])
+            finally:
+                container.remove(force=True)
+
+    def gateway(self, network: str) -> str:
+        """The host's address on the container network (where the tracking server listens)."""
+        import ipaddress
+
+        config = self.docker.networks.get(network).attrs["IPAM"]["Config"][0]
+        if config.get("Gateway"):
+            return str(config["Gateway"])
+        return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))  # Docker's default: the first address
+
+    def launch(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: TextIO) -> RunHandle:
+        if spec.network == "host":
+            uri = job_tracking_uri(spec, "127.0.0.1", "127.0.0.1")
+        else:
+            gateway = self.gateway(spec.network)
+            uri = job_tracking_uri(spec, gateway, HOST_ALIAS, names=(HOST_ALIAS, gateway))
+        container = self.docker.containers.run(**container_spec(spec, run_dir, prepared.env_id, env, uri))
+        return DockerHandle(env["MLFLOW_RUN_ID"], container, stream_logs(container, log), spec.keep_container)
+
+
+def _which(name: str) -> bool:
+    import shutil
+
+    return shutil.which(name) is not None
+
+
+def gc() -> str:
+    """Remove stopped containers and unused images the runner made; say how much space was freed."""
+    c = client()
+    containers = c.containers.prune(filters={"label": LABEL})
+    images = c.images.prune(filters={"label": f"{LABEL}=env", "dangling": False})
+    n_images = len([i for i in images.get("ImagesDeleted") or [] if "Deleted" in i])
+    freed = (containers.get("SpaceReclaimed") or 0) + (images.get("SpaceReclaimed") or 0)
+    return (f"Removed {len(containers.get('ContainersDeleted') or [])} container(s) and {n_images} image layer(s); "
+            f"freed {freed / 1e6:.1f} MB.")
+
+
+BACKEND = DockerBackend
