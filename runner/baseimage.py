@@ -26,15 +26,21 @@ def build_base(tag: str, suite: str, mirror: str) -> str:
     docker = client()
     with tempfile.TemporaryDirectory(prefix="runner-rootfs-") as rootfs:
         print(f"[runner] debootstrap {suite} from {mirror} ...", flush=True)
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, rootfs, mirror],
-                       check=True, stdout=sys.stdout, stderr=sys.stderr)
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, rootfs, mirror],
+            check=True,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+        )
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(os.path.join(rootfs, junk), ignore_errors=True)
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
         assert tar.stdout is not None
         repo, _, version = tag.partition(":")
         docker.api.import_image_from_stream(
-            tar.stdout, repository=repo, tag=version or "latest",
+            tar.stdout,
+            repository=repo,
+            tag=version or "latest",
             changes=["ENV LANG=C.UTF-8", f"LABEL {LABEL}=base", 'CMD ["python3"]'],
         )
         if tar.wait() != 0:

@@ -10,8 +10,20 @@ from runner.errors import RunnerError
 
 VERBS = ("ls", "logs", "ui", "gc", "image")
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
-_HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
-                     "--resolve", "--package", "-p")
+_HYDRA_INFO_FLAGS = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--resolve",
+    "--package",
+    "-p",
+)
 
 
 def main(argv: list[str] | None = None) -> None:

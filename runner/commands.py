@@ -37,8 +37,14 @@ def _runs(uri: str, experiment: str | None, limit: int) -> list[Any]:
     ids = [e.experiment_id for e in exps if experiment is None or e.name == experiment]
     if not ids:
         return []
-    return list(client.search_runs(ids, filter_string="tags.`runner.experiment` != ''",
-                                   order_by=["attributes.start_time DESC"], max_results=limit))
+    return list(
+        client.search_runs(
+            ids,
+            filter_string="tags.`runner.experiment` != ''",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit,
+        )
+    )
 
 
 def _row(run: Any) -> dict[str, Any]:
@@ -64,8 +70,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     print(header)
     for r in rows:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
-        print(f"{r['id']:32}  {r['experiment'][:16]:16}  {r['status']:9}  {r['start']:19}  "
-              f"{r['duration_s']:>8}s  {metrics}")
+        print(
+            f"{r['id']:32}  {r['experiment'][:16]:16}  {r['status']:9}  {r['start']:19}  "
+            f"{r['duration_s']:>8}s  {metrics}"
+        )
     return 0
 
 
@@ -84,8 +92,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         from mlflow.exceptions import MlflowException
 
         try:
-            sys.stdout.write(MlflowClient(uri).download_artifacts(args.run_id, "run.log") and
-                             Path(MlflowClient(uri).download_artifacts(args.run_id, "run.log")).read_text())
+            sys.stdout.write(
+                MlflowClient(uri).download_artifacts(args.run_id, "run.log")
+                and Path(MlflowClient(uri).download_artifacts(args.run_id, "run.log")).read_text()
+            )
             return 0
         except MlflowException as exc:
             raise RunnerError(f"No run {args.run_id} with a log in {uri}. List runs with: runner ls") from exc
@@ -104,7 +114,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     project = _project()
     os.chdir(project)
-    argv = ["mlflow", "ui", "--backend-store-uri", store_uri(project), "--host", args.host, "--port", str(args.port)]
+    argv = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        store_uri(project),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print("runner: MLflow UI at", f"http://{args.host}:{args.port}", flush=True)
     os.execvp(argv[0], argv)
     return 0
@@ -125,7 +144,9 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runner", description="Manage runs. Run a config with: runner +experiment=NAME")
+    p = argparse.ArgumentParser(
+        prog="runner", description="Manage runs. Run a config with: runner +experiment=NAME"
+    )
     sub = p.add_subparsers(dest="verb", required=True)
     ls = sub.add_parser("ls", help="recent runs")
     ls.add_argument("--experiment")
@@ -144,7 +165,9 @@ def parser() -> argparse.ArgumentParser:
     gc.set_defaults(fn=cmd_gc)
     image = sub.add_parser("image", help="base images")
     image_sub = image.add_subparsers(dest="what", required=True)
-    base = image_sub.add_parser("base", help="build a Python base image from Debian's packages (no registry needed)")
+    base = image_sub.add_parser(
+        "base", help="build a Python base image from Debian's packages (no registry needed)"
+    )
     base.add_argument("--tag", default="runner-base:bookworm")
     base.add_argument("--suite", default="bookworm")
     base.add_argument("--mirror", default="http://deb.debian.org/debian")

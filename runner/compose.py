@@ -86,7 +86,9 @@ def _bad_override(project_dir: Path, overrides: list[str], exc: ConfigCompositio
     if isinstance(cause, ConfigAttributeError | ConfigKeyError):
         key = str(cause.full_key or "")
         parent, _, leaf = key.rpartition(".")
-        known = _keys_at(project_dir, [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key], parent)
+        known = _keys_at(
+            project_dir, [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key], parent
+        )
         hint = suggest(leaf, known)
         where = f"'{parent}'" if parent else "the config"
         return ConfigError(f"Unknown key '{key}'.{hint} Keys in {where}: {', '.join(known)}.")
@@ -104,4 +106,4 @@ def _keys_at(project_dir: Path, overrides: list[str], parent: str) -> list[str]:
     except Exception:
         return []
     node = OmegaConf.select(cfg, parent) if parent else cfg
-    return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+    return sorted(str(k) for k in node) if isinstance(node, DictConfig) else []

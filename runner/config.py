@@ -20,7 +20,9 @@ class EnvConfig:
     requirements: list[str] = field(default_factory=list)
     requirements_file: str | None = None  # a floyd_requirements.txt-style file inside the project
     setup: list[str] = field(default_factory=list)  # shell commands baked into the image once
-    ca_bundle: str | None = None  # CA file for TLS-intercepting proxies; null: the host's PIP_CERT/SSL_CERT_FILE
+    ca_bundle: str | None = (
+        None  # CA file for TLS-intercepting proxies; null: the host's PIP_CERT/SSL_CERT_FILE
+    )
     variables: dict[str, str] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)  # host variable names passed by name, never logged
 

@@ -15,7 +15,10 @@ from runner.spec import EnvSpec
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("RUNNER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "runner")
+    root = Path(
+        os.environ.get("RUNNER_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "runner"
+    )
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -49,7 +52,9 @@ def requirement_lines(env: EnvSpec, project_dir: Path) -> list[str]:
     if env.requirements_file:
         path = project_dir / env.requirements_file
         if not path.is_file():
-            raise ConfigError(f"env.requirements_file: {env.requirements_file} does not exist in {project_dir}.")
+            raise ConfigError(
+                f"env.requirements_file: {env.requirements_file} does not exist in {project_dir}."
+            )
         for line in path.read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
@@ -95,12 +100,27 @@ def resolve_lock(lines: list[str], target: Target, ca_bundle: str | None, enviro
     path = cache_dir() / "locks" / f"{key}.txt"
     if path.is_file():
         return path.read_text()
-    cmd = [uv_bin(), "pip", "compile", "-", "--generate-hashes", "--no-header", "--quiet",
-           "--python-version", target.python_version, *index]
+    cmd = [
+        uv_bin(),
+        "pip",
+        "compile",
+        "-",
+        "--generate-hashes",
+        "--no-header",
+        "--quiet",
+        "--python-version",
+        target.python_version,
+        *index,
+    ]
     if target.platform:
         cmd += ["--python-platform", target.platform]
-    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True,
-                          env={**os.environ, **tls_env(ca_bundle)})
+    proc = subprocess.run(
+        cmd,
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, **tls_env(ca_bundle)},
+    )
     if proc.returncode != 0:
         raise EnvBuildError("Requirements do not resolve: " + _resolver_message(proc.stderr))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,4 +137,6 @@ def _resolver_message(stderr: str) -> str:
 
 def locked_versions(lock: str) -> list[str]:
     """`name==version` lines of a lock, without hashes: the readable package list."""
-    return [ln.split()[0] for ln in lock.splitlines() if "==" in ln and not ln.lstrip().startswith(("#", "--"))]
+    return [
+        ln.split()[0] for ln in lock.splitlines() if "==" in ln and not ln.lstrip().startswith(("#", "--"))
+    ]

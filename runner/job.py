@@ -45,9 +45,9 @@ def mlflow_callback() -> Any:
 
     class MlflowMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            from mlflow.entities import Metric
-
             import time
+
+            from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
             metrics = [Metric(k, float(v), now, epoch) for k, v in (logs or {}).items()]
@@ -75,9 +75,18 @@ def main() -> int:
 
     callback, client, run_id = mlflow_callback()
     client.log_param(run_id, "model.parameters", model.count_params())
-    model.fit(data.x_train, data.y_train, epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
-              validation_split=cfg.train.validation_split, callbacks=[callback], verbose=2)
-    scores = model.evaluate(data.x_test, data.y_test, batch_size=cfg.train.batch_size, verbose=0, return_dict=True)
+    model.fit(
+        data.x_train,
+        data.y_train,
+        epochs=cfg.train.epochs,
+        batch_size=cfg.train.batch_size,
+        validation_split=cfg.train.validation_split,
+        callbacks=[callback],
+        verbose=2,
+    )
+    scores = model.evaluate(
+        data.x_test, data.y_test, batch_size=cfg.train.batch_size, verbose=0, return_dict=True
+    )
     for name, value in scores.items():
         client.log_metric(run_id, f"test_{name}", float(value))
     print("test:", {k: round(float(v), 4) for k, v in scores.items()})

@@ -82,7 +82,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def read_secrets(names: tuple[str, ...]) -> dict[str, str]:
     missing = [n for n in names if n not in os.environ]
     if missing:
-        raise ConfigError(f"env.secrets: {', '.join(missing)} not set in this shell. Export it first: export {missing[0]}=...")
+        raise ConfigError(
+            f"env.secrets: {', '.join(missing)} not set in this shell. Export it first: export {missing[0]}=..."
+        )
     return {n: os.environ[n] for n in names}
 
 
@@ -95,30 +97,39 @@ def wait_for(handle: RunHandle, timeout: int | None) -> Outcome:
     return Outcome(KILLED, reason=f"timeout after {timeout} s")
 
 
-def execute(spec: RunSpec, extra_tags: dict[str, str] | None = None, echo: TextIO | None = sys.stdout) -> Result:
+def execute(
+    spec: RunSpec, extra_tags: dict[str, str] | None = None, echo: TextIO | None = sys.stdout
+) -> Result:
     backend = get_backend(spec.backend)
     backend.check(spec)
     secrets = read_secrets(spec.env.secrets)
     project = Path(spec.project_dir)
     version = code_version(project)
-    lock = resolve_lock(requirement_lines(spec.env, project), Target(*backend.lock_target(spec)),
-                        spec.env.ca_bundle, os.environ)
+    lock = resolve_lock(
+        requirement_lines(spec.env, project),
+        Target(*backend.lock_target(spec)),
+        spec.env.ca_bundle,
+        os.environ,
+    )
 
     recorder = Recorder(spec)
-    run_id = recorder.start({
-        "runner.experiment": spec.experiment,
-        "runner.backend": spec.backend,
-        "runner.host": socket.gethostname(),
-        "runner.seed": str(spec.seed),
-        "runner.command": shlex.join(spec.argv),
-        "runner.version": runner.__version__,
-        "runner.lock.sha256": content_hash(lock),
-        "runner.git.dirty": str(version.dirty).lower(),
-        "mlflow.source.git.commit": version.commit or "",
-        "mlflow.source.name": spec.project_dir,
-        "mlflow.user": getpass.getuser(),
-        **(extra_tags or {}),
-    })
+    run_id = recorder.start(
+        {
+            "runner.experiment": spec.experiment,
+            "runner.backend": spec.backend,
+            "runner.host": socket.gethostname(),
+            "runner.seed": str(spec.seed),
+            "runner.command": shlex.join(spec.argv),
+            "runner.version": runner.__version__,
+            "runner.lock.sha256": content_hash(lock),
+            "runner.git.dirty": str(version.dirty).lower(),
+            "mlflow.source.git.commit": version.commit or "",
+            "mlflow.source.name": spec.project_dir,
+            "mlflow.user": getpass.getuser(),
+            **(extra_tags or {}),
+        },
+        adopt=os.environ.get("MLFLOW_RUN_ID"),  # `mlflow run` made one for us
+    )
     run_dir = RunDir(project / RUNS_DIR / run_id)
     for d in (run_dir.code, run_dir.output, run_dir.harness):
         d.mkdir(parents=True, exist_ok=True)
@@ -133,9 +144,14 @@ def execute(spec: RunSpec, extra_tags: dict[str, str] | None = None, echo: TextI
                 _stage(spec, run_dir, recorder, lock, version.diff)
                 prepared = backend.prepare(spec, lock, log)
                 recorder.set_tags({"runner.env.id": prepared.env_id, **prepared.tags})
-                env = {**dict(spec.env.variables), **secrets, "MLFLOW_RUN_ID": run_id,
-                       "MLFLOW_EXPERIMENT_ID": recorder.client.get_run(run_id).info.experiment_id,
-                       "PYTHONHASHSEED": str(spec.seed), "PYTHONUNBUFFERED": "1"}
+                env = {
+                    **dict(spec.env.variables),
+                    **secrets,
+                    "MLFLOW_RUN_ID": run_id,
+                    "MLFLOW_EXPERIMENT_ID": recorder.client.get_run(run_id).info.experiment_id,
+                    "PYTHONHASHSEED": str(spec.seed),
+                    "PYTHONUNBUFFERED": "1",
+                }
                 handle = backend.launch(spec, run_dir, prepared, env, log)
                 outcome = wait_for(handle, spec.resources.timeout)
             except KeyboardInterrupt:
@@ -160,8 +176,12 @@ def execute(spec: RunSpec, extra_tags: dict[str, str] | None = None, echo: TextI
 def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:
     """The run's inputs: code snapshot, harness, resolved config; and their record."""
     snapshot(Path(spec.project_dir), run_dir.code)
-    shutil.copytree(Path(runner.__file__).parent, run_dir.harness / "runner",
-                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    shutil.copytree(
+        Path(runner.__file__).parent,
+        run_dir.harness / "runner",
+        ignore=shutil.ignore_patterns("__pycache__"),
+        dirs_exist_ok=True,
+    )
     run_dir.config.write_text(spec.config_yaml)
     recorder.log_text(spec.config_yaml, "config.yaml")
     recorder.log_text(lock, "requirements.lock")
@@ -172,8 +192,11 @@ def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: 
 
 def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: float, log: Tee) -> None:
     """Record the ending; each step is guarded so the status is always set."""
-    log.write(f"[runner] run {recorder.run_id} {outcome.status}"
-              + (f": {outcome.reason}" if outcome.reason and outcome.status != "FINISHED" else "") + "\n")
+    log.write(
+        f"[runner] run {recorder.run_id} {outcome.status}"
+        + (f": {outcome.reason}" if outcome.reason and outcome.status != "FINISHED" else "")
+        + "\n"
+    )
     log.close()
     steps = [
         lambda: recorder.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),

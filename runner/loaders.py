@@ -16,7 +16,9 @@ class Data:
     y_test: Any
 
 
-def random_binary(*, seed: int, n_train: int = 1000, n_test: int = 100, features: int = 20, name: str = "") -> Data:
+def random_binary(
+    *, seed: int, n_train: int = 1000, n_test: int = 100, features: int = 20, name: str = ""
+) -> Data:
     """The seed's test.py: uniform [0, 1) features, labels in {0, 1}, drawn in that order from `seed`."""
     rng = np.random.RandomState(seed)
     x_train = rng.random_sample((n_train, features))

@@ -37,7 +37,15 @@ def code_version(project_dir: Path) -> CodeVersion:
         _git(project_dir, "read-tree", "HEAD", env=env)
         files = "\0".join(project_files(project_dir))
         if files:
-            _git(project_dir, "add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", env=env, stdin=files)
+            _git(
+                project_dir,
+                "add",
+                "-A",
+                "--pathspec-from-file=-",
+                "--pathspec-file-nul",
+                env=env,
+                stdin=files,
+            )
         diff = _git(project_dir, "diff", "--cached", "--binary", "HEAD", env=env)
     return CodeVersion(commit=commit, dirty=bool(diff), diff=diff)
 
@@ -48,7 +56,9 @@ def project_files(project_dir: Path) -> list[str]:
         out = _git(project_dir, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
         names = [n for n in out.split("\0") if n]
     except (subprocess.CalledProcessError, FileNotFoundError):
-        names = [str(p.relative_to(project_dir)) for p in project_dir.rglob("*") if p.is_file() or p.is_symlink()]
+        names = [
+            str(p.relative_to(project_dir)) for p in project_dir.rglob("*") if p.is_file() or p.is_symlink()
+        ]
     return sorted(n for n in set(names) if not any(n == e or n.startswith(e + "/") for e in EXCLUDED))
 
 

@@ -69,14 +69,18 @@ def parse_memory(value: str | None) -> int | None:
         return None
     match = _MEMORY.match(str(value).strip())
     if not match:
-        raise ConfigError(f"resources.memory: '{value}' is not a size. Use a number with k, m, g or t, e.g. 512m or 4g.")
+        raise ConfigError(
+            f"resources.memory: '{value}' is not a size. Use a number with k, m, g or t, e.g. 512m or 4g."
+        )
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def parse_gpus(value: Any) -> int | tuple[str, ...] | None:
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         if isinstance(value, int) and value < 1:
-            raise ConfigError(f"resources.gpus: {value} is not a GPU count. Use a positive count, a list of ids, or null.")
+            raise ConfigError(
+                f"resources.gpus: {value} is not a GPU count. Use a positive count, a list of ids, or null."
+            )
         return value
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -105,7 +109,9 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
     """Every check that needs only the config. Raises ConfigError naming the key and what is allowed."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"Missing required value: {missing[0]}. Set it on the command line, e.g. {missing[0]}=...")
+        raise ConfigError(
+            f"Missing required value: {missing[0]}. Set it on the command line, e.g. {missing[0]}=..."
+        )
     if cfg.backend.name not in backends:
         raise ConfigError(
             f"Unknown backend '{cfg.backend.name}'.{suggest(cfg.backend.name, backends)} Valid: {', '.join(backends)}."
@@ -113,7 +119,9 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
     if cfg.command is None:
         target = cfg.model.get("_target_") if OmegaConf.is_dict(cfg.model) else None
         if not target:
-            raise ConfigError("model._target_ is missing: a model node names its builder, e.g. models.mlp.build.")
+            raise ConfigError(
+                "model._target_ is missing: a model node names its builder, e.g. models.mlp.build."
+            )
         if not str(target).startswith(ALLOWED_TARGET_PREFIXES):
             raise ConfigError(
                 f"model._target_ '{target}' is not allowed. Builders must live under: {', '.join(ALLOWED_TARGET_PREFIXES)}"
@@ -130,9 +138,7 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 
 
-def build_spec(
-    cfg: DictConfig, *, experiment: str, project_dir: str, environ: Mapping[str, str]
-) -> RunSpec:
+def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: Mapping[str, str]) -> RunSpec:
     """The RunSpec for a validated config. `environ` is read for MLFLOW_TRACKING_URI and the CA fallback."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)

@@ -26,11 +26,15 @@ class Recorder:
         self.client = MlflowClient(spec.tracking_uri)
         self.run_id = ""
 
-    def start(self, tags: dict[str, str]) -> str:
-        exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
-        exp_id = exp.experiment_id if exp else self._create_experiment()
-        run = self.client.create_run(exp_id, tags=tags)
-        self.run_id = run.info.run_id
+    def start(self, tags: dict[str, str], adopt: str | None = None) -> str:
+        """Create the run; or adopt `adopt`, a RUNNING run made for us (`mlflow run` hands one over)."""
+        if adopt and self.client.get_run(adopt).info.status == "RUNNING":
+            self.run_id = adopt
+            self.set_tags(tags)
+        else:
+            exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
+            exp_id = exp.experiment_id if exp else self._create_experiment()
+            self.run_id = self.client.create_run(exp_id, tags=tags).info.run_id
         self.log_params(dict(self.spec.params))
         return self.run_id
 
@@ -106,8 +110,7 @@ class TrackingServer:
         from mlflow.server import app
 
         self.port = _free_port(bind)
-        self._server = make_server(bind, self.port, app, threaded=True,
-                                   request_handler=QuietHandler)
+        self._server = make_server(bind, self.port, app, threaded=True, request_handler=QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="mlflow-server", daemon=True)
         self._thread.start()
         self.bind = bind

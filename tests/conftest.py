@@ -31,13 +31,23 @@ def project(tmp_path: Path) -> Path:
     return proj
 
 
-def run_cli(project: Path, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    project: Path, *args: str, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """`python -m runner ARGS` in `project`, as a user would type it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"runner {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"runner {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 

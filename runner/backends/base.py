@@ -5,11 +5,17 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol
 
 from runner.spec import RunSpec
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+class Log(Protocol):
+    """Where a run's output goes: the terminal and the run's log file."""
+
+    def write(self, text: str, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,11 @@ class Backend(abc.ABC):
         """(python version, uv platform) the env's lock is resolved for."""
 
     @abc.abstractmethod
-    def prepare(self, spec: RunSpec, lock: str, log: TextIO) -> Prepared:
+    def prepare(self, spec: RunSpec, lock: str, log: Log) -> Prepared:
         """Build the environment for `lock` once; later calls with the same inputs reuse it."""
 
     @abc.abstractmethod
-    def launch(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: TextIO) -> RunHandle:
+    def launch(
+        self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: Log
+    ) -> RunHandle:
         """Start the run; its output is streamed to `log` as it comes."""

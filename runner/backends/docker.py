@@ -9,16 +9,17 @@ directory), /output a bind mount, the harness at /opt/runner (read-only), as the
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import tempfile
 import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from runner import gpu
-from runner.backends.base import FAILED, FINISHED, Backend, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
 from runner.environment import cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, EnvBuildError
 from runner.spec import RunSpec
@@ -78,7 +79,9 @@ def device_requests(spec: RunSpec) -> list[Any]:
     return [DeviceRequest(count=-1 if wanted is None else wanted, capabilities=[["gpu"]])]
 
 
-def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, str], tracking_uri: str) -> dict[str, Any]:
+def container_spec(
+    spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, str], tracking_uri: str
+) -> dict[str, Any]:
     """Keyword arguments for `containers.run`: the whole container, decided before anything starts."""
     mounts = [
         _bind(run_dir.code, "/code", True),
@@ -120,7 +123,7 @@ def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, st
     return kwargs
 
 
-def stream_logs(container: Any, log: TextIO) -> threading.Thread:
+def stream_logs(container: Any, log: Log) -> threading.Thread:
     def run() -> None:
         for chunk in container.logs(stream=True, follow=True):
             log.write(chunk.decode(errors="replace"))
@@ -169,20 +172,16 @@ class DockerHandle(RunHandle):
         except NotFound:
             return
         except Exception:
-            try:
+            with contextlib.suppress(NotFound, APIError):
                 self.container.stop(timeout=3)
-            except (NotFound, APIError):
-                pass
 
     def _remove(self) -> None:
         from docker.errors import APIError, NotFound
 
         if self.keep:
             return
-        try:
+        with contextlib.suppress(NotFound, APIError):
             self.container.remove(force=True)
-        except (NotFound, APIError):
-            pass
 
 
 class DockerBackend(Backend):
@@ -223,12 +222,16 @@ class DockerBackend(Backend):
         base = self.base_image(spec.env.image)
         probe = cache_dir() / "probes" / base.id.replace(":", "_")
         if not probe.is_file():
-            script = ("import platform, sys; print('%d.%d' % sys.version_info[:2]); "
-                      "print(platform.machine()); print(platform.libc_ver()[1])")
-            out = self.docker.containers.run(base.id, ["python3", "-c", script], remove=True, network_mode="none")
+            script = (
+                "import platform, sys; print('%d.%d' % sys.version_info[:2]); "
+                "print(platform.machine()); print(platform.libc_ver()[1])"
+            )
+            out = self.docker.containers.run(
+                base.id, ["python3", "-c", script], remove=True, network_mode="none"
+            )
             probe.parent.mkdir(parents=True, exist_ok=True)
             probe.write_text(out.decode())
-        version, machine, glibc = (probe.read_text().splitlines() + ["", "", ""])[:3]
+        version, machine, glibc = [*probe.read_text().splitlines(), "", "", ""][:3]
         platform = None
         if machine in ("x86_64", "aarch64") and glibc.startswith("2."):
             platform = f"{machine}-manylinux_2_{min(int(glibc.split('.')[1]), 40)}"
@@ -237,10 +240,12 @@ class DockerBackend(Backend):
     def image_tag(self, spec: RunSpec, lock: str) -> str:
         base = self.base_image(spec.env.image)
         # The host's uv is mounted into builds: its version is one of the in-image pieces.
-        digest = content_hash(base.id, lock, *spec.env.setup, IN_IMAGE_VERSION, BUILD_SCRIPT, metadata.version("uv"))
+        digest = content_hash(
+            base.id, lock, *spec.env.setup, IN_IMAGE_VERSION, BUILD_SCRIPT, metadata.version("uv")
+        )
         return f"{ENV_REPO}:{digest[:16]}"
 
-    def prepare(self, spec: RunSpec, lock: str, log: TextIO) -> Prepared:
+    def prepare(self, spec: RunSpec, lock: str, log: Log) -> Prepared:
         from docker.errors import ImageNotFound
 
         tag = self.image_tag(spec, lock)
@@ -257,37 +262,65 @@ class DockerBackend(Backend):
                 image = self._build(spec, lock, tag, log)
                 reused = False
         base = self.base_image(spec.env.image)
-        return Prepared(env_id=image.id, tags={"runner.image": tag, "runner.image.id": image.id,
-                                               "runner.image.base": f"{spec.env.image}@{base.id}",
-                                               "runner.env.reused": str(reused).lower()})
+        return Prepared(
+            env_id=image.id,
+            tags={
+                "runner.image": tag,
+                "runner.image.id": image.id,
+                "runner.image.base": f"{spec.env.image}@{base.id}",
+                "runner.env.reused": str(reused).lower(),
+            },
+        )
 
-    def _build(self, spec: RunSpec, lock: str, tag: str, log: TextIO) -> Any:
+    def _build(self, spec: RunSpec, lock: str, tag: str, log: Log) -> Any:
         wheels = cache_dir() / "uv-docker"  # wheel cache shared by every build
         wheels.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
             (Path(tmp) / "requirements.lock").write_text(lock)
             script = BUILD_SCRIPT + "".join(f"{cmd}\n" for cmd in spec.env.setup)
-            mounts = [_bind(tmp, "/build", True), _bind(wheels, "/uv-cache", False),
-                      _bind(uv_bin(), "/usr/local/bin/uv", True)]
+            mounts = [
+                _bind(tmp, "/build", True),
+                _bind(wheels, "/uv-cache", False),
+                _bind(uv_bin(), "/usr/local/bin/uv", True),
+            ]
             if spec.env.ca_bundle:
                 mounts.append(_bind(spec.env.ca_bundle, CA_PATH, True))
-            env = {**tls_env_in_container(bool(spec.env.ca_bundle)), **uv_index_env(os.environ),
-                   "UV_CACHE_DIR": "/uv-cache", "UV_LINK_MODE": "copy", "UV_NO_PROGRESS": "1"}
+            env = {
+                **tls_env_in_container(bool(spec.env.ca_bundle)),
+                **uv_index_env(os.environ),
+                "UV_CACHE_DIR": "/uv-cache",
+                "UV_LINK_MODE": "copy",
+                "UV_NO_PROGRESS": "1",
+            }
             container = self.docker.containers.run(
-                self.base_image(spec.env.image).id, ["sh", "-c", script], detach=True, mounts=mounts,
-                environment=env, labels={LABEL: "build"}, network_mode=spec.network,
+                self.base_image(spec.env.image).id,
+                ["sh", "-c", script],
+                detach=True,
+                mounts=mounts,
+                environment=env,
+                labels={LABEL: "build"},
+                network_mode=spec.network,
             )
             try:
                 pumper = stream_logs(container, log)
                 code = int(container.wait()["StatusCode"])
                 pumper.join(timeout=10)
                 if code != 0:
-                    raise EnvBuildError(f"Building image {tag} failed (exit {code}); the build log is above and in the run's log.")
+                    raise EnvBuildError(
+                        f"Building image {tag} failed (exit {code}); the build log is above and in the run's log."
+                    )
                 repo, _, version = tag.partition(":")
-                return container.commit(repository=repo, tag=version, changes=[
-                    f"ENV PATH={IMAGE_PATH}", "ENV VIRTUAL_ENV=/opt/env", "WORKDIR /code",
-                    f"LABEL {LABEL}=env", f"LABEL runner.base={spec.env.image}",
-                ])
+                return container.commit(
+                    repository=repo,
+                    tag=version,
+                    changes=[
+                        f"ENV PATH={IMAGE_PATH}",
+                        "ENV VIRTUAL_ENV=/opt/env",
+                        "WORKDIR /code",
+                        f"LABEL {LABEL}=env",
+                        f"LABEL runner.base={spec.env.image}",
+                    ],
+                )
             finally:
                 container.remove(force=True)
 
@@ -298,9 +331,13 @@ class DockerBackend(Backend):
         config = self.docker.networks.get(network).attrs["IPAM"]["Config"][0]
         if config.get("Gateway"):
             return str(config["Gateway"])
-        return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))  # Docker's default: the first address
+        return str(
+            next(ipaddress.ip_network(config["Subnet"]).hosts())
+        )  # Docker's default: the first address
 
-    def launch(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: TextIO) -> RunHandle:
+    def launch(
+        self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: Log
+    ) -> RunHandle:
         if spec.network == "host":
             uri = job_tracking_uri(spec, "127.0.0.1", "127.0.0.1")
         else:
@@ -323,8 +360,10 @@ def gc() -> str:
     images = c.images.prune(filters={"label": f"{LABEL}=env", "dangling": False})
     n_images = len([i for i in images.get("ImagesDeleted") or [] if "Deleted" in i])
     freed = (containers.get("SpaceReclaimed") or 0) + (images.get("SpaceReclaimed") or 0)
-    return (f"Removed {len(containers.get('ContainersDeleted') or [])} container(s) and {n_images} image layer(s); "
-            f"freed {freed / 1e6:.1f} MB.")
+    return (
+        f"Removed {len(containers.get('ContainersDeleted') or [])} container(s) and {n_images} image layer(s); "
+        f"freed {freed / 1e6:.1f} MB."
+    )
 
 
 BACKEND = DockerBackend

@@ -16,10 +16,10 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO
 
 from runner import gpu
-from runner.backends.base import FAILED, FINISHED, Backend, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
 from runner.environment import cache_dir, content_hash, tls_env, uv_bin
 from runner.errors import EnvBuildError
 from runner.spec import RunSpec
@@ -29,7 +29,7 @@ from runner.tracking import job_tracking_uri
 _HOST_ONLY = ("PYTHON", "VIRTUAL_ENV", "CONDA", "MLFLOW_", "_MLFLOW", "PIP_", "UV_")
 
 
-def pump(stream: IO[bytes], log: TextIO) -> threading.Thread:
+def pump(stream: IO[bytes], log: Log) -> threading.Thread:
     """Copy a child's output to the log as it comes, line by line."""
 
     def run() -> None:
@@ -86,7 +86,7 @@ class LocalBackend(Backend):
     def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
         return f"{sys.version_info.major}.{sys.version_info.minor}", None
 
-    def prepare(self, spec: RunSpec, lock: str, log: TextIO) -> Prepared:
+    def prepare(self, spec: RunSpec, lock: str, log: Log) -> Prepared:
         key = content_hash(lock, sys.executable, sys.version, *spec.env.setup)[:16]
         env_dir = cache_dir() / "envs" / key
         env_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -101,25 +101,40 @@ class LocalBackend(Backend):
             (env_dir / ".complete").write_text(key)
         return Prepared(env_id=str(env_dir), tags={"runner.env.reused": "false"})
 
-    def _build(self, spec: RunSpec, env_dir: Path, lock: str, log: TextIO) -> None:
+    def _build(self, spec: RunSpec, env_dir: Path, lock: str, log: Log) -> None:
         tls = tls_env(spec.env.ca_bundle)
         (env_dir.parent / f"{env_dir.name}.txt").write_text(lock)
         steps = [
             [uv_bin(), "venv", "--quiet", "--python", sys.executable, str(env_dir)],
-            [uv_bin(), "pip", "sync", "--python", str(env_dir / "bin" / "python"), str(env_dir.parent / f"{env_dir.name}.txt")],
+            [
+                uv_bin(),
+                "pip",
+                "sync",
+                "--python",
+                str(env_dir / "bin" / "python"),
+                str(env_dir.parent / f"{env_dir.name}.txt"),
+            ],
             *(["sh", "-c", cmd] for cmd in spec.env.setup),
         ]
         path = f"{env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
         for argv in steps:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **tls, "PATH": path, "VIRTUAL_ENV": str(env_dir)})
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **tls, "PATH": path, "VIRTUAL_ENV": str(env_dir)},
+            )
             assert proc.stdout is not None
             pump(proc.stdout, log).join()
             if proc.wait() != 0:
                 shutil.rmtree(env_dir, ignore_errors=True)
-                raise EnvBuildError(f"Building the environment failed at: {' '.join(argv[:4])} (exit {proc.returncode}).")
+                raise EnvBuildError(
+                    f"Building the environment failed at: {' '.join(argv[:4])} (exit {proc.returncode})."
+                )
 
-    def launch(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: TextIO) -> RunHandle:
+    def launch(
+        self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: Log
+    ) -> RunHandle:
         env_dir = Path(prepared.env_id)
         base = {k: v for k, v in os.environ.items() if not k.startswith(_HOST_ONLY)}
         child_env = {
@@ -134,8 +149,15 @@ class LocalBackend(Backend):
             "RUNNER_CODE": str(run_dir.code),
             "MLFLOW_TRACKING_URI": job_tracking_uri(spec, "127.0.0.1", "127.0.0.1"),
         }
-        proc = subprocess.Popen(list(spec.argv), cwd=run_dir.code, env=child_env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            list(spec.argv),
+            cwd=run_dir.code,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         assert proc.stdout is not None
         return LocalHandle(env["MLFLOW_RUN_ID"], proc, pump(proc.stdout, log))
 

@@ -39,7 +39,9 @@ def read_artifact(project: Path, run_id: str, path: str) -> str:
 
 
 def test_keras_mlp_end_to_end(project: Path) -> None:
-    proc = run_cli(project, "+experiment=keras_mlp", "backend=local", "train.epochs=3", "train.seed=5", check=True)
+    proc = run_cli(
+        project, "+experiment=keras_mlp", "backend=local", "train.epochs=3", "train.seed=5", check=True
+    )
     assert "Epoch 3/3" in proc.stdout  # streamed live to the terminal
     run = only_run(project)
     client = MlflowClient(store(project))
@@ -115,8 +117,14 @@ def test_sigint_is_killed_and_keeps_log_and_outputs(project: Path) -> None:
         "time.sleep(120)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.Popen([sys.executable, "-m", "runner", *TINY, "command=python slow.py"], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *TINY, "command=python slow.py"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 300
     logs: list[Path] = []
     while time.time() < deadline and not any("started" in p.read_text() for p in logs):
@@ -139,7 +147,10 @@ def test_sigint_is_killed_and_keeps_log_and_outputs(project: Path) -> None:
     [
         (("+experiment=nope",), "Unknown experiment 'nope'. Available: keras_mlp."),
         (("+experiment=keras_mlp", "train.epoch=3"), "Unknown key 'train.epoch'. Did you mean 'epochs'?"),
-        (("+experiment=keras_mlp", "train.epochs=abc"), "train.epochs: Value 'abc' of type 'str' could not be"),
+        (
+            ("+experiment=keras_mlp", "train.epochs=abc"),
+            "train.epochs: Value 'abc' of type 'str' could not be",
+        ),
         (("+experiment=keras_mlp", "backend=slurmm"), "Unknown backend 'slurmm'."),
         (("+experiment=keras_mlp", "backend.name=???"), "Missing required value: backend.name"),
         ((*TINY, "env.requirements_file=nope.txt"), "env.requirements_file: nope.txt does not exist"),
@@ -155,7 +166,11 @@ def test_bad_input_one_line_no_run(project: Path, args: tuple[str, ...], message
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert all_runs(project) == []
-    assert not list((project / ".runner" / "runs").glob("*")) if (project / ".runner" / "runs").exists() else True
+    assert (
+        not list((project / ".runner" / "runs").glob("*"))
+        if (project / ".runner" / "runs").exists()
+        else True
+    )
 
 
 def test_ls_and_logs(project: Path) -> None:

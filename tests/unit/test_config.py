@@ -32,7 +32,9 @@ def test_keras_mlp_is_the_seed_script() -> None:
 
 
 def test_overrides_apply() -> None:
-    cfg = compose_config(ROOT, ["+experiment=keras_mlp", "backend=local", "train.epochs=3", "model.dropout=0.25"])
+    cfg = compose_config(
+        ROOT, ["+experiment=keras_mlp", "backend=local", "train.epochs=3", "model.dropout=0.25"]
+    )
     assert (cfg.backend.name, cfg.train.epochs, cfg.model.dropout) == ("local", 3, 0.25)
 
 
@@ -77,5 +79,5 @@ def test_validation_errors(overrides: list[str], expected: str) -> None:
 
 def test_sweeps_are_validated_by_their_first_value() -> None:
     assert first_of_sweeps(["a=1,2", "b=x", "c=range(3,5)"]) == ["a=1", "b=x", "c=3"]
-    with pytest.raises(ConfigError, match="Unknown key 'train.epoch'"):
+    with pytest.raises(ConfigError, match=r"Unknown key 'train\.epoch'"):
         compose_config(ROOT, first_of_sweeps(["train.epoch=1,2"]))

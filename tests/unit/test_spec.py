@@ -46,14 +46,17 @@ def test_command_mode_is_a_shell_command_passed_whole() -> None:
 
 def test_tracking_uri_precedence() -> None:
     assert spec_for(environ={"MLFLOW_TRACKING_URI": "http://t:5000"}).tracking_uri == "http://t:5000"
-    assert spec_for("tracking.uri=sqlite:///x.db", environ={"MLFLOW_TRACKING_URI": "http://t"}).tracking_uri == (
-        "sqlite:///x.db"
-    )
+    assert spec_for(
+        "tracking.uri=sqlite:///x.db", environ={"MLFLOW_TRACKING_URI": "http://t"}
+    ).tracking_uri == ("sqlite:///x.db")
 
 
 def test_ca_bundle_from_config_else_the_hosts_pip_cert() -> None:
     assert spec_for(environ={"PIP_CERT": "/etc/ca.pem"}).env.ca_bundle == "/etc/ca.pem"
-    assert spec_for("env.ca_bundle=certs/corp.pem", environ={"PIP_CERT": "/x"}).env.ca_bundle == "/p/certs/corp.pem"
+    assert (
+        spec_for("env.ca_bundle=certs/corp.pem", environ={"PIP_CERT": "/x"}).env.ca_bundle
+        == "/p/certs/corp.pem"
+    )
     assert spec_for().env.ca_bundle is None
 
 
@@ -69,7 +72,9 @@ def test_gpus_forms() -> None:
     assert spec_for("resources.gpus='1,2'").resources.gpus == ("1", "2")
 
 
-@pytest.mark.parametrize(("text", "size"), [("512m", 512 * 1024**2), ("4g", 4 * 1024**3), ("100", 100), ("2GB", 2 * 1024**3)])
+@pytest.mark.parametrize(
+    ("text", "size"), [("512m", 512 * 1024**2), ("4g", 4 * 1024**3), ("100", 100), ("2GB", 2 * 1024**3)]
+)
 def test_parse_memory(text: str, size: int) -> None:
     assert parse_memory(text) == size
 
