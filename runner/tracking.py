@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,23 @@ _MAX_VALUE = 6000
 TAG = "runner."  # prefix of our own tags
 
 
+@contextmanager
+def store_init_lock(uri: str) -> Iterator[None]:
+    """Serialise the first touch of a SQLite store: parallel runs would race to create its tables."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from runner.environment import cache_dir, content_hash
+
+    path = (
+        cache_dir() / "locks" / f"store-{content_hash(os.path.abspath(uri[len('sqlite:///') :]))[:16]}.lock"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        yield
+
+
 class Recorder:
     """Creates the MLflow run before anything starts, and always closes it."""
 
@@ -23,8 +43,9 @@ class Recorder:
         from mlflow import MlflowClient
 
         self.spec = spec
-        self.client = MlflowClient(spec.tracking_uri)
         self.run_id = ""
+        with store_init_lock(spec.tracking_uri):
+            self.client = MlflowClient(spec.tracking_uri)  # creates or migrates the store, once
 
     def start(self, tags: dict[str, str], adopt: str | None = None) -> str:
         """Create the run; or adopt `adopt`, a RUNNING run made for us (`mlflow run` hands one over)."""

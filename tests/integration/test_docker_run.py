@@ -1,0 +1,277 @@
+"""The Docker backend on the real engine: fresh containers, cached env images, limits and endings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import all_runs, run_cli, store
+from tests.integration.test_local_run import artifacts, only_run, read_artifact
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+TINY = ("backend=docker", "env.requirements=[]")  # the harness's own packages only
+
+
+@pytest.fixture(autouse=True)
+def engine():
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(version="auto")
+        client.ping()
+        client.images.get("runner-base:bookworm")
+    except DockerException as exc:
+        if os.environ.get("RUNNER_REQUIRE_DOCKER"):
+            raise
+        pytest.skip(f"no Docker engine or base image here ({exc}); ./setup.sh provides both")
+    yield client
+
+
+def containers_of(client, run_id: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"runner.run_id={run_id}"})
+
+
+def env_images(client) -> dict[str, str]:
+    return {i.id: i.attrs["Created"] for i in client.images.list(filters={"label": "runner.managed=env"})}
+
+
+def test_keras_mlp_in_a_container(project: Path, engine) -> None:
+    proc = run_cli(project, "+experiment=keras_mlp", "train.epochs=2", check=True)
+    assert "Epoch 2/2" in proc.stdout
+    run = only_run(project)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["runner.backend"] == "docker"
+    assert run.data.tags["runner.image"].startswith("runner-env:")
+    assert run.data.tags["runner.image.id"] == engine.images.get(run.data.tags["runner.image"]).id
+    assert run.data.tags["runner.image.base"].startswith("runner-base:bookworm@sha256:")
+    assert [m.step for m in MlflowClient(store(project)).get_metric_history(run.info.run_id, "loss")] == [
+        0,
+        1,
+    ]
+    assert "test_accuracy" in run.data.metrics
+    assert {"output/model.keras", "run.log", "requirements.lock"} <= artifacts(project, run.info.run_id)
+    assert containers_of(engine, run.info.run_id) == []  # removed after the run
+
+
+def test_container_layout_user_and_tracking(project: Path, engine) -> None:
+    (project / "probe.py").write_text(
+        "import os, mlflow\n"
+        "ro = os.access('/code', os.W_OK)\n"
+        "try:\n    open('/code/x', 'w'); ro = 'writable'\nexcept OSError:\n    ro = 'read-only'\n"
+        "open('/output/probe.txt', 'w').write(f\"{os.getcwd()} {ro} {os.getuid()}:{os.getgid()}\")\n"
+        "mlflow.log_metric('from_user_code', 7.0)\n"
+    )
+    run_cli(project, *TINY, "command=python probe.py", check=True)
+    run = only_run(project)
+    assert run.info.status == "FINISHED"
+    assert (
+        read_artifact(project, run.info.run_id, "output/probe.txt")
+        == f"/code read-only {os.getuid()}:{os.getgid()}"
+    )
+    out = project / ".runner" / "runs" / run.info.run_id / "output" / "probe.txt"
+    assert (out.stat().st_uid, out.stat().st_gid) == (os.getuid(), os.getgid())
+    assert run.data.metrics["from_user_code"] == 7.0  # a user's own mlflow call lands in the same run
+
+
+def test_second_run_builds_nothing_and_code_changes_never_rebuild(project: Path, engine) -> None:
+    run_cli(project, *TINY, "command=echo one", check=True)
+    before = env_images(engine)
+    (project / "models" / "extra.py").write_text("X = 1\n")  # a code change
+    run_cli(project, *TINY, "command=echo two", check=True)
+    assert env_images(engine) == before  # no image built or re-tagged
+    first, second = sorted(all_runs(project), key=lambda r: r.info.start_time)
+    assert first.data.tags["runner.image.id"] == second.data.tags["runner.image.id"]
+    assert second.data.tags["runner.env.reused"] == "true"
+
+
+def test_env_change_builds_a_new_image_with_setup_baked_in(project: Path, engine) -> None:
+    stamp = f"setup-{time.time_ns()}"
+    run_cli(
+        project,
+        *TINY,
+        f"env.setup=['echo {stamp} > /opt/env/stamp']",
+        "command=cat /opt/env/stamp",
+        check=True,
+    )
+    run = only_run(project)
+    assert run.data.tags["runner.env.reused"] == "false"
+    assert stamp in read_artifact(project, run.info.run_id, "run.log")
+
+
+def test_failure_exit_code_and_no_container_left(project: Path, engine) -> None:
+    proc = run_cli(project, *TINY, "command=\"sh -c 'echo dying; exit 7'\"")
+    assert proc.returncode == 1
+    run = only_run(project)
+    assert (run.info.status, run.data.tags["runner.exit_code"]) == ("FAILED", "7")
+    assert "dying" in read_artifact(project, run.info.run_id, "run.log")
+    assert containers_of(engine, run.info.run_id) == []
+
+
+def test_timeout_is_killed(project: Path, engine) -> None:
+    run_cli(project, *TINY, "resources.timeout=3", "command=\"sh -c 'echo up > /output/up; sleep 120'\"")
+    run = only_run(project)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["runner.reason"] == "timeout after 3 s"
+    assert read_artifact(project, run.info.run_id, "output/up").strip() == "up"
+    assert containers_of(engine, run.info.run_id) == []
+
+
+def test_memory_limit_oom_is_failed_oomkilled(project: Path, engine) -> None:
+    hog = "python -c 'b = [bytearray(16 << 20) for _ in range(64)]'"  # 1 GiB against a 96 MiB limit
+    run_cli(project, *TINY, "resources.memory=96m", f'command="{hog}"')
+    run = only_run(project)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["runner.reason"] == "OOMKilled"
+    assert containers_of(engine, run.info.run_id) == []
+
+
+def test_sigint_stops_the_container_and_is_killed(project: Path, engine) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cmd = "command=\"sh -c 'echo started; sleep 300'\""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *TINY, cmd],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        logs = list((project / ".runner" / "runs").glob("*/run.log"))
+        if any("started" in p.read_text() for p in logs):
+            break
+        time.sleep(0.3)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert time.time() - t0 < 20, "the container did not stop within seconds"
+    run = only_run(project)
+    assert run.info.status == "KILLED", out
+    assert "started" in read_artifact(project, run.info.run_id, "run.log")
+    assert containers_of(engine, run.info.run_id) == []
+
+
+def test_keep_container_labels_it_with_the_run_id(project: Path, engine) -> None:
+    run_cli(project, *TINY, "backend.keep_container=true", "command=echo kept", check=True)
+    run = only_run(project)
+    kept = containers_of(engine, run.info.run_id)
+    try:
+        assert len(kept) == 1 and kept[0].labels["runner.managed"] == "run"
+    finally:
+        for c in kept:
+            c.remove(force=True)
+
+
+def test_secrets_reach_the_run_by_name_and_are_never_recorded(project: Path, engine, monkeypatch) -> None:
+    secret = "s3cr3t-value-4711"
+    monkeypatch.setenv("RUNNER_TEST_TOKEN", secret)
+    check = 'command="sh -c \'printf %s \\"$RUNNER_TEST_TOKEN\\" | sha256sum > /output/m\'"'
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *TINY, "env.secrets=[RUNNER_TEST_TOKEN]", check],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = only_run(project)
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    assert read_artifact(project, run.info.run_id, "output/m").split()[0] == digest  # the run saw the value
+    recorded = [
+        *run.data.params.values(),
+        *run.data.tags.values(),
+        read_artifact(project, run.info.run_id, "run.log"),
+        read_artifact(project, run.info.run_id, "config.yaml"),
+    ]
+    assert not any(secret in text for text in recorded)
+
+
+def test_ca_bundle_is_what_runs_trust(project: Path, engine, tmp_path: Path) -> None:
+    fetch = 'command="python -c \'import urllib.request as u; u.urlopen(\\"https://pypi.org/simple/six/\\", timeout=30)\'"'
+    run_cli(project, *TINY, fetch, check=True)  # the host's CA (PIP_CERT) makes the proxy trusted
+    bogus = tmp_path / "empty-ca.pem"
+    bogus.write_text("")
+    proc = run_cli(project, *TINY, f"env.ca_bundle={bogus}", fetch)
+    assert proc.returncode == 1
+    failed = [r for r in all_runs(project) if r.info.status == "FAILED"]
+    assert "CERTIFICATE_VERIFY_FAILED" in read_artifact(project, failed[0].info.run_id, "run.log")
+
+
+def test_parallel_runs_lose_no_metric(project: Path, engine) -> None:
+    n = 150
+    (project / "many.py").write_text(
+        "from mlflow import MlflowClient\nimport os\nc = MlflowClient()\n"
+        f"for i in range({n}):\n    c.log_metric(os.environ['MLFLOW_RUN_ID'], 'm', float(i), step=i)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "runner", *TINY, "command=python many.py"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(3)
+    ]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0, 0]
+    client = MlflowClient(store(project))
+    runs = all_runs(project)
+    assert len(runs) == 3
+    for run in runs:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "m")) == list(range(n))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            (*TINY, "env.gpu=true", "command=echo x"),
+            {},
+            "env.gpu=true, but this Docker engine has no NVIDIA runtime",
+        ),
+        (
+            (*TINY, "env.image=runner-no-such-base:1", "command=echo x"),
+            {},
+            "runner image base --tag runner-no-such-base:1",
+        ),
+        (
+            (*TINY, "command=echo x"),
+            {"DOCKER_HOST": "unix:///nonexistent.sock"},
+            "No Docker engine answers at unix:///nonexistent.sock. Start one",
+        ),
+        ((*TINY, "resources.memory=lots"), {}, "resources.memory: 'lots' is not a size"),
+        (
+            (*TINY, "env.requirements_file=floyd_requirements.txt"),
+            {},
+            "floyd_requirements.txt does not exist",
+        ),
+        ((*TINY, 'env.requirements=["tensorflow-cpu==0.0.1"]'), {}, "Requirements do not resolve"),
+    ],
+)
+def test_bad_input_fails_before_anything(project: Path, engine, args, env, message) -> None:
+    before = {c.id for c in engine.containers.list(all=True)}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=project,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert all_runs(project) == []
+    assert {c.id for c in engine.containers.list(all=True)} == before

@@ -1,0 +1,67 @@
+"""The container a run gets, decided before anything starts (no engine needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from docker.types import DeviceRequest, Mount
+
+from runner.backends.base import RunDir
+from runner.backends.docker import container_spec, device_requests
+from runner.compose import compose_config
+from runner.spec import build_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"MLFLOW_RUN_ID": "abc123", "X": "1"}
+
+
+def spec_for(*overrides: str, environ: dict[str, str] | None = None):
+    cfg = compose_config(ROOT, ["+experiment=keras_mlp", *overrides])
+    return build_spec(cfg, experiment="keras_mlp", project_dir="/p", environ=environ or {})
+
+
+def test_container_spec_in_full() -> None:
+    run_dir = RunDir(Path("/runs/a b'c"))
+    kw = container_spec(
+        spec_for("resources.cpus=1.5", "resources.memory=256m", environ={"PIP_CERT": "/ca.pem"}),
+        run_dir,
+        "sha256:img",
+        ENV,
+        "http://host.docker.internal:5001",
+    )
+    assert kw["image"] == "sha256:img"
+    assert kw["command"] == ["python", "-m", "runner.job"]
+    assert kw["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert kw["working_dir"] == "/code"
+    assert kw["labels"] == {"runner.managed": "run", "runner.run_id": "abc123"}
+    assert kw["mounts"] == [
+        Mount("/code", "/runs/a b'c/code", type="bind", read_only=True),
+        Mount("/output", "/runs/a b'c/output", type="bind", read_only=False),
+        Mount("/opt/runner", "/runs/a b'c/harness", type="bind", read_only=True),
+        Mount("/etc/runner/ca.pem", "/ca.pem", type="bind", read_only=True),
+    ]
+    assert kw["environment"]["SSL_CERT_FILE"] == "/etc/runner/ca.pem"
+    assert kw["environment"]["MLFLOW_TRACKING_URI"] == "http://host.docker.internal:5001"
+    assert kw["environment"]["X"] == "1"
+    assert kw["extra_hosts"] == {"host.docker.internal": "host-gateway"}
+    assert (kw["nano_cpus"], kw["mem_limit"], kw["memswap_limit"]) == (1_500_000_000, 256 << 20, 256 << 20)
+    assert kw["network_mode"] == "bridge" and kw["init"] is True
+    assert kw["device_requests"] == []
+    assert "privileged" not in kw and not any("docker.sock" in m["Source"] for m in kw["mounts"])
+
+
+def test_gpu_device_requests() -> None:
+    assert device_requests(spec_for("env.gpu=true")) == [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    assert device_requests(spec_for("env.gpu=true", "resources.gpus=2")) == [
+        DeviceRequest(count=2, capabilities=[["gpu"]])
+    ]
+    assert device_requests(spec_for("env.gpu=true", "resources.gpus=[1,3]")) == [
+        DeviceRequest(device_ids=["1", "3"], capabilities=[["gpu"]])
+    ]
+    assert device_requests(spec_for("resources.gpus=2")) == []  # no GPU unless env.gpu
+
+
+def test_host_network_only_when_asked() -> None:
+    kw = container_spec(spec_for("backend.network=host"), RunDir(Path("/r")), "i", ENV, "http://127.0.0.1:1")
+    assert kw["network_mode"] == "host" and "extra_hosts" not in kw
