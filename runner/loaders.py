@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,15 @@ class Data:
     y_train: Any
     x_test: Any
     y_test: Any
+
+
+def in_run_path(path: str | os.PathLike[str]) -> Path:
+    """A path as the run sees it. Absolute paths (/input/mnist, /output) are the container's; the local
+    backend has no container and sets RUNNER_ROOT to the run directory, which holds the same layout.
+    Relative paths are relative to the working directory (the code snapshot)."""
+    p = Path(path)
+    root = os.environ.get("RUNNER_ROOT")
+    return Path(root, *p.parts[1:]) if p.is_absolute() and root else p
 
 
 def random_binary(

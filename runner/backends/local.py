@@ -147,6 +147,7 @@ class LocalBackend(Backend):
             "RUNNER_CONFIG": str(run_dir.config),
             "RUNNER_OUTPUT": str(run_dir.output),
             "RUNNER_CODE": str(run_dir.code),
+            "RUNNER_ROOT": str(run_dir.root),  # /input/NAME in a container is $RUNNER_ROOT/input/NAME here
             "MLFLOW_TRACKING_URI": job_tracking_uri(spec, "127.0.0.1", "127.0.0.1"),
         }
         proc = subprocess.Popen(
