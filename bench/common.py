@@ -20,7 +20,11 @@ def make_project() -> Path:
     for name in ("conf", "models"):
         shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".gitignore", proj / ".gitignore")
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"],
+    ):
         subprocess.run(["git", *args], cwd=proj, check=True)
     return proj
 

@@ -23,12 +23,17 @@ def main() -> None:
     proj = make_project()
     cmd = "command=python -c pass"
     timed(runner(*TINY, cmd), proj)  # make sure the env image exists
-    image = sqlite3.connect(proj / "mlflow.db").execute(
-        "select value from tags where key='runner.image' order by rowid desc limit 1").fetchone()[0]
+    image = (
+        sqlite3.connect(proj / "mlflow.db")
+        .execute("select value from tags where key='runner.image' order by rowid desc limit 1")
+        .fetchone()[0]
+    )
 
     bare = median(["docker", "run", "--rm", image, "python", "-c", "pass"], proj, n)
     warm = median(runner(*TINY, cmd), proj, n)
-    colds = [timed(runner(*TINY, f"env.setup=['echo {time.time_ns()}']", cmd), proj) for _ in range(max(1, n // 2))]
+    colds = [
+        timed(runner(*TINY, f"env.setup=['echo {time.time_ns()}']", cmd), proj) for _ in range(max(1, n // 2))
+    ]
     cold = sorted(colds)[len(colds) // 2]
 
     print(f"bare docker run          {bare:7.2f} s   (median of {n})")

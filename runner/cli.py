@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from runner.errors import RunnerError
 
@@ -48,23 +49,74 @@ def _preflight_overrides(argv: list[str]) -> list[str] | None:
     return [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
-def run_with_hydra(argv: list[str]) -> None:
-    import hydra
-
-    from runner.compose import compose_config, find_project_dir, first_of_sweeps
-    from runner.config import register_configs
+def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
+    from runner.compose import compose_config, find_project_dir, sweep_variants
     from runner.spec import validate
 
     project = find_project_dir()
     os.chdir(project)  # MLflow's relative defaults (mlruns/) then match `mlflow ui` started here
     overrides = _preflight_overrides(argv)
+    cfg = None
     if overrides is not None:
-        cfg = compose_config(project, first_of_sweeps(overrides))
-        validate(cfg)  # every config error surfaces here: before Hydra, a run, or a build
+        for variant in sweep_variants(overrides):
+            cfg = compose_config(project, variant)
+            validate(cfg)  # every config error surfaces here: before Hydra, a run, or a build
+        cfg = compose_config(project, sweep_variants(overrides)[0])
+    if cfg is not None and any(a in ("-m", "--multirun") for a in argv):
+        run_sweep(argv, cfg, project, resume)
+    else:
+        _hydra_main(project, argv)
+
+
+def _hydra_main(project: Path, argv: list[str]) -> None:
+    import hydra
+
+    from runner.config import register_configs
 
     register_configs()
     sys.argv = [sys.argv[0], *argv]
     hydra.main(version_base="1.3", config_path=str(project / "conf"), config_name="config")(task)()
+
+
+def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:
+    """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
+    from runner import sweep
+    from runner.launch import sigterm_as_interrupt
+    from runner.spec import build_spec
+
+    sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
+    sweep.check_objective(cfg, sweeper)
+    spec = build_spec(cfg, experiment=_experiment_of(argv), project_dir=str(project), environ=os.environ)
+    if resume:
+        parent = sweep.find_parent(spec.tracking_uri, resume)
+        sweep_id, parent_id = resume, parent.info.run_id
+        sweep.reopen_parent(spec.tracking_uri, parent_id)
+    else:
+        sweep_id, parent_id = sweep.start_parent(spec.tracking_uri, spec.mlflow_experiment, argv, sweeper)
+    sweep.environ_for_sweep(sweep_id, parent_id)
+    os.environ["RUNNER_SWEEPER"] = sweeper
+    print(
+        f"[sweep {sweep_id}] parent run {parent_id}; resume with: runner sweep resume {sweep_id}", flush=True
+    )
+    interrupted = False
+    try:
+        with sigterm_as_interrupt():
+            _hydra_main(project, argv)
+    except KeyboardInterrupt:
+        interrupted = True
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            print(f"[sweep {sweep_id}] stopped early (exit {exc.code})", flush=True)
+    finally:
+        status = sweep.finish_parent(spec.tracking_uri, parent_id, interrupted)
+        print(sweep.summary(spec.tracking_uri, parent_id, cfg.sweep.objective))
+        print(f"[sweep {sweep_id}] {status}", flush=True)
+    sys.exit(0 if status == "FINISHED" else 130 if interrupted else 1)
+
+
+def _experiment_of(argv: list[str]) -> str:
+    chosen = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("experiment=")]
+    return chosen[-1] if chosen else "default"
 
 
 def task(cfg: object) -> float | None:
@@ -76,11 +128,15 @@ def task(cfg: object) -> float | None:
     from runner.spec import build_spec, validate
 
     assert isinstance(cfg, DictConfig)
-    experiment = HydraConfig.get().runtime.choices.get("experiment") or "default"
+    hydra_cfg = HydraConfig.get()
+    experiment = hydra_cfg.runtime.choices.get("experiment") or "default"
     try:
         validate(cfg)
         spec = build_spec(cfg, experiment=experiment, project_dir=str(Path.cwd()), environ=os.environ)
-        result = execute(spec)
+        tags = sweep_tags(list(hydra_cfg.overrides.task))
+        # Under `mlflow run`, record into the run it made (not for sweep members: each gets its own).
+        adopt = None if tags else os.environ.get("MLFLOW_RUN_ID")
+        result = execute(spec, extra_tags=tags, adopt=adopt)
     except RunnerError as exc:
         if os.environ.get("RUNNER_TRACEBACK"):
             raise
@@ -91,3 +147,17 @@ def task(cfg: object) -> float | None:
     if result.outcome.status != "FINISHED":
         raise SystemExit(1)
     return None
+
+
+def sweep_tags(overrides: list[str]) -> dict[str, str]:
+    """Tags that make a run a member of the current sweep (for launchers that call the task function)."""
+    from runner import sweep
+
+    parent = os.environ.get(sweep.ENV_PARENT)
+    if not parent:
+        return {}
+    return {
+        sweep.SWEEP_ID: os.environ.get(sweep.ENV_SWEEP, ""),
+        sweep.PARENT: parent,
+        sweep.MEMBER: sweep.member_key(overrides),
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -30,24 +31,37 @@ def options(project_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (project_dir / "conf" / group).glob("*.yaml"))
 
 
-def first_of_sweeps(overrides: list[str]) -> list[str]:
-    """Replace each sweep (`a=1,2`, `range(...)`) by its first value, to validate a multirun up front."""
+def _parse(overrides: list[str]) -> list[Any]:
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return list(OverridesParser.create().parse_overrides(overrides))
     except OverrideParseException as exc:
         detail = " ".join(ln.strip() for ln in str(exc).splitlines()[:2] if not ln.startswith("See "))
         raise ConfigError(
             f"Cannot parse the overrides ({detail}). Quote a value that holds spaces, quotes or commas as a whole, "
             "e.g. 'command=\"python train.py --name x\"'."
         ) from exc
-    out = []
-    for raw, ov in zip(overrides, parsed, strict=True):
-        if ov.is_sweep_override():
-            first = next(iter(ov.sweep_string_iterator()))
-            out.append(f"{ov.get_key_element()}={first}")
-        else:
-            out.append(raw)
-    return out
+
+
+def first_of_sweeps(overrides: list[str]) -> list[str]:
+    """Replace each sweep (`a=1,2`, `range(...)`) by its first value."""
+    return sweep_variants(overrides)[0]
+
+
+def sweep_variants(overrides: list[str]) -> list[list[str]]:
+    """Override lists that together use every value of every sweep once: the first values, then each other
+    value of each sweep with the first values of the rest. Checking these checks a sweep before it starts."""
+    parsed = _parse(overrides)
+    values = [
+        [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
+        if ov.is_sweep_override()
+        else [raw]
+        for raw, ov in zip(overrides, parsed, strict=True)
+    ]
+    base = [v[0] for v in values]
+    variants = [base]
+    for i, vs in enumerate(values):
+        variants += [[*base[:i], v, *base[i + 1 :]] for v in vs[1:]]
+    return variants
 
 
 def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:

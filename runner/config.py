@@ -62,6 +62,14 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    parallel: int | None = None  # members at a time; null: as many as the CPU and GPU slots allow
+    fail_fast: bool = False  # stop the other members when one fails
+    objective: str | None = None  # the metric a sweeper optimises, e.g. val_accuracy
+    direction: str = "maximize"  # or minimize
+
+
+@dataclass
 class RunnerConfig:
     model: Any = MISSING
     dataset: Any = MISSING
@@ -73,6 +81,7 @@ class RunnerConfig:
     command: str | None = None  # null: the built-in Keras trainer for `model`
     data: list[str] = field(default_factory=list)  # NAME@VERSION:MOUNT entries
     detach: bool = False
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_configs() -> None:

@@ -88,18 +88,44 @@ def read_secrets(names: tuple[str, ...]) -> dict[str, str]:
     return {n: os.environ[n] for n in names}
 
 
-def wait_for(handle: RunHandle, timeout: int | None) -> Outcome:
-    outcome = handle.wait(timeout)
-    if outcome is not None:
-        return outcome
-    handle.cancel()
-    handle.wait(30)
-    return Outcome(KILLED, reason=f"timeout after {timeout} s")
+def wait_for(handle: RunHandle, timeout: int | None, stop: Stop | None = None) -> Outcome:
+    """The run's outcome; KILLED when `timeout` passes or `stop` is set (a sweep stopping its members)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        step = left if stop is None else min(1.0, left if left is not None else 1.0)
+        outcome = handle.wait(step)
+        if outcome is not None:
+            return outcome
+        if stop is not None and stop.is_set():
+            reason = stop.reason
+        elif deadline is not None and time.monotonic() >= deadline:
+            reason = f"timeout after {timeout} s"
+        else:
+            continue
+        handle.cancel()
+        handle.wait(30)
+        return Outcome(KILLED, reason=reason)
+
+
+class Stop(threading.Event):
+    """Set by a sweep to stop its running members (Ctrl-C, fail_fast), with the reason recorded on each."""
+
+    reason = "stopped"
+
+    def set_because(self, reason: str) -> None:
+        self.reason = reason
+        self.set()
 
 
 def execute(
-    spec: RunSpec, extra_tags: dict[str, str] | None = None, echo: TextIO | None = sys.stdout
+    spec: RunSpec,
+    extra_tags: dict[str, str] | None = None,
+    echo: TextIO | None = sys.stdout,
+    stop: Stop | None = None,
+    adopt: str | None = None,
 ) -> Result:
+    """Run `spec` to its end. Raises RunnerError (before any run exists) on bad input."""
     backend = get_backend(spec.backend)
     backend.check(spec)
     secrets = read_secrets(spec.env.secrets)
@@ -128,7 +154,7 @@ def execute(
             "mlflow.user": getpass.getuser(),
             **(extra_tags or {}),
         },
-        adopt=os.environ.get("MLFLOW_RUN_ID"),  # `mlflow run` made one for us
+        adopt=adopt,
     )
     run_dir = RunDir(project / RUNS_DIR / run_id)
     for d in (run_dir.code, run_dir.output, run_dir.harness):
@@ -153,7 +179,7 @@ def execute(
                     "PYTHONUNBUFFERED": "1",
                 }
                 handle = backend.launch(spec, run_dir, prepared, env, log)
-                outcome = wait_for(handle, spec.resources.timeout)
+                outcome = wait_for(handle, spec.resources.timeout, stop)
             except KeyboardInterrupt:
                 log.write("\n[runner] interrupted: stopping the run\n")
                 if handle is not None:

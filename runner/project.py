@@ -9,8 +9,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# Never part of a code snapshot: the runner's own state, the tracking store, DVC-tracked data.
-EXCLUDED = (".git", ".runner", "mlruns", "mlflow.db", "data", ".dvc/cache")
+# Never part of a code snapshot: the runner's own state, the tracking store (and SQLite's journal files,
+# which come and go while runs log), DVC-tracked data.
+EXCLUDED = (".git", ".runner", "mlruns", "data", ".dvc/cache")
+EXCLUDED_PREFIXES = ("mlflow.db",)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,11 @@ def project_files(project_dir: Path) -> list[str]:
         names = [
             str(p.relative_to(project_dir)) for p in project_dir.rglob("*") if p.is_file() or p.is_symlink()
         ]
-    return sorted(n for n in set(names) if not any(n == e or n.startswith(e + "/") for e in EXCLUDED))
+    return sorted(
+        n
+        for n in set(names)
+        if not any(n == e or n.startswith(e + "/") for e in EXCLUDED) and not n.startswith(EXCLUDED_PREFIXES)
+    )
 
 
 def snapshot(project_dir: Path, dest: Path) -> int:

@@ -39,6 +39,7 @@ class Resources:
     memory_bytes: int | None = None
     timeout: int | None = None
     gpus: int | tuple[str, ...] | None = None  # None: all GPUs when env.gpu
+    cpuset: str | None = None  # CPUs this run may use ("0-1"); a sweep gives each member its own
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,12 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
             raise ConfigError(f"resources.{key}: {value} must be positive (or null for no limit).")
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs: {cfg.train.epochs} must be at least 1.")
+    if cfg.sweep.parallel is not None and cfg.sweep.parallel < 1:
+        raise ConfigError(
+            f"sweep.parallel: {cfg.sweep.parallel} must be at least 1 (or null: as many as the slots allow)."
+        )
+    if cfg.sweep.direction not in ("maximize", "minimize"):
+        raise ConfigError(f"sweep.direction: '{cfg.sweep.direction}' is not one of: maximize, minimize.")
     if cfg.command is not None and not str(cfg.command).strip():
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 

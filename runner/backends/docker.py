@@ -115,6 +115,8 @@ def container_spec(
     }
     if spec.network != "host":
         kwargs["extra_hosts"] = {HOST_ALIAS: "host-gateway"}
+    if spec.resources.cpuset:
+        kwargs["cpuset_cpus"] = spec.resources.cpuset
     if spec.resources.cpus:
         kwargs["nano_cpus"] = int(spec.resources.cpus * 1e9)
     if spec.resources.memory_bytes:

@@ -42,6 +42,16 @@ def pump(stream: IO[bytes], log: Log) -> threading.Thread:
     return thread
 
 
+def parse_cpuset(text: str | None) -> set[int]:
+    """ "0-2,5" -> {0, 1, 2, 5}"""
+    cpus: set[int] = set()
+    for part in (text or "").split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 class LocalHandle(RunHandle):
     def __init__(self, run_id: str, proc: subprocess.Popen[bytes], pumper: threading.Thread):
         super().__init__(run_id)
@@ -150,6 +160,7 @@ class LocalBackend(Backend):
             "RUNNER_ROOT": str(run_dir.root),  # /input/NAME in a container is $RUNNER_ROOT/input/NAME here
             "MLFLOW_TRACKING_URI": job_tracking_uri(spec, "127.0.0.1", "127.0.0.1"),
         }
+        cpus = parse_cpuset(spec.resources.cpuset)
         proc = subprocess.Popen(
             list(spec.argv),
             cwd=run_dir.code,
@@ -158,6 +169,8 @@ class LocalBackend(Backend):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Pin before exec, so every thread the run makes stays on its CPUs (a bare syscall: fork-safe).
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         assert proc.stdout is not None
         return LocalHandle(env["MLFLOW_RUN_ID"], proc, pump(proc.stdout, log))

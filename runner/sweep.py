@@ -1,0 +1,208 @@
+"""Sweeps: one MLflow parent run per sweep, one child per member; CPU/GPU slots; resume; the summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from runner.errors import ConfigError
+
+SWEEP_ID = "runner.sweep_id"
+MEMBER = "runner.sweep.member"  # the member's own overrides, a JSON list: how resume recognises it
+PARENT = "mlflow.parentRunId"
+ENV_SWEEP = "RUNNER_SWEEP_ID"
+ENV_PARENT = "RUNNER_SWEEP_PARENT"
+# Members the launcher was given in this process, by key: a member that never got a run still counts.
+PLANNED: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Slots:
+    """How many members run at once, and the CPUs and GPUs each slot owns."""
+
+    parallel: int
+    cpusets: tuple[str, ...]
+    gpus: tuple[tuple[str, ...], ...]  # empty without GPUs
+
+
+def plan_slots(
+    members: int,
+    parallel: int | None,
+    cpus_per_member: float | None,
+    gpus_per_member: int | None,
+    host_cpus: Sequence[int],
+    host_gpus: Sequence[str],
+    use_gpu: bool,
+) -> Slots:
+    """Give each slot its own CPUs (and GPUs), never the same ones twice; default: as many slots as fit."""
+    if use_gpu:
+        per = gpus_per_member or 1
+        if per > len(host_gpus):
+            raise ConfigError(f"resources.gpus={per} per member, but this host has {len(host_gpus)} GPU(s).")
+        gpu_slots = len(host_gpus) // per
+    else:
+        per, gpu_slots = 0, members
+    cpu_each = math.ceil(cpus_per_member) if cpus_per_member else None
+    cpu_slots = max(1, len(host_cpus) // (cpu_each or 1))
+    n = parallel or min(members, cpu_slots, gpu_slots)
+    n = max(1, min(n, members))
+    if use_gpu and n > gpu_slots:
+        raise ConfigError(
+            f"sweep.parallel={n} members at once need {n * per} GPUs; this host has {len(host_gpus)}."
+        )
+    each = cpu_each or max(1, len(host_cpus) // n)
+    cpusets = tuple(
+        _cpuset([host_cpus[(i * each + j) % len(host_cpus)] for j in range(each)]) for i in range(n)
+    )
+    gpus = tuple(tuple(host_gpus[i * per : (i + 1) * per]) for i in range(n)) if use_gpu else ()
+    return Slots(n, cpusets, gpus)
+
+
+def _cpuset(cpus: list[int]) -> str:
+    return ",".join(str(c) for c in sorted(set(cpus)))
+
+
+def known_metrics(cfg: DictConfig) -> set[str] | None:
+    """The metrics the built-in trainer logs for `cfg`; None in command mode (the command decides)."""
+    if cfg.command is not None:
+        return None
+    names = {"loss", *(str(m) for m in cfg.train.metrics)}
+    logged = set(names) | {f"test_{n}" for n in names} | {"duration_s"}
+    if cfg.train.validation_split > 0:
+        logged |= {f"val_{n}" for n in names}
+    return logged
+
+
+def check_objective(cfg: DictConfig, sweeper: str) -> None:
+    objective = cfg.sweep.objective
+    if objective is None:
+        if sweeper != "basic":
+            raise ConfigError(
+                f"hydra/sweeper={sweeper} optimises a metric: set sweep.objective, e.g. sweep.objective=val_accuracy"
+            )
+        return
+    known = known_metrics(cfg)
+    if known is not None and objective not in known:
+        raise ConfigError(
+            f"sweep.objective: '{objective}' is never logged by this model. It logs: {', '.join(sorted(known))}."
+        )
+
+
+def member_key(overrides: Sequence[str]) -> str:
+    return json.dumps(sorted(overrides))
+
+
+def start_parent(uri: str, experiment: str, argv: list[str], sweeper: str) -> tuple[str, str]:
+    """Create the sweep's parent run; returns (sweep id, parent run id)."""
+    from mlflow import MlflowClient
+
+    from runner.tracking import store_init_lock
+
+    with store_init_lock(uri):
+        client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    sweep_id = uuid.uuid4().hex[:12]
+    run = client.create_run(
+        exp_id,
+        run_name=f"sweep-{sweep_id}",
+        tags={
+            SWEEP_ID: sweep_id,
+            "runner.sweep.argv": json.dumps(argv),
+            "runner.sweeper": sweeper,
+            "runner.sweep.overrides": " ".join(a for a in argv if not a.startswith("-")),
+            "runner.experiment": experiment,
+            "runner.role": "sweep",
+        },
+    )
+    return sweep_id, run.info.run_id
+
+
+def find_parent(uri: str, sweep_id: str) -> Any:
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    found = (
+        client.search_runs(ids, f"tags.`{SWEEP_ID}` = '{sweep_id}' and tags.`runner.role` = 'sweep'")
+        if ids
+        else []
+    )
+    if not found:
+        raise ConfigError(f"No sweep '{sweep_id}' in {uri}. Sweeps are listed by: runner ls")
+    return found[0]
+
+
+def reopen_parent(uri: str, parent_id: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).update_run(parent_id, status="RUNNING")
+
+
+def children(uri: str, parent: Any) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return list(
+        client.search_runs(
+            [parent.info.experiment_id],
+            f"tags.`{PARENT}` = '{parent.info.run_id}'",
+            order_by=["attributes.start_time ASC"],
+        )
+    )
+
+
+def finish_parent(uri: str, parent_id: str, interrupted: bool) -> str:
+    """FINISHED when every member did, FAILED with the count when any failed, KILLED when interrupted."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    kids = children(uri, client.get_run(parent_id))
+    # The latest attempt of each member counts (resume re-runs the ones that did not finish).
+    latest = {r.data.tags.get(MEMBER, ""): r.info.status for r in kids}
+    latest.update({key: "NOT RUN" for key in PLANNED if key not in latest})
+    failed = sum(1 for s in latest.values() if s != "FINISHED")
+    status = "KILLED" if interrupted else ("FAILED" if failed or not latest else "FINISHED")
+    client.set_tag(parent_id, "runner.sweep.members", str(len(latest)))
+    client.set_tag(parent_id, "runner.sweep.failed", str(failed))
+    client.set_terminated(parent_id, status)
+    return status
+
+
+def summary(uri: str, parent_id: str, objective: str | None) -> str:
+    """One line per member: the overrides that set it apart, status, objective, duration, run id."""
+    from mlflow import MlflowClient
+
+    runs = children(uri, MlflowClient(uri).get_run(parent_id))
+    overrides = [json.loads(r.data.tags.get(MEMBER, "[]")) for r in runs]
+    common = set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
+    rows = []
+    for run, ovs in zip(runs, overrides, strict=True):
+        end = run.info.end_time or run.info.start_time
+        value = run.data.metrics.get(objective) if objective else None
+        rows.append(
+            (
+                " ".join(o for o in ovs if o not in common),
+                run.info.status,
+                "-" if value is None else f"{value:.4g}",
+                f"{(end - run.info.start_time) / 1000:.1f}s",
+                run.info.run_id,
+            )
+        )
+    width = max([len(r[0]) for r in rows] + [9])
+    head = f"{'#':>3}  {'MEMBER':{width}}  {'STATUS':9}  {(objective or 'OBJECTIVE').upper():>14}  {'DURATION':>9}  RUN"
+    lines = [f"{i:>3}  {o:{width}}  {s:9}  {v:>14}  {d:>9}  {r}" for i, (o, s, v, d, r) in enumerate(rows, 1)]
+    return "\n".join([head, *lines])
+
+
+def environ_for_sweep(sweep_id: str, parent_id: str) -> None:
+    os.environ[ENV_SWEEP] = sweep_id
+    os.environ[ENV_PARENT] = parent_id
