@@ -9,7 +9,7 @@ from typing import Any
 
 from runner.errors import RunnerError
 
-VERBS = ("ls", "logs", "ui", "gc", "image")
+VERBS = ("ls", "logs", "ui", "stop", "compare", "sweep", "reproduce", "gc", "image")
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
 _HYDRA_INFO_FLAGS = (
     "--help",
@@ -64,8 +64,44 @@ def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
         cfg = compose_config(project, sweep_variants(overrides)[0])
     if cfg is not None and any(a in ("-m", "--multirun") for a in argv):
         run_sweep(argv, cfg, project, resume)
+    elif cfg is not None and cfg.detach:
+        detach(argv, project)
     else:
         _hydra_main(project, argv)
+
+
+def detach(argv: list[str], project: Path) -> None:
+    """Start the run in a background runner and return once it has started (or failed to)."""
+    import subprocess
+    import tempfile
+    import time
+
+    state = Path(tempfile.mkdtemp(prefix="runner-detach-"))
+    started, log = state / "started", state / "output.log"
+    with open(log, "wb") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "runner", *argv, "detach=false"],
+            cwd=project,
+            env={**os.environ, "RUNNER_STARTED_FILE": str(started)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    with open(log, "rb") as follow:  # show the build as it happens, until the run starts
+        while not started.exists() and child.poll() is None:
+            sys.stdout.write(follow.read().decode(errors="replace"))
+            sys.stdout.flush()
+            time.sleep(0.3)
+        if not started.exists():
+            sys.stdout.write(follow.read().decode(errors="replace"))
+            sys.exit(child.wait())
+    run_id = started.read_text().strip()
+    print(
+        f"[runner] run {run_id} started in the background.\n"
+        f"  follow it: runner logs -f {run_id}\n  stop it:   runner stop {run_id}",
+        flush=True,
+    )
 
 
 def _hydra_main(project: Path, argv: list[str]) -> None:
@@ -92,7 +128,9 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
         sweep_id, parent_id = resume, parent.info.run_id
         sweep.reopen_parent(spec.tracking_uri, parent_id)
     else:
-        sweep_id, parent_id = sweep.start_parent(spec.tracking_uri, spec.mlflow_experiment, argv, sweeper)
+        sweep_id, parent_id = sweep.start_parent(
+            spec.tracking_uri, spec.mlflow_experiment, argv, sweeper, cfg
+        )
     sweep.environ_for_sweep(sweep_id, parent_id)
     os.environ["RUNNER_SWEEPER"] = sweeper
     print(

@@ -1,4 +1,4 @@
-"""The management verbs: ls, logs, ui, gc, image."""
+"""The management verbs: ls, logs, ui, stop, compare, sweep, reproduce, gc, image."""
 
 from __future__ import annotations
 
@@ -92,10 +92,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         from mlflow.exceptions import MlflowException
 
         try:
-            sys.stdout.write(
-                MlflowClient(uri).download_artifacts(args.run_id, "run.log")
-                and Path(MlflowClient(uri).download_artifacts(args.run_id, "run.log")).read_text()
-            )
+            sys.stdout.write(Path(MlflowClient(uri).download_artifacts(args.run_id, "run.log")).read_text())
             return 0
         except MlflowException as exc:
             raise RunnerError(f"No run {args.run_id} with a log in {uri}. List runs with: runner ls") from exc
@@ -143,6 +140,53 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from runner import compare, sweep
+
+    uri = store_uri(_project())
+    if args.sweep:
+        parent = sweep.find_parent(uri, args.sweep)
+        runs = sweep.children(uri, parent)
+        objective = (
+            args.sort or parent.data.tags.get("runner.sweep.objective") or compare.default_objective(runs)
+        )
+        direction = args.direction or parent.data.tags.get("runner.sweep.direction", "maximize")
+    elif args.run_ids:
+        runs = compare.load_runs(uri, args.run_ids)
+        objective = args.sort or compare.default_objective(runs)
+        direction = args.direction or ("minimize" if objective and "loss" in objective else "maximize")
+    else:
+        raise RunnerError("Give run ids or --sweep SWEEP_ID, e.g. runner compare RUN_A RUN_B")
+    result = compare.compare(runs, objective, direction)
+    print(json.dumps(result, indent=2) if args.json else compare.render(result))
+    return 0
+
+
+def cmd_sweep_resume(args: argparse.Namespace) -> int:
+    from runner import sweep
+    from runner.cli import run_with_hydra
+
+    parent = sweep.find_parent(store_uri(_project()), args.sweep_id)
+    run_with_hydra(json.loads(parent.data.tags["runner.sweep.argv"]), resume=args.sweep_id)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from runner.stop import stop
+
+    project = _project()
+    print(stop(store_uri(project), project, args.run_id))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from runner.reproduce import reproduce
+
+    project = _project()
+    os.chdir(project)
+    return reproduce(store_uri(project), project, args.run_id)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="runner", description="Manage runs. Run a config with: runner +experiment=NAME"
@@ -161,6 +205,26 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(fn=cmd_ui)
+    stop = sub.add_parser("stop", help="stop a running run; it ends KILLED, outputs kept")
+    stop.add_argument("run_id")
+    stop.set_defaults(fn=cmd_stop)
+    reproduce = sub.add_parser("reproduce", help="run again from the record alone; report drift first")
+    reproduce.add_argument("run_id")
+    reproduce.set_defaults(fn=cmd_reproduce)
+    compare = sub.add_parser("compare", help="params that differ and final metrics, best first")
+    compare.add_argument("run_ids", nargs="*")
+    compare.add_argument("--sweep", help="compare the members of a sweep")
+    compare.add_argument(
+        "--sort", help="metric to sort by (default: the sweep's objective, else test_accuracy)"
+    )
+    compare.add_argument("--direction", choices=("maximize", "minimize"))
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(fn=cmd_compare)
+    sweep = sub.add_parser("sweep", help="sweeps")
+    sweep_sub = sweep.add_subparsers(dest="what", required=True)
+    resume = sweep_sub.add_parser("resume", help="run the members of a sweep that did not finish")
+    resume.add_argument("sweep_id")
+    resume.set_defaults(fn=cmd_sweep_resume)
     gc = sub.add_parser("gc", help="remove stopped containers and unused images the runner made")
     gc.set_defaults(fn=cmd_gc)
     image = sub.add_parser("image", help="base images")

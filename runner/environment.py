@@ -93,12 +93,15 @@ class Target:
     platform: str | None = None  # uv's --python-platform; None: the host
 
 
-def resolve_lock(lines: list[str], target: Target, ca_bundle: str | None, environ: Mapping[str, str]) -> str:
-    """Exact versions with hashes, resolved once per input and cached: the same spec keeps the same lock."""
+def resolve_lock(
+    lines: list[str], target: Target, ca_bundle: str | None, environ: Mapping[str, str], fresh: bool = False
+) -> str:
+    """Exact versions with hashes, resolved once per input and cached: the same spec keeps the same lock.
+    `fresh` resolves anew without touching the cache (what would resolve today)."""
     index = index_args(environ)
     key = content_hash("\n".join(lines), target.python_version, str(target.platform), *index)
     path = cache_dir() / "locks" / f"{key}.txt"
-    if path.is_file():
+    if path.is_file() and not fresh:
         return path.read_text()
     cmd = [
         uv_bin(),
@@ -123,6 +126,8 @@ def resolve_lock(lines: list[str], target: Target, ca_bundle: str | None, enviro
     )
     if proc.returncode != 0:
         raise EnvBuildError("Requirements do not resolve: " + _resolver_message(proc.stderr))
+    if fresh:
+        return proc.stdout
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(proc.stdout)

@@ -124,6 +124,7 @@ def execute(
     echo: TextIO | None = sys.stdout,
     stop: Stop | None = None,
     adopt: str | None = None,
+    lock: str | None = None,
 ) -> Result:
     """Run `spec` to its end. Raises RunnerError (before any run exists) on bad input."""
     backend = get_backend(spec.backend)
@@ -131,12 +132,13 @@ def execute(
     secrets = read_secrets(spec.env.secrets)
     project = Path(spec.project_dir)
     version = code_version(project)
-    lock = resolve_lock(
-        requirement_lines(spec.env, project),
-        Target(*backend.lock_target(spec)),
-        spec.env.ca_bundle,
-        os.environ,
-    )
+    if lock is None:  # a reproduction passes the recorded lock
+        lock = resolve_lock(
+            requirement_lines(spec.env, project),
+            Target(*backend.lock_target(spec)),
+            spec.env.ca_bundle,
+            os.environ,
+        )
 
     recorder = Recorder(spec)
     run_id = recorder.start(
@@ -179,7 +181,10 @@ def execute(
                     "PYTHONUNBUFFERED": "1",
                 }
                 handle = backend.launch(spec, run_dir, prepared, env, log)
+                _announce_start(run_id)
                 outcome = wait_for(handle, spec.resources.timeout, stop)
+                if recorder.stop_requested():
+                    outcome = Outcome(KILLED, outcome.exit_code, "stopped by runner stop")
             except KeyboardInterrupt:
                 log.write("\n[runner] interrupted: stopping the run\n")
                 if handle is not None:
@@ -197,6 +202,13 @@ def execute(
     finally:
         _finish(recorder, run_dir, outcome, started, log)
     return Result(run_id, outcome)
+
+
+def _announce_start(run_id: str) -> None:
+    """Tell a detaching parent process that the run has started (see `detach`)."""
+    started = os.environ.get("RUNNER_STARTED_FILE")
+    if started:
+        Path(started).write_text(run_id)
 
 
 def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:

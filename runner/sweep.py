@@ -99,7 +99,9 @@ def member_key(overrides: Sequence[str]) -> str:
     return json.dumps(sorted(overrides))
 
 
-def start_parent(uri: str, experiment: str, argv: list[str], sweeper: str) -> tuple[str, str]:
+def start_parent(
+    uri: str, experiment: str, argv: list[str], sweeper: str, cfg: DictConfig
+) -> tuple[str, str]:
     """Create the sweep's parent run; returns (sweep id, parent run id)."""
     from mlflow import MlflowClient
 
@@ -120,6 +122,8 @@ def start_parent(uri: str, experiment: str, argv: list[str], sweeper: str) -> tu
             "runner.sweep.overrides": " ".join(a for a in argv if not a.startswith("-")),
             "runner.experiment": experiment,
             "runner.role": "sweep",
+            "runner.sweep.objective": cfg.sweep.objective or "",
+            "runner.sweep.direction": cfg.sweep.direction,
         },
     )
     return sweep_id, run.info.run_id

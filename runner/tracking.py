@@ -16,7 +16,7 @@ from runner.spec import RunSpec
 # MLflow's limits: 100 params per batch call, 6000 characters per value.
 _BATCH = 100
 _MAX_VALUE = 6000
-TAG = "runner."  # prefix of our own tags
+STOP_TAG = "runner.stop_requested"  # set by `runner stop`; the run then ends KILLED
 
 
 @contextmanager
@@ -94,6 +94,9 @@ class Recorder:
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
         elif path.is_file():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def stop_requested(self) -> bool:
+        return self.client.get_run(self.run_id).data.tags.get(STOP_TAG) == "true"
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -8,6 +8,7 @@ snapshot is the working directory and the output folder is $RUNNER_OUTPUT (not /
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -53,8 +54,9 @@ def parse_cpuset(text: str | None) -> set[int]:
 
 
 class LocalHandle(RunHandle):
-    def __init__(self, run_id: str, proc: subprocess.Popen[bytes], pumper: threading.Thread):
+    def __init__(self, run_id: str, proc: subprocess.Popen[bytes], pumper: threading.Thread, pid_file: Path):
         super().__init__(run_id)
+        self.pid_file = pid_file
         self.proc = proc
         self.pumper = pumper
 
@@ -64,6 +66,8 @@ class LocalHandle(RunHandle):
         except subprocess.TimeoutExpired:
             return None
         self.pumper.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
         if code == 0:
             return Outcome(FINISHED, 0)
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
@@ -172,8 +176,10 @@ class LocalBackend(Backend):
             # Pin before exec, so every thread the run makes stays on its CPUs (a bare syscall: fork-safe).
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
+        pid_file = run_dir.root / "pid"
+        pid_file.write_text(str(proc.pid))  # for `runner stop`
         assert proc.stdout is not None
-        return LocalHandle(env["MLFLOW_RUN_ID"], proc, pump(proc.stdout, log))
+        return LocalHandle(env["MLFLOW_RUN_ID"], proc, pump(proc.stdout, log), pid_file)
 
 
 BACKEND = LocalBackend

@@ -1,0 +1,127 @@
+"""`runner reproduce RUN_ID`: run again from the record alone (recorded code, config, lock), drift first.
+
+The recorded code is checked out as a throw-away git worktree at the recorded commit with the recorded diff
+applied; the recorded lock is used as it is (no re-resolution), so the same env image is found or rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner.config import RunnerConfig
+from runner.errors import RunnerError
+
+
+def _artifact(client: Any, run_id: str, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, name, tmp)).read_text()
+    except (MlflowException, OSError):
+        return None
+
+
+@contextmanager
+def recorded_tree(project: Path, commit: str, diff: str | None, name: str) -> Iterator[Path]:
+    tree = project / ".runner" / "reproduce" / name
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    git = ["git", "-C", str(project)]
+    proc = subprocess.run(
+        [*git, "worktree", "add", "--detach", "--quiet", str(tree), commit], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RunnerError(f"The recorded commit {commit[:12]} is not in this repository: git fetch it first.")
+    try:
+        if diff:
+            subprocess.run(
+                ["git", "-C", str(tree), "apply", "--binary", "-"],
+                input=diff,
+                text=True,
+                check=True,
+                capture_output=True,
+            )
+        yield tree
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], capture_output=True)
+
+
+def drift(project: Path, run: Any, lock: str, fresh_lock: str | None, diff: str) -> list[str]:
+    """What differs between the record and this checkout, said before anything runs."""
+    from runner.environment import locked_versions
+    from runner.project import code_version
+
+    lines = []
+    now = code_version(project)
+    commit = run.data.tags.get("mlflow.source.git.commit", "")
+    if now.commit != commit:
+        lines.append(
+            f"code: HEAD is {str(now.commit)[:12]}, the run used {commit[:12]}: running the recorded code"
+        )
+    elif now.diff != diff:
+        lines.append("code: uncommitted changes differ from the run's: running the recorded code")
+    if fresh_lock is not None and fresh_lock != lock:
+        old, new = set(locked_versions(lock)), set(locked_versions(fresh_lock))
+        changed = sorted({v.split("==")[0] for v in old ^ new})
+        lines.append(
+            f"packages: {len(changed)} would resolve differently today ({', '.join(changed[:8])}): "
+            "using the recorded lock"
+        )
+    return lines or ["no drift: code and packages are as recorded"]
+
+
+def _fresh_lock(spec: Any) -> str | None:
+    from runner.backends import get_backend
+    from runner.environment import Target, requirement_lines, resolve_lock
+
+    try:
+        target = Target(*get_backend(spec.backend).lock_target(spec))
+        lines = requirement_lines(spec.env, Path(spec.project_dir))
+        return resolve_lock(lines, target, spec.env.ca_bundle, os.environ, fresh=True)
+    except RunnerError:
+        return None  # unresolvable today: the recorded lock is all there is
+
+
+def reproduce(uri: str, project: Path, run_id: str) -> int:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from runner.launch import execute
+    from runner.spec import build_spec, validate
+
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise RunnerError(f"No run {run_id} in {uri}. List runs with: runner ls") from exc
+    config, lock = _artifact(client, run_id, "config.yaml"), _artifact(client, run_id, "requirements.lock")
+    commit = run.data.tags.get("mlflow.source.git.commit")
+    if not (config and lock and commit):
+        raise RunnerError(
+            f"Run {run_id} lacks a config, lock or commit in its record: it cannot be reproduced."
+        )
+    diff = _artifact(client, run_id, "code.diff") or ""
+    cfg = OmegaConf.merge(OmegaConf.structured(RunnerConfig), OmegaConf.create(config))  # typed, struct mode
+    assert isinstance(cfg, DictConfig)
+    validate(cfg)
+    experiment = run.data.tags.get("runner.experiment", "default")
+    with recorded_tree(project, commit, diff, run_id) as tree:
+        spec = build_spec(cfg, experiment=experiment, project_dir=str(tree), environ=os.environ)
+        spec = replace(spec, tracking_uri=uri)
+        fresh = _fresh_lock(spec)
+        for line in drift(project, run, lock, fresh, diff):
+            print(f"[reproduce] {line}", flush=True)
+        result = execute(spec, extra_tags={"runner.reproduces": run_id}, lock=lock)
+    print(f"[reproduce] run {result.run_id} {result.outcome.status} (reproduces {run_id})")
+    return 0 if result.outcome.status == "FINISHED" else 1
