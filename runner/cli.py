@@ -131,12 +131,14 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
         sweep_id, parent_id = sweep.start_parent(
             spec.tracking_uri, spec.mlflow_experiment, argv, sweeper, cfg
         )
+    if sweeper == "optuna" and not any(a.startswith("hydra.sweeper.direction=") for a in argv):
+        argv = [*argv, f"hydra.sweeper.direction={cfg.sweep.direction}"]
     sweep.environ_for_sweep(sweep_id, parent_id)
     os.environ["RUNNER_SWEEPER"] = sweeper
     print(
         f"[sweep {sweep_id}] parent run {parent_id}; resume with: runner sweep resume {sweep_id}", flush=True
     )
-    interrupted = False
+    interrupted, error = False, None
     try:
         with sigterm_as_interrupt():
             _hydra_main(project, argv)
@@ -144,9 +146,9 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
         interrupted = True
     except SystemExit as exc:
         if exc.code not in (0, None):
-            print(f"[sweep {sweep_id}] stopped early (exit {exc.code})", flush=True)
+            error = f"the sweep stopped early (exit {exc.code})"
     finally:
-        status = sweep.finish_parent(spec.tracking_uri, parent_id, interrupted)
+        status = sweep.finish_parent(spec.tracking_uri, parent_id, interrupted, error)
         print(sweep.summary(spec.tracking_uri, parent_id, cfg.sweep.objective))
         print(f"[sweep {sweep_id}] {status}", flush=True)
     sys.exit(0 if status == "FINISHED" else 130 if interrupted else 1)

@@ -51,17 +51,21 @@ def sweep_variants(overrides: list[str]) -> list[list[str]]:
     """Override lists that together use every value of every sweep once: the first values, then each other
     value of each sweep with the first values of the rest. Checking these checks a sweep before it starts."""
     parsed = _parse(overrides)
-    values = [
-        [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
-        if ov.is_sweep_override()
-        else [raw]
-        for raw, ov in zip(overrides, parsed, strict=True)
-    ]
+    values = [_values(raw, ov) for raw, ov in zip(overrides, parsed, strict=True)]
     base = [v[0] for v in values]
     variants = [base]
     for i, vs in enumerate(values):
         variants += [[*base[:i], v, *base[i + 1 :]] for v in vs[1:]]
     return variants
+
+
+def _values(raw: str, ov: Any) -> list[str]:
+    if not ov.is_sweep_override():
+        return [raw]
+    if ov.is_interval_sweep():  # a sweeper samples it: its bounds stand for it
+        interval = ov.value()
+        return [f"{ov.get_key_element()}={interval.start}", f"{ov.get_key_element()}={interval.end}"]
+    return [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
 
 
 def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:

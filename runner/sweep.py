@@ -164,8 +164,9 @@ def children(uri: str, parent: Any) -> list[Any]:
     )
 
 
-def finish_parent(uri: str, parent_id: str, interrupted: bool) -> str:
-    """FINISHED when every member did, FAILED with the count when any failed, KILLED when interrupted."""
+def finish_parent(uri: str, parent_id: str, interrupted: bool, error: str | None = None) -> str:
+    """FINISHED when every member did, FAILED with the count when any failed (or the sweep itself broke
+    off with `error`), KILLED when interrupted."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
@@ -174,7 +175,9 @@ def finish_parent(uri: str, parent_id: str, interrupted: bool) -> str:
     latest = {r.data.tags.get(MEMBER, ""): r.info.status for r in kids}
     latest.update({key: "NOT RUN" for key in PLANNED if key not in latest})
     failed = sum(1 for s in latest.values() if s != "FINISHED")
-    status = "KILLED" if interrupted else ("FAILED" if failed or not latest else "FINISHED")
+    status = "KILLED" if interrupted else ("FAILED" if failed or error or not latest else "FINISHED")
+    if error:
+        client.set_tag(parent_id, "runner.reason", error)
     client.set_tag(parent_id, "runner.sweep.members", str(len(latest)))
     client.set_tag(parent_id, "runner.sweep.failed", str(failed))
     client.set_terminated(parent_id, status)

@@ -77,16 +77,24 @@ def finished_before(members: list[Member]) -> dict[str, Any]:
 
 
 def objective_of(spec: RunSpec, run_id: str, objective: str | None) -> float:
-    """The member's objective (its last value); NaN when missing, which sweepers count as a failed trial."""
+    """The member's objective (its last value). A finished member that never logged it is marked FAILED
+    with that reason; its NaN tells the sweeper the trial failed."""
     if objective is None:
         return float("nan")
     from mlflow import MlflowClient
 
-    value = MlflowClient(spec.tracking_uri).get_run(run_id).data.metrics.get(objective)
-    return float("nan") if value is None else float(value)
+    client = MlflowClient(spec.tracking_uri)
+    value = client.get_run(run_id).data.metrics.get(objective)
+    if value is None:
+        client.set_tag(run_id, "runner.reason", f"sweep.objective '{objective}' was never logged")
+        client.set_terminated(run_id, "FAILED")
+        print(f"[sweep] run {run_id} FAILED: sweep.objective '{objective}' was never logged", flush=True)
+        return float("nan")
+    return float(value)
 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    Path(launcher.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)  # sweepers write results there
     members = load_members(launcher, job_overrides, initial_job_idx)
     first = members[0].spec
     host_gpus = gpu.require_host_gpus(first.resources.gpus) if first.env.gpu else []
