@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import queue
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -35,6 +36,14 @@ from runner.sweep import (
 )
 
 TAIL = 10  # log lines shown for a failing member
+_say_lock = threading.Lock()
+
+
+def say(text: str) -> None:
+    """One whole line to the terminal, never interleaved with another member's."""
+    with _say_lock:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ def objective_of(spec: RunSpec, run_id: str, objective: str | None) -> float:
     if value is None:
         client.set_tag(run_id, "runner.reason", f"sweep.objective '{objective}' was never logged")
         client.set_terminated(run_id, "FAILED")
-        print(f"[sweep] run {run_id} FAILED: sweep.objective '{objective}' was never logged", flush=True)
+        say(f"[sweep] run {run_id} FAILED: sweep.objective '{objective}' was never logged")
         return float("nan")
     return float(value)
 
@@ -115,14 +124,11 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         free.put(i)
     stop = Stop()
     total = initial_job_idx + len(members)
-    print(
-        f"[sweep {os.environ.get(ENV_SWEEP, '?')}] {len(members)} member(s), {slots.parallel} at a time",
-        flush=True,
-    )
+    say(f"[sweep {os.environ.get(ENV_SWEEP, '?')}] {len(members)} member(s), {slots.parallel} at a time")
 
     def run_member(m: Member) -> Result | None:
         if member_key(m.overrides) in done:
-            print(f"[sweep] member {m.index} already FINISHED: {m.label}", flush=True)
+            say(f"[sweep] member {m.index} already FINISHED: {m.label}")
             return Result(done[member_key(m.overrides)].info.run_id, Outcome(FINISHED, 0))
         slot = free.get()
         try:
@@ -139,7 +145,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                 MEMBER: member_key(m.overrides),
                 "runner.sweep.index": str(m.index),
             }
-            print(f"[sweep] member {m.index}/{total} started: {m.label}", flush=True)
+            say(f"[sweep] member {m.index}/{total} started: {m.label}")
             return execute(replace(m.spec, resources=resources), extra_tags=tags, echo=None, stop=stop)
         finally:
             free.put(slot)
@@ -156,10 +162,10 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                     results[m.index] = _report(m, fut, total)
                     failed = results[m.index] is None or results[m.index].outcome.status != FINISHED  # type: ignore[union-attr]
                     if failed and m.cfg.sweep.fail_fast and not stop.is_set():
-                        print("[sweep] fail_fast: stopping the other members", flush=True)
+                        say("[sweep] fail_fast: stopping the other members")
                         stop.set_because(f"fail_fast: member {m.index} failed")
         except KeyboardInterrupt:
-            print("\n[sweep] interrupted: stopping every member", flush=True)
+            say("[sweep] interrupted: stopping every member")
             stop.set_because("sweep interrupted")
             wait(pending, timeout=120)
             raise
@@ -170,15 +176,12 @@ def _report(m: Member, fut: Future[Result | None], total: int) -> Result | None:
     try:
         result = fut.result()
     except Exception as exc:  # a runner error inside one member: reported, the others go on
-        print(f"[sweep] member {m.index}/{total} could not run ({m.label}): {exc}", flush=True)
+        say(f"[sweep] member {m.index}/{total} could not run ({m.label}): {exc}")
         return None
     if result is None:
         return None
     status = result.outcome.status
-    print(
-        f"[sweep] member {m.index}/{total} {status}: {m.label} (run {result.run_id})",
-        flush=True,
-    )
+    say(f"[sweep] member {m.index}/{total} {status}: {m.label} (run {result.run_id})")
     if status != FINISHED:
         log = Path(m.spec.project_dir, ".runner", "runs", result.run_id, "run.log")
         lines = log.read_text(errors="replace").splitlines()[-TAIL:] if log.is_file() else []

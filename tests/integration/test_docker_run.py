@@ -275,3 +275,43 @@ def test_bad_input_fails_before_anything(project: Path, engine, args, env, messa
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert all_runs(project) == []
     assert {c.id for c in engine.containers.list(all=True)} == before
+
+
+def test_sweep_of_containers_each_on_its_own_cpus(project: Path, engine) -> None:
+    cmd = "command=\"sh -c 'cat /sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/cpuset.cpus.effective > /output/cpus 2>/dev/null; true'\""
+    run_cli(project, "-m", *TINY, cmd, "train.seed=1,2", "train.epochs=1,2", "sweep.parallel=2", check=True)
+    runs = all_runs(project)
+    parent = next(r for r in runs if r.data.tags.get("runner.role") == "sweep")
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and [k.info.status for k in kids] == ["FINISHED"] * 4
+    cpus = {read_artifact(project, k.info.run_id, "output/cpus").strip() for k in kids}
+    host = len(os.sched_getaffinity(0))
+    assert len(cpus) == min(2, host), cpus  # two slots, each its own CPU set
+    assert all(containers_of(engine, k.info.run_id) == [] for k in kids)
+
+
+def test_sigint_to_a_container_sweep_leaves_no_container(project: Path, engine) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cmd = "command=\"sh -c 'echo started; sleep 300'\""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, cmd, "train.seed=1,2", "sweep.parallel=2"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (
+            len([p for p in (project / ".runner" / "runs").glob("*/run.log") if "started" in p.read_text()])
+            == 2
+        ):
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    runs = all_runs(project)
+    assert sorted(r.info.status for r in runs) == ["KILLED"] * 3  # the parent and both members
+    assert engine.containers.list(all=True, filters={"label": "runner.managed=run"}) == []
