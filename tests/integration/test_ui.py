@@ -1,0 +1,137 @@
+"""The MLflow UI in a real browser (Debian's headless Chromium): a sweep shows as a parent with its
+children nested, and the members compare side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import all_runs, run_cli
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
+        if os.environ.get("RUNNER_REQUIRE_ALL"):
+            raise AssertionError("chromium and chromium-driver are missing: ./setup.sh installs them")
+        pytest.skip("no Chromium here; ./setup.sh installs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_text(driver, text: str, timeout: float = 60) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = driver.find_element("tag name", "body").text
+        if text in body:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"'{text}' never appeared on {driver.current_url}")
+
+
+def test_sweep_parent_children_and_compare_view(project: Path, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    score = (
+        'command="python -c \\"import mlflow; mlflow.log_metric(\'score\', 2 * ${train.learning_rate})\\""'
+    )
+    run_cli(
+        project,
+        "-m",
+        "backend=local",
+        "env.requirements=[]",
+        score,
+        "train.learning_rate=0.25,0.5,0.75",
+        "sweep.objective=score",
+        check=True,
+    )
+    runs = all_runs(project)
+    parent = next(r for r in runs if r.data.tags.get("runner.role") == "sweep")
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(kids) == 3
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "runner", "ui", "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and ui.poll() is None, "runner ui did not come up"
+                time.sleep(0.5)
+        exp = parent.info.experiment_id
+
+        browser.get(f"{base}/#/experiments/{exp}/runs")
+        wait_for_text(browser, parent.info.run_name)
+        name = browser.find_element(By.XPATH, f"//*[text()='{parent.info.run_name}']")
+        cell = name.find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]")
+        cell.find_element(By.XPATH, ".//button").click()  # expand the sweep: its members are nested under it
+        for kid in kids:
+            wait_for_text(browser, kid.info.run_name)
+
+        ids = urllib.parse.quote(json.dumps([k.info.run_id for k in kids]))
+        browser.get(f"{base}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([exp]))}")
+        body = wait_for_text(browser, "Comparing 3 Runs")
+        for kid in kids:
+            assert kid.info.run_name in body
+        assert "score" in body and "1.5" in body and "train.learning_rate" in body
+        deadline = time.time() + 60  # the parallel-coordinates plot renders after the page
+        while not browser.find_elements(By.CSS_SELECTOR, ".main-svg") and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(1)
+        shot = Path(os.environ.get("RUNNER_SCREENSHOT", tmp_path / "compare.png"))
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        os.killpg(ui.pid, 15)
+        ui.wait(timeout=30)
