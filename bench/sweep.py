@@ -22,8 +22,11 @@ def main() -> None:
     ap.add_argument("--work", type=int, default=40_000_000)
     args = ap.parse_args()
     proj = make_project()
-    base = (f"backend={args.backend}", "env.requirements=[]",
-            f'command="python -c \\"sum(range({args.work}))\\""')
+    base = (
+        f"backend={args.backend}",
+        "env.requirements=[]",
+        f'command="python -c \\"sum(range({args.work}))\\""',
+    )
     timed(runner(*base), proj)  # build or find the environment first
     one = min(timed(runner(*base), proj) for _ in range(2))
     seeds = ",".join(str(i) for i in range(args.members))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 import runner
+from runner import gpu
 from runner.backends import get_backend
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
 from runner.environment import Target, content_hash, locked_versions, requirement_lines, resolve_lock
@@ -129,6 +130,7 @@ def execute(
     """Run `spec` to its end. Raises RunnerError (before any run exists) on bad input."""
     backend = get_backend(spec.backend)
     backend.check(spec)
+    gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu else []
     secrets = read_secrets(spec.env.secrets)
     project = Path(spec.project_dir)
     version = code_version(project)
@@ -147,6 +149,7 @@ def execute(
             "runner.backend": spec.backend,
             "runner.host": socket.gethostname(),
             "runner.seed": str(spec.seed),
+            "runner.gpus": ",".join(gpus) or "none",
             "runner.command": shlex.join(spec.argv),
             "runner.version": runner.__version__,
             "runner.lock.sha256": content_hash(lock),

@@ -157,6 +157,10 @@ def test_sigint_is_killed_and_keeps_log_and_outputs(project: Path) -> None:
         ((*TINY, 'env.requirements=["no-such-package-zzz-runner==1"]'), "Requirements do not resolve"),
         ((*TINY, "env.secrets=[RUNNER_TEST_UNSET_SECRET]"), "RUNNER_TEST_UNSET_SECRET not set"),
         ((*TINY, "command=python -c 'print(1)'"), "Cannot parse the overrides"),
+        (
+            (*TINY, "env.gpu=true"),
+            "env.gpu=true, but this host has no NVIDIA GPU",
+        ),  # no GPU in CI: a real refusal
     ],
 )
 def test_bad_input_one_line_no_run(project: Path, args: tuple[str, ...], message: str) -> None:
