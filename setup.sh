@@ -37,7 +37,7 @@ echo "[setup] installing runner"
 python3 -m pip install -q -e '.[dev]'
 
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  if ! docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
+  if ! timeout 60 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
     echo "[setup] $BASE_IMAGE cannot be pulled: building it from Debian's packages"
     $SUDO "$(command -v python3)" -m runner image base --tag "$BASE_IMAGE"
   fi
