@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runner.errors import RunnerError
 
-VERBS = ("ls", "logs", "ui", "gc", "image")
+VERBS = ("ls", "logs", "ui", "gc", "image", "data")
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
 _HYDRA_INFO_FLAGS = (
     "--help",

@@ -1,4 +1,4 @@
-"""The management verbs: ls, logs, ui, gc, image."""
+"""The management verbs: ls, logs, ui, gc, image, data."""
 
 from __future__ import annotations
 
@@ -172,6 +172,9 @@ def parser() -> argparse.ArgumentParser:
     base.add_argument("--suite", default="bookworm")
     base.add_argument("--mirror", default="http://deb.debian.org/debian")
     base.set_defaults(fn=cmd_image)
+    from runner.datasets.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
     return p
 
 

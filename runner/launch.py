@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 import runner
 from runner.backends import get_backend
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
+from runner.datasets import record as data_record
 from runner.environment import Target, content_hash, locked_versions, requirement_lines, resolve_lock
 from runner.errors import ConfigError, RunnerError
 from runner.project import code_version, snapshot
@@ -104,6 +105,10 @@ def execute(
     backend.check(spec)
     secrets = read_secrets(spec.env.secrets)
     project = Path(spec.project_dir)
+    if spec.data:  # exact versions, materialised read-only, before anything of the run exists
+        from runner.datasets.mount import resolve
+
+        spec = replace(spec, mounts=resolve(project, spec.data))
     version = code_version(project)
     lock = resolve_lock(
         requirement_lines(spec.env, project),
@@ -126,6 +131,7 @@ def execute(
             "mlflow.source.git.commit": version.commit or "",
             "mlflow.source.name": spec.project_dir,
             "mlflow.user": getpass.getuser(),
+            **data_record.tags(spec.mounts),
             **(extra_tags or {}),
         },
         adopt=os.environ.get("MLFLOW_RUN_ID"),  # `mlflow run` made one for us
@@ -184,6 +190,7 @@ def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: 
     )
     run_dir.config.write_text(spec.config_yaml)
     recorder.log_text(spec.config_yaml, "config.yaml")
+    data_record.log_inputs(recorder.client, recorder.run_id, spec.project_dir, spec.mounts)
     recorder.log_text(lock, "requirements.lock")
     recorder.log_text("\n".join(locked_versions(lock)) + "\n", "packages.txt")
     if diff:

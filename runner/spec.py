@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.datasets.entry import DataMount, parse_all
 from runner.errors import ConfigError, suggest
 
 # Only these module prefixes may appear as a model `_target_`: instantiating arbitrary targets from a
@@ -49,7 +50,7 @@ class RunSpec:
     argv: tuple[str, ...]
     env: EnvSpec
     resources: Resources
-    data: tuple[str, ...]
+    data: tuple[str, ...]  # NAME@VERSION:MOUNT entries as written
     seed: int
     tracking_uri: str
     mlflow_experiment: str
@@ -58,6 +59,7 @@ class RunSpec:
     keep_container: bool = False
     network: str = "bridge"
     detach: bool = False
+    mounts: tuple[DataMount, ...] = ()  # `data` resolved to exact versions; filled in by launch.execute
 
     @property
     def is_command_mode(self) -> bool:
@@ -134,6 +136,7 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
             raise ConfigError(f"resources.{key}: {value} must be positive (or null for no limit).")
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs: {cfg.train.epochs} must be at least 1.")
+    parse_all(list(cfg.data))
     if cfg.command is not None and not str(cfg.command).strip():
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 
