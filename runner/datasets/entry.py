@@ -84,10 +84,16 @@ def parse_all(entries: list[str] | tuple[str, ...]) -> tuple[DataRef, ...]:
     refs = tuple(parse(e) for e in entries)
     for i, a in enumerate(refs):
         for b in refs[:i]:
-            if _overlaps(a.target, b.target):
+            if a.target == b.target:
                 raise ConfigError(
                     f"data: '{b.name}@{b.version}' and '{a.name}@{a.version}' share the mount point "
-                    f"'{b.target}' / '{a.target}'. Give each dataset its own folder, e.g. /input/{a.name}."
+                    f"'{a.target}'. Give each dataset its own folder, e.g. /input/{a.name}."
+                )
+            if _overlaps(a.target, b.target):
+                inner, outer = (a, b) if len(a.target) > len(b.target) else (b, a)
+                raise ConfigError(
+                    f"data: the mount point '{inner.target}' ({inner.name}) lies inside '{outer.target}' "
+                    f"({outer.name}). Give each dataset its own folder, e.g. /input/{inner.name}."
                 )
             if a.name == b.name:
                 raise ConfigError(
