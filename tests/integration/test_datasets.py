@@ -309,3 +309,31 @@ def test_import_checks_published_checksums_and_kaggle_layout(dproject: Path, tmp
     (kaggle / "test.csv").write_text("id,pixels\n")
     proc = data(dproject, "import", "digits", "--from", str(kaggle))
     assert proc.returncode == 2 and "not Kaggle's digit-recognizer layout" in proc.stderr
+
+
+@pytest.mark.docker
+def test_docker_mounts_each_version_read_only(dproject: Path, tmp_path: Path) -> None:
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        docker.from_env(version="auto").images.get("runner-base:bookworm")
+    except DockerException as exc:
+        if os.environ.get("RUNNER_REQUIRE_DOCKER"):
+            raise
+        pytest.skip(f"no Docker engine or base image here ({exc})")
+    two_versions(dproject, tmp_path)
+    docker_run = ("backend=docker", "env.requirements=[]")
+    run_cli(
+        dproject,
+        *docker_run,
+        "+env.variables.TRY_WRITE=1",
+        "command=python read.py /input",
+        "data=[toy@1:/input]",
+        check=True,
+    )
+    seen = json.loads(read_artifact(dproject, only_run(dproject).info.run_id, "output/seen.json"))
+    assert seen == {"/input": V1, "write": "Read-only file system"}
+    run_cli(dproject, *docker_run, "command=python read.py /input/toy", "data=[toy@2]", check=True)
+    seen = json.loads(read_artifact(dproject, latest_run(dproject).info.run_id, "output/seen.json"))
+    assert seen == {"/input/toy": V2}
