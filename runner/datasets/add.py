@@ -74,7 +74,7 @@ def _commit(
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(folder, target, symlinks=False)
-        repo.dvc.add(DATA_DIR)
+        repo.run_dvc("add", DATA_DIR)
         md5 = repo.workspace_md5(name)
         files = [p for p in target.rglob("*") if p.is_file()]
         size = sum(p.stat().st_size for p in files)
@@ -107,7 +107,7 @@ def _push(repo: DataRepo, version: catalog.Version) -> None:
     from dvc.exceptions import DvcException
 
     try:
-        repo.dvc.push(targets=[f"{DATA_DIR}/{version.name}"])
+        repo.run_dvc("push", targets=[f"{DATA_DIR}/{version.name}"])
     except DvcException as exc:
         raise DatasetError(
             f"{version.label} was made, but pushing it to {repo.remote_label()} failed ({exc}). "

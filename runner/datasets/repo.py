@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import subprocess
 from collections.abc import Iterator
@@ -49,6 +50,11 @@ class DataRepo:
             quiet_dvc()
             self._dvc = Repo(str(self.root))
         return self._dvc
+
+    def run_dvc(self, verb: str, *args: Any, **kwargs: Any) -> Any:
+        """A DVC API call (`add`, `fetch`, `push`, `checkout`) with paths relative to the project root."""
+        with contextlib.chdir(self.root):
+            return getattr(self.dvc, verb)(*args, **kwargs)
 
     def git(self, *args: str, stdin: str | None = None) -> str:
         proc = subprocess.run(
@@ -138,7 +144,7 @@ class DataRepo:
         from dvc.exceptions import DvcException
 
         try:
-            self.dvc.fetch(targets=[f"{DATA_DIR}/{name}"], revs=[rev], workspace=False)
+            self.run_dvc("fetch", targets=[f"{DATA_DIR}/{name}"], revs=[rev], workspace=False)
         except DvcException as exc:
             raise DataMissing(f"{name} at {rev[:12]}", self.remote_label()) from exc
 
@@ -183,10 +189,10 @@ class DataRepo:
                 )
             return
         try:
-            self.dvc.checkout(targets=[DVC_FILE], force=True)
+            self.run_dvc("checkout", targets=[DVC_FILE], force=True)
         except DvcException:
             try:
-                self.dvc.fetch(targets=[DVC_FILE])
-                self.dvc.checkout(targets=[DVC_FILE], force=True)
+                self.run_dvc("fetch", targets=[DVC_FILE])
+                self.run_dvc("checkout", targets=[DVC_FILE], force=True)
             except DvcException as exc:
                 raise DataMissing(f"the data in {DVC_FILE}", self.remote_label()) from exc
