@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner.environment import Target, resolve_lock, uv_bin  # noqa: E402
+from runner.environment import Target, resolve_lock, uv_bin
 
 
 def timed(steps: list[list[str]], env: dict[str, str]) -> float:
@@ -37,12 +37,20 @@ def main() -> None:
         lock = root / "lock.txt"
         lock.write_text(resolve_lock(reqs, Target(py), None, os.environ))
         env = {**os.environ, "UV_CACHE_DIR": str(root / "uv-cache")}
-        pip = timed([[sys.executable, "-m", "venv", str(root / "p")],
-                     [str(root / "p/bin/pip"), "install", "-q", "--require-hashes", "-r", str(lock)]], env)
+        pip = timed(
+            [
+                [sys.executable, "-m", "venv", str(root / "p")],
+                [str(root / "p/bin/pip"), "install", "-q", "--require-hashes", "-r", str(lock)],
+            ],
+            env,
+        )
         uv = [uv_bin(), "venv", "-q", "--python", sys.executable]
 
         def sync(name: str) -> list[list[str]]:
-            return [[*uv, str(root / name)], [uv_bin(), "pip", "sync", "-q", "--python", str(root / name / "bin/python"), str(lock)]]
+            return [
+                [*uv, str(root / name)],
+                [uv_bin(), "pip", "sync", "-q", "--python", str(root / name / "bin/python"), str(lock)],
+            ]
 
         cold = timed(sync("u1"), env)
         warm = timed(sync("u2"), env)

@@ -9,7 +9,7 @@ from typing import Any
 
 from runner.errors import RunnerError
 
-VERBS = ("ls", "logs", "ui", "stop", "compare", "sweep", "reproduce", "gc", "image")
+VERBS = ("ls", "logs", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image")
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
 _HYDRA_INFO_FLAGS = (
     "--help",

@@ -1,4 +1,4 @@
-"""The management verbs: ls, logs, ui, stop, compare, sweep, reproduce, gc, image."""
+"""The management verbs: ls, logs, ui, stop, compare, sweep, reproduce, data, gc, image."""
 
 from __future__ import annotations
 
@@ -236,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
     base.add_argument("--suite", default="bookworm")
     base.add_argument("--mirror", default="http://deb.debian.org/debian")
     base.set_defaults(fn=cmd_image)
+    from runner.datasets.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
     return p
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -25,6 +25,7 @@ import runner
 from runner import gpu
 from runner.backends import get_backend
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
+from runner.datasets import record as data_record
 from runner.environment import Target, content_hash, locked_versions, requirement_lines, resolve_lock
 from runner.errors import ConfigError, RunnerError
 from runner.project import code_version, snapshot
@@ -133,6 +134,10 @@ def execute(
     gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu else []
     secrets = read_secrets(spec.env.secrets)
     project = Path(spec.project_dir)
+    if spec.data:  # exact versions, materialised read-only, before anything of the run exists
+        from runner.datasets.mount import resolve
+
+        spec = replace(spec, mounts=resolve(project, spec.data))
     version = code_version(project)
     if lock is None:  # a reproduction passes the recorded lock
         lock = resolve_lock(
@@ -157,6 +162,7 @@ def execute(
             "mlflow.source.git.commit": version.commit or "",
             "mlflow.source.name": spec.project_dir,
             "mlflow.user": getpass.getuser(),
+            **data_record.tags(spec.mounts),
             **(extra_tags or {}),
         },
         adopt=adopt,
@@ -225,6 +231,7 @@ def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: 
     )
     run_dir.config.write_text(spec.config_yaml)
     recorder.log_text(spec.config_yaml, "config.yaml")
+    data_record.log_inputs(recorder.client, recorder.run_id, spec.project_dir, spec.mounts)
     recorder.log_text(lock, "requirements.lock")
     recorder.log_text("\n".join(locked_versions(lock)) + "\n", "packages.txt")
     if diff:

@@ -81,6 +81,16 @@ def drift(project: Path, run: Any, lock: str, fresh_lock: str | None, diff: str)
     return lines or ["no drift: code and packages are as recorded"]
 
 
+def pinned_data(tags: dict[str, str]) -> list[str]:
+    """The run's mounts pinned to the exact commits it used (`mnist@latest` may mean more data today)."""
+    names = [
+        k[len("runner.data.") : -len(".rev")]
+        for k in tags
+        if k.startswith("runner.data.") and k.endswith(".rev")
+    ]
+    return [f"{n}@{tags[f'runner.data.{n}.rev']}:{tags[f'runner.data.{n}.mount']}" for n in sorted(names)]
+
+
 def _fresh_lock(spec: Any) -> str | None:
     from runner.backends import get_backend
     from runner.environment import Target, requirement_lines, resolve_lock
@@ -114,6 +124,7 @@ def reproduce(uri: str, project: Path, run_id: str) -> int:
     diff = _artifact(client, run_id, "code.diff") or ""
     cfg = OmegaConf.merge(OmegaConf.structured(RunnerConfig), OmegaConf.create(config))  # typed, struct mode
     assert isinstance(cfg, DictConfig)
+    cfg.data = pinned_data(run.data.tags) or cfg.data
     validate(cfg)
     experiment = run.data.tags.get("runner.experiment", "default")
     with recorded_tree(project, commit, diff, run_id) as tree:

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.datasets.entry import DataMount, parse_all
 from runner.errors import ConfigError, suggest
 
 # Only these module prefixes may appear as a model `_target_`: instantiating arbitrary targets from a
@@ -50,7 +51,7 @@ class RunSpec:
     argv: tuple[str, ...]
     env: EnvSpec
     resources: Resources
-    data: tuple[str, ...]
+    data: tuple[str, ...]  # NAME@VERSION:MOUNT entries as written
     seed: int
     tracking_uri: str
     mlflow_experiment: str
@@ -59,6 +60,7 @@ class RunSpec:
     keep_container: bool = False
     network: str = "bridge"
     detach: bool = False
+    mounts: tuple[DataMount, ...] = ()  # `data` resolved to exact versions; filled in by launch.execute
 
     @property
     def is_command_mode(self) -> bool:
@@ -141,6 +143,7 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         )
     if cfg.sweep.direction not in ("maximize", "minimize"):
         raise ConfigError(f"sweep.direction: '{cfg.sweep.direction}' is not one of: maximize, minimize.")
+    parse_all(list(cfg.data))
     if cfg.command is not None and not str(cfg.command).strip():
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 

@@ -4,7 +4,8 @@ Concepts: an environment is an image tagged `runner-env:<hash>`, the hash of (ba
 commands, the runner's in-image pieces). It is built by running the base image once with uv and a shared
 wheel cache mounted, then committed; a second run of the same environment finds the tag and builds nothing.
 A run is a container labelled with its MLflow run id: the code snapshot at /code (read-only, the working
-directory), /output a bind mount, the harness at /opt/runner (read-only), as the invoking user's UID/GID.
+directory), /output a bind mount, the harness at /opt/runner (read-only), each dataset at its mount point
+(read-only), as the invoking user's UID/GID.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def container_spec(
         _bind(run_dir.code, "/code", True),
         _bind(run_dir.output, "/output", False),
         _bind(run_dir.harness, "/opt/runner", True),
+        *(_bind(m.source, m.target, True) for m in spec.mounts),  # datasets, read-only
     ]
     if spec.env.ca_bundle:
         mounts.append(_bind(spec.env.ca_bundle, CA_PATH, True))

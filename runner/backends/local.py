@@ -3,7 +3,8 @@
 Concepts: a run is a subprocess of the runner, in its own process group; its environment is a uv venv
 under the runner's cache, named by a content hash of (lock, interpreter, setup commands) and linked from uv's
 shared cache, so a second environment costs about a second. Mounts map into the run directory: the code
-snapshot is the working directory and the output folder is $RUNNER_OUTPUT (not /output).
+snapshot is the working directory and the output folder is $RUNNER_OUTPUT (not /output); a dataset mounted at
+/input/NAME is $RUNNER_ROOT/input/NAME, a link to its read-only copy.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from typing import IO
 
 from runner import gpu
 from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.datasets.entry import parse_all
+from runner.datasets.mount import link_into
 from runner.environment import cache_dir, content_hash, tls_env, uv_bin
-from runner.errors import EnvBuildError
+from runner.errors import ConfigError, EnvBuildError
 from runner.spec import RunSpec
 from runner.tracking import job_tracking_uri
 
+# What a run directory holds besides code/ and output/: a dataset mounted over one would collide with it.
+_RUN_DIR_NAMES = ("harness", "run.log")
 # Host variables a run must not inherit: they would leak the host's Python setup into the run's env.
 _HOST_ONLY = ("PYTHON", "VIRTUAL_ENV", "CONDA", "MLFLOW_", "_MLFLOW", "PIP_", "UV_")
 
@@ -96,6 +101,12 @@ class LocalBackend(Backend):
     def check(self, spec: RunSpec) -> None:
         if spec.env.gpu:
             gpu.require_host_gpus(spec.resources.gpus)
+        for ref in parse_all(spec.data):
+            if ref.target.split("/")[1] in _RUN_DIR_NAMES:
+                raise ConfigError(
+                    f"data: mount point '{ref.target}' is taken in a local run's directory "
+                    f"({', '.join('/' + n for n in _RUN_DIR_NAMES)}). Use another folder, e.g. /input/{ref.name}."
+                )
 
     def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
         return f"{sys.version_info.major}.{sys.version_info.minor}", None
@@ -165,6 +176,7 @@ class LocalBackend(Backend):
             "MLFLOW_TRACKING_URI": job_tracking_uri(spec, "127.0.0.1", "127.0.0.1"),
         }
         cpus = parse_cpuset(spec.resources.cpuset)
+        link_into(run_dir.root, spec.mounts)
         proc = subprocess.Popen(
             list(spec.argv),
             cwd=run_dir.code,

@@ -1,0 +1,40 @@
+"""A finished run's `/output`, as a folder: the run directory if it is still here, else its MLflow artifacts."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from runner.datasets.errors import DatasetError
+
+
+@contextmanager
+def run_output(project: Path, run_id: str) -> Iterator[Path]:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from runner.commands import store_uri
+
+    uri = store_uri(project)
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise DatasetError(f"No run {run_id} in {uri}. List runs with: runner ls") from exc
+    if run.info.status != "FINISHED":
+        raise DatasetError(
+            f"Run {run_id} is {run.info.status}: only a FINISHED run's output becomes a dataset."
+        )
+    local = project / ".runner" / "runs" / run_id / "output"
+    if local.is_dir() and any(local.iterdir()):
+        yield local
+        return
+    (project / ".runner").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=project / ".runner", prefix="fromrun-") as tmp:
+        try:
+            path = Path(client.download_artifacts(run_id, "output", tmp))
+        except (MlflowException, OSError) as exc:
+            raise DatasetError(f"Run {run_id} kept no output (no output/ artifacts).") from exc
+        yield path
