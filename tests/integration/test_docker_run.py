@@ -315,3 +315,19 @@ def test_sigint_to_a_container_sweep_leaves_no_container(project: Path, engine) 
     runs = all_runs(project)
     assert sorted(r.info.status for r in runs) == ["KILLED"] * 3  # the parent and both members
     assert engine.containers.list(all=True, filters={"label": "runner.managed=run"}) == []
+
+
+def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine) -> None:
+    # Kept last among the Docker tests: it removes every env image no container uses.
+    run_cli(project, *TINY, "backend.keep_container=true", "command=echo kept", check=True)
+    kept = containers_of(engine, only_run(project).info.run_id)
+    assert len(kept) == 1
+    foreign = engine.containers.create("runner-base:bookworm", ["true"])  # not the runner's: must survive
+    try:
+        proc = run_cli(project, "gc", check=True)
+        assert "Removed 1 container(s)" in proc.stdout and "freed" in proc.stdout
+        assert containers_of(engine, only_run(project).info.run_id) == []
+        assert env_images(engine) == {}
+        foreign.reload()
+    finally:
+        foreign.remove(force=True)
