@@ -5,23 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from runner.errors import RunnerError
-
 HIDDEN_PARAMS = ("hydra.",)
 
 
 def load_runs(uri: str, run_ids: list[str]) -> list[Any]:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from runner.tracking import get_run
 
-    client = MlflowClient(uri)
-    runs = []
-    for run_id in run_ids:
-        try:
-            runs.append(client.get_run(run_id))
-        except MlflowException as exc:
-            raise RunnerError(f"No run {run_id} in {uri}. List runs with: runner ls") from exc
-    return runs
+    return [get_run(uri, run_id) for run_id in run_ids]
 
 
 def default_objective(runs: list[Any]) -> str | None:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.config import RunnerConfig
 from runner.errors import RunnerError
+from runner.tracking import get_run
 
 
 def _artifact(client: Any, run_id: str, name: str) -> str | None:
@@ -105,16 +106,12 @@ def _fresh_lock(spec: Any) -> str | None:
 
 def reproduce(uri: str, project: Path, run_id: str) -> int:
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from runner.launch import execute
     from runner.spec import build_spec, validate
 
     client = MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise RunnerError(f"No run {run_id} in {uri}. List runs with: runner ls") from exc
+    run = get_run(uri, run_id)
     config, lock = _artifact(client, run_id, "config.yaml"), _artifact(client, run_id, "requirements.lock")
     commit = run.data.tags.get("mlflow.source.git.commit")
     if not (config and lock and commit):

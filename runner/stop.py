@@ -9,20 +9,16 @@ import time
 from pathlib import Path
 
 from runner.errors import RunnerError
-from runner.tracking import STOP_TAG
+from runner.tracking import STOP_TAG, get_run
 
 GRACE = 10  # seconds between SIGINT and SIGKILL
 
 
 def stop(uri: str, project: Path, run_id: str) -> str:
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise RunnerError(f"No run {run_id} in {uri}. List runs with: runner ls") from exc
+    run = get_run(uri, run_id)
     if run.info.status != "RUNNING":
         return f"Run {run_id} already ended {run.info.status}."
     client.set_tag(run_id, STOP_TAG, "true")  # the runner that owns the run then records KILLED

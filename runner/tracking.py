@@ -19,6 +19,19 @@ _MAX_VALUE = 6000
 STOP_TAG = "runner.stop_requested"  # set by `runner stop`; the run then ends KILLED
 
 
+def get_run(uri: str, run_id: str) -> Any:
+    """The run, or a RunnerError that says how to find run ids."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from runner.errors import RunnerError
+
+    try:
+        return MlflowClient(uri).get_run(run_id)
+    except MlflowException as exc:
+        raise RunnerError(f"No run {run_id} in {uri}. List runs with: runner ls") from exc
+
+
 @contextmanager
 def store_init_lock(uri: str) -> Iterator[None]:
     """Serialise the first touch of a SQLite store: parallel runs would race to create its tables."""

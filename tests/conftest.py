@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,29 @@ def all_runs(project: Path) -> list:
     client = MlflowClient(store(project))
     ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     return list(client.search_runs(ids)) if ids else []
+
+
+def interrupt_when_started(
+    project: Path, *args: str, marker: str = "started", runs: int = 1
+) -> tuple[int, str, float]:
+    """Start `python -m runner ARGS`, wait until `runs` run logs show `marker`, send SIGINT (Ctrl-C).
+    Returns (exit code, output, seconds from the signal to the exit)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        logs = (project / ".runner" / "runs").glob("*/run.log")
+        if sum(marker in p.read_text(errors="replace") for p in logs) >= runs:
+            break
+        time.sleep(0.3)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out, time.time() - t0

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from runner.datasets.errors import DatasetError
+from runner.tracking import get_run
 
 
 @contextmanager
@@ -19,10 +20,7 @@ def run_output(project: Path, run_id: str) -> Iterator[Path]:
 
     uri = store_uri(project)
     client = MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise DatasetError(f"No run {run_id} in {uri}. List runs with: runner ls") from exc
+    run = get_run(uri, run_id)
     if run.info.status != "FINISHED":
         raise DatasetError(
             f"Run {run_id} is {run.info.status}: only a FINISHED run's output becomes a dataset."

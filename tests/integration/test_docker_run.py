@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, run_cli, store
+from tests.conftest import all_runs, interrupt_when_started, run_cli, store
 from tests.integration.test_local_run import artifacts, only_run, read_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -136,26 +135,9 @@ def test_memory_limit_oom_is_failed_oomkilled(project: Path, engine) -> None:
 
 
 def test_sigint_stops_the_container_and_is_killed(project: Path, engine) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = "command=\"sh -c 'echo started; sleep 300'\""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", *TINY, cmd],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        logs = list((project / ".runner" / "runs").glob("*/run.log"))
-        if any("started" in p.read_text() for p in logs):
-            break
-        time.sleep(0.3)
-    t0 = time.time()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    assert time.time() - t0 < 20, "the container did not stop within seconds"
+    code, out, took = interrupt_when_started(project, *TINY, "command=\"sh -c 'echo started; sleep 300'\"")
+    assert took < 20, "the container did not stop within seconds"
+    assert code != 0
     run = only_run(project)
     assert run.info.status == "KILLED", out
     assert "started" in read_artifact(project, run.info.run_id, "run.log")
@@ -291,27 +273,11 @@ def test_sweep_of_containers_each_on_its_own_cpus(project: Path, engine) -> None
 
 
 def test_sigint_to_a_container_sweep_leaves_no_container(project: Path, engine) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     cmd = "command=\"sh -c 'echo started; sleep 300'\""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", *TINY, cmd, "train.seed=1,2", "sweep.parallel=2"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    code, out, _ = interrupt_when_started(
+        project, "-m", *TINY, cmd, "train.seed=1,2", "sweep.parallel=2", runs=2
     )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if (
-            len([p for p in (project / ".runner" / "runs").glob("*/run.log") if "started" in p.read_text()])
-            == 2
-        ):
-            break
-        time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out
+    assert code == 130, out
     runs = all_runs(project)
     assert sorted(r.info.status for r in runs) == ["KILLED"] * 3  # the parent and both members
     assert engine.containers.list(all=True, filters={"label": "runner.managed=run"}) == []

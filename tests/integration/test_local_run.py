@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, git, run_cli, store
+from tests.conftest import all_runs, git, interrupt_when_started, run_cli, store
 
 pytestmark = pytest.mark.integration
 
@@ -110,35 +106,21 @@ def test_timeout_is_killed_with_reason(project: Path) -> None:
 
 
 def test_sigint_is_killed_and_keeps_log_and_outputs(project: Path) -> None:
-    (project / "slow.py").write_text(
+    slow = f"slow_{time.time_ns()}.py"  # a name no other process on a shared machine has
+    (project / slow).write_text(
         "import os, time\n"
         "open(os.path.join(os.environ['RUNNER_OUTPUT'], 'partial.txt'), 'w').write('half')\n"
         "print('started', flush=True)\n"
         "time.sleep(120)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", *TINY, "command=python slow.py"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 300
-    logs: list[Path] = []
-    while time.time() < deadline and not any("started" in p.read_text() for p in logs):
-        time.sleep(0.5)
-        logs = list((project / ".runner" / "runs").glob("*/run.log"))
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode != 0, out
+    code, out, _ = interrupt_when_started(project, *TINY, f"command=python {slow}")
+    assert code != 0, out
     run = only_run(project)
     assert run.info.status == "KILLED"
     assert run.data.tags["runner.reason"] == "interrupted"
     assert "started" in read_artifact(project, run.info.run_id, "run.log")
     assert read_artifact(project, run.info.run_id, "output/partial.txt") == "half"
-    left = subprocess.run(["pgrep", "-f", "python slow.py"], capture_output=True, text=True).stdout
+    left = subprocess.run(["pgrep", "-f", slow], capture_output=True, text=True).stdout
     assert not left.strip(), "the run's process outlived the interrupt"
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import all_runs, run_cli
+from tests.conftest import all_runs, interrupt_when_started, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -99,29 +96,16 @@ def test_fail_fast_stops_the_others(project: Path) -> None:
 
 
 def test_sigint_kills_every_member_and_the_parent(project: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = "command=\"sh -c 'echo started; sleep 120'\""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", *TINY, cmd, "train.seed=1,2", "sweep.parallel=2"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    token = f"member-{time.time_ns()}"  # names this test's processes on a shared machine
+    cmd = f"command=\"sh -c 'echo started {token}; sleep 120'\""
+    code, out, _ = interrupt_when_started(
+        project, "-m", *TINY, cmd, "train.seed=1,2", "sweep.parallel=2", runs=2
     )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        logs = list((project / ".runner" / "runs").glob("*/run.log"))
-        if len([p for p in logs if "started" in p.read_text()]) == 2:
-            break
-        time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out
+    assert code == 130, out
     parent, kids = parent_and_children(project)
     assert parent.info.status == "KILLED"
     assert [k.info.status for k in kids] == ["KILLED", "KILLED"]
-    assert not subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True, text=True).stdout.strip()
+    assert not subprocess.run(["pgrep", "-f", token], capture_output=True, text=True).stdout.strip()
 
 
 def test_optuna_three_trials_are_three_children(project: Path) -> None:
