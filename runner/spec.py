@@ -15,6 +15,8 @@ from runner.errors import ConfigError, suggest
 # Only these module prefixes may appear as a model `_target_`: instantiating arbitrary targets from a
 # config file is code execution.
 ALLOWED_TARGET_PREFIXES = ("models.",)
+EVALUATE_PREFIXES = ("runner.mnist.report.", "runner.vqa.report.")  # in-run reports a config may name
+SCHEDULES = ("constant", "cosine")
 BACKENDS = ("docker", "local")
 HARNESS_ARGV = ("python", "-m", "runner.job")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
@@ -134,6 +136,19 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
             raise ConfigError(f"resources.{key}: {value} must be positive (or null for no limit).")
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs: {cfg.train.epochs} must be at least 1.")
+    if cfg.train.steps is not None and cfg.train.steps < 1:
+        raise ConfigError(f"train.steps: {cfg.train.steps} must be at least 1 (or null to train by epochs).")
+    if cfg.train.schedule not in SCHEDULES:
+        raise ConfigError(
+            f"train.schedule: '{cfg.train.schedule}' is not a schedule.{suggest(cfg.train.schedule, SCHEDULES)} Valid: {', '.join(SCHEDULES)}."
+        )
+    if not 0 <= cfg.train.validation_split < 1:
+        raise ConfigError(f"train.validation_split: {cfg.train.validation_split} must be in [0, 1).")
+    evaluate = cfg.get("evaluate")
+    if evaluate is not None and not str(evaluate.get("_target_", "")).startswith(EVALUATE_PREFIXES):
+        raise ConfigError(
+            f"evaluate._target_ '{evaluate.get('_target_')}' is not allowed. Reports must live under: {', '.join(EVALUATE_PREFIXES)}"
+        )
     if cfg.command is not None and not str(cfg.command).strip():
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 
