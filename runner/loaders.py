@@ -16,7 +16,9 @@ class Data:
     y_train: Any
     x_test: Any
     y_test: Any  # None where the test split has no labels (Kaggle's test.csv)
-    info: dict[str, Any] = field(default_factory=dict)  # facts about the data, logged as run params
+    info: dict[str, Any] = field(
+        default_factory=dict
+    )  # facts about the data, logged as run params (data_info.*)
 
 
 def in_run_path(path: str | os.PathLike[str]) -> Path:

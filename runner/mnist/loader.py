@@ -26,5 +26,5 @@ def load(*, seed: int, path: str, name: str = "mnist") -> Data:
         digits.y_train,
         _scale(digits.x_test),
         digits.y_test,
-        info={"dataset.layout": digits.layout, "dataset.train_images": len(digits.x_train)},
+        info={"data_info.layout": digits.layout, "data_info.train_images": len(digits.x_train)},
     )

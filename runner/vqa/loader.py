@@ -118,9 +118,9 @@ def load(
         inputs(test),
         np.array([index.get(q.answer, -1) for q in test], dtype=np.int64),  # -1: not among the answers
         info={
-            "dataset.answers_used": len(classes),
-            "dataset.train_questions": len(train),
-            "dataset.skipped_questions": skipped,
+            "data_info.answers_used": len(classes),
+            "data_info.train_questions": len(train),
+            "data_info.skipped_questions": skipped,
         },
         classes=classes,
         test_questions=test,

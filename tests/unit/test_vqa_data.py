@@ -100,7 +100,7 @@ def test_missing_image_features_fail_or_skip(synthetic: Path, tmp_path: Path, ca
     assert "vgg_feats.mat: no image feature for 6 of" in str(err.value)
     assert "dataset.missing_features=skip" in str(err.value)
     data = load(seed=0, path=str(folder), missing_features="skip", **NAMES)
-    assert data.info["dataset.skipped_questions"] == 6
+    assert data.info["data_info.skipped_questions"] == 6
     assert "skipped 6 of" in capsys.readouterr().out
 
 
