@@ -36,9 +36,7 @@ class TrainConfig:
     loss: str = "binary_crossentropy"
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
     validation_split: float = 0.0  # a random fraction of the training rows held out for per-epoch validation
-    steps: int | None = (
-        None  # optimizer steps; when set, replaces epochs (training stops mid-epoch if need be)
-    )
+    steps: int | None = None  # optimizer steps; when set, replaces epochs (stops mid-epoch if need be)
     schedule: str = "constant"  # learning rate: constant, or cosine (decays to 0 over the run's steps)
     seed: int = 0
     deterministic: bool = True  # deterministic ops: slower on GPU, but the same seed gives the same numbers

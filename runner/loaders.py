@@ -16,9 +16,7 @@ class Data:
     y_train: Any
     x_test: Any
     y_test: Any  # None where the test split has no labels (Kaggle's test.csv)
-    info: dict[str, Any] = field(
-        default_factory=dict
-    )  # facts about the data, logged as run params (data_info.*)
+    info: dict[str, Any] = field(default_factory=dict)  # facts about the data: run params (data_info.*)
 
 
 def in_run_path(path: str | os.PathLike[str]) -> Path:
