@@ -35,7 +35,9 @@ class TrainConfig:
     optimizer: str = "rmsprop"
     loss: str = "binary_crossentropy"
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
-    validation_split: float = 0.0
+    validation_split: float = 0.0  # a random fraction of the training rows held out for per-epoch validation
+    steps: int | None = None  # optimizer steps; when set, replaces epochs (stops mid-epoch if need be)
+    schedule: str = "constant"  # learning rate: constant, or cosine (decays to 0 over the run's steps)
     seed: int = 0
     deterministic: bool = True  # deterministic ops: slower on GPU, but the same seed gives the same numbers
 
@@ -79,6 +81,7 @@ class RunnerConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     command: str | None = None  # null: the built-in Keras trainer for `model`
+    evaluate: Any = None  # null: model.evaluate on the test split; else a report node (_target_ allowlisted)
     data: list[str] = field(default_factory=list)  # NAME@VERSION:MOUNT entries
     detach: bool = False
     sweep: SweepConfig = field(default_factory=SweepConfig)

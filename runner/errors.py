@@ -28,3 +28,7 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+class DataError(RunnerError):
+    """A dataset file that does not hold what the run expects; the message names the file."""

@@ -6,24 +6,35 @@ with per-epoch metrics logged live into the run's MLflow record, evaluates, and 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.spec import ALLOWED_TARGET_PREFIXES
+from runner.errors import DataError
+from runner.loaders import Data
+from runner.spec import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES
 
-LOADER_PREFIXES = ("runner.loaders.", *ALLOWED_TARGET_PREFIXES)
+# In-run data loaders a config may name as `dataset._target_`.
+LOADER_PREFIXES = ("runner.loaders.", "runner.mnist.loader.", "runner.vqa.loader.", *ALLOWED_TARGET_PREFIXES)
 
 
 def build(node: DictConfig, prefixes: tuple[str, ...], **kwargs: Any) -> Any:
     target = str(node.get("_target_", ""))
     if not target.startswith(prefixes):
         raise SystemExit(f"_target_ '{target}' is not allowed (allowed prefixes: {', '.join(prefixes)})")
-    return instantiate(node, **kwargs)
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, DataError):  # bad input: its own one-line message
+            raise exc.__cause__ from None
+        raise
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -57,42 +68,101 @@ def mlflow_callback() -> Any:
     return MlflowMetrics(), client, run_id
 
 
+def holdout(data: Data, fraction: float, seed: int) -> tuple[Any, Any, Any]:
+    """(x_train, y_train, validation_data): a random `fraction` of the training rows (rounded to whole rows)
+    held out for per-epoch validation, drawn from `seed`."""
+    if not fraction:
+        return data.x_train, data.y_train, None
+    n = len(data.y_train)
+    order = np.random.RandomState(seed).permutation(n)
+    held, kept = order[: round(n * fraction)], order[round(n * fraction) :]
+    return take(data.x_train, kept), data.y_train[kept], (take(data.x_train, held), data.y_train[held])
+
+
+def take(x: Any, rows: np.ndarray) -> Any:
+    """Rows of one input array, or of each array of a multi-input dict."""
+    return {k: v[rows] for k, v in x.items()} if isinstance(x, dict) else x[rows]
+
+
+def make_optimizer(train: DictConfig, total_steps: int) -> Any:
+    import keras
+
+    optimizer = keras.optimizers.get(train.optimizer)
+    if train.schedule == "cosine":  # (validated before the run: constant or cosine)
+        start = train.learning_rate or float(optimizer.learning_rate)
+        schedule = keras.optimizers.schedules.CosineDecay(start, decay_steps=total_steps)
+        return type(optimizer)(learning_rate=schedule)
+    if train.learning_rate is not None:
+        optimizer.learning_rate = train.learning_rate
+    return optimizer
+
+
+def stop_after(steps: int) -> Any:
+    """Stops training after `steps` optimizer steps, mid-epoch if need be."""
+    import keras
+
+    class StopAfter(keras.callbacks.Callback):
+        done = 0
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            self.done += 1
+            if self.done >= steps:
+                self.model.stop_training = True
+
+    return StopAfter()
+
+
+def train(cfg: DictConfig, data: Data, output: Path) -> int:
+    x_train, y_train, validation = holdout(data, cfg.train.validation_split, cfg.train.seed)
+    per_epoch = math.ceil(len(y_train) / cfg.train.batch_size)
+    steps = cfg.train.steps or per_epoch * cfg.train.epochs
+    epochs = math.ceil(steps / per_epoch)
+    model = build(cfg.model, ALLOWED_TARGET_PREFIXES)
+    model.compile(
+        optimizer=make_optimizer(cfg.train, steps), loss=cfg.train.loss, metrics=list(cfg.train.metrics)
+    )
+    model.summary(print_fn=lambda line, **_: print(line))
+
+    callback, client, run_id = mlflow_callback()
+    client.log_param(run_id, "model.parameters", model.count_params())
+    for key, value in data.info.items():
+        client.log_param(run_id, key, value)
+    callbacks = [callback] + ([stop_after(steps)] if cfg.train.steps else [])
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=cfg.train.batch_size,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    if cfg.get("evaluate") is not None:
+        report = build(cfg.evaluate, EVALUATE_PREFIXES, _partial_=True)
+        scores = report(model=model, data=data, output=output, batch_size=cfg.train.batch_size)
+    else:
+        scores = model.evaluate(
+            data.x_test, data.y_test, batch_size=cfg.train.batch_size, verbose=0, return_dict=True
+        )
+    for name, value in scores.items():
+        client.log_metric(run_id, f"test_{name}", float(value))
+    print("test:", {k: round(float(v), 4) for k, v in scores.items()})
+    model.save(output / "model.keras")
+    return 0
+
+
 def main() -> int:
     cfg = OmegaConf.load(os.environ.get("RUNNER_CONFIG", "/opt/runner/config.yaml"))
     assert isinstance(cfg, DictConfig)
     output = Path(os.environ.get("RUNNER_OUTPUT", "/output"))
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-
-    import keras
-
-    data = build(cfg.dataset, LOADER_PREFIXES, seed=cfg.train.seed)
-    model = build(cfg.model, ALLOWED_TARGET_PREFIXES)
-    optimizer = keras.optimizers.get(cfg.train.optimizer)
-    if cfg.train.learning_rate is not None:
-        optimizer.learning_rate = cfg.train.learning_rate
-    model.compile(optimizer=optimizer, loss=cfg.train.loss, metrics=list(cfg.train.metrics))
-    model.summary(print_fn=lambda line, **_: print(line))
-
-    callback, client, run_id = mlflow_callback()
-    client.log_param(run_id, "model.parameters", model.count_params())
-    model.fit(
-        data.x_train,
-        data.y_train,
-        epochs=cfg.train.epochs,
-        batch_size=cfg.train.batch_size,
-        validation_split=cfg.train.validation_split,
-        callbacks=[callback],
-        verbose=2,
-    )
-    scores = model.evaluate(
-        data.x_test, data.y_test, batch_size=cfg.train.batch_size, verbose=0, return_dict=True
-    )
-    for name, value in scores.items():
-        client.log_metric(run_id, f"test_{name}", float(value))
-    print("test:", {k: round(float(v), 4) for k, v in scores.items()})
-    output.mkdir(parents=True, exist_ok=True)
-    model.save(output / "model.keras")
-    return 0
+    try:
+        data = build(cfg.dataset, LOADER_PREFIXES, seed=cfg.train.seed)
+        return train(cfg, data, output)
+    except DataError as exc:
+        print(f"runner.job: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ class Data:
     x_train: Any
     y_train: Any
     x_test: Any
-    y_test: Any
+    y_test: Any  # None where the test split has no labels (Kaggle's test.csv)
+    info: dict[str, Any] = field(default_factory=dict)  # facts about the data: run params (data_info.*)
 
 
 def in_run_path(path: str | os.PathLike[str]) -> Path:

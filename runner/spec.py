@@ -16,6 +16,8 @@ from runner.errors import ConfigError, suggest
 # Only these module prefixes may appear as a model `_target_`: instantiating arbitrary targets from a
 # config file is code execution.
 ALLOWED_TARGET_PREFIXES = ("models.",)
+EVALUATE_PREFIXES = ("runner.mnist.report.", "runner.vqa.report.")  # in-run reports a config may name
+SCHEDULES = ("constant", "cosine")
 BACKENDS = ("docker", "local")
 HARNESS_ARGV = ("python", "-m", "runner.job")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
@@ -144,6 +146,19 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
     if cfg.sweep.direction not in ("maximize", "minimize"):
         raise ConfigError(f"sweep.direction: '{cfg.sweep.direction}' is not one of: maximize, minimize.")
     parse_all(list(cfg.data))
+    if cfg.train.steps is not None and cfg.train.steps < 1:
+        raise ConfigError(f"train.steps: {cfg.train.steps} must be at least 1 (or null to train by epochs).")
+    if cfg.train.schedule not in SCHEDULES:
+        raise ConfigError(
+            f"train.schedule: '{cfg.train.schedule}' is not a schedule.{suggest(cfg.train.schedule, SCHEDULES)} Valid: {', '.join(SCHEDULES)}."
+        )
+    if not 0 <= cfg.train.validation_split < 1:
+        raise ConfigError(f"train.validation_split: {cfg.train.validation_split} must be in [0, 1).")
+    evaluate = cfg.get("evaluate")
+    if evaluate is not None and not str(evaluate.get("_target_", "")).startswith(EVALUATE_PREFIXES):
+        raise ConfigError(
+            f"evaluate._target_ '{evaluate.get('_target_')}' is not allowed. Reports must live under: {', '.join(EVALUATE_PREFIXES)}"
+        )
     if cfg.command is not None and not str(cfg.command).strip():
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 

@@ -128,7 +128,10 @@ def test_sigint_is_killed_and_keeps_log_and_outputs(project: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("+experiment=nope",), "Unknown experiment 'nope'. Available: keras_mlp."),
+        (
+            ("+experiment=nope",),
+            "Unknown experiment 'nope'. Available: keras_mlp, mnist_cnn, mnist_cnn_long, mnist_cnn_seed, vqa_vgg.",
+        ),
         (("+experiment=keras_mlp", "train.epoch=3"), "Unknown key 'train.epoch'. Did you mean 'epochs'?"),
         (
             ("+experiment=keras_mlp", "train.epochs=abc"),

@@ -1,0 +1,41 @@
+"""The training knobs the model experiments added: validated before any run starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.compose import compose_config
+from runner.errors import ConfigError
+from runner.spec import validate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["train.steps=0"], "train.steps: 0 must be at least 1"),
+        (["train.schedule=cosin"], "train.schedule: 'cosin' is not a schedule. Did you mean 'cosine'?"),
+        (["train.validation_split=1.0"], "train.validation_split: 1.0 must be in [0, 1)"),
+        (["evaluate._target_=os.system"], "evaluate._target_ 'os.system' is not allowed"),
+    ],
+)
+def test_training_knobs_are_validated(overrides: list[str], expected: str) -> None:
+    cfg = compose_config(ROOT, ["+experiment=mnist_cnn", *overrides])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert expected in str(err.value)
+
+
+def test_long_schedule_is_a_config_away() -> None:
+    short, long = (compose_config(ROOT, [f"+experiment={e}"]) for e in ("mnist_cnn", "mnist_cnn_long"))
+    assert long.train.epochs > short.train.epochs and long.model == short.model
+    assert compose_config(ROOT, ["+experiment=mnist_cnn", "train.epochs=5"]).train.epochs == 5
+
+
+def test_vqa_dataset_follows_the_model_node() -> None:
+    cfg = compose_config(ROOT, ["+experiment=vqa_vgg", "model=vqa_lstm", "model.answers=20"])
+    assert cfg.model._target_ == "models.vqa_lstm.build"
+    assert (cfg.dataset.answers, cfg.dataset.max_tokens, cfg.dataset.word_dim) == (20, 30, 300)
