@@ -13,7 +13,7 @@ class UnknownDataset(DatasetError):
     def __init__(self, name: str, known: list[str]):
         from runner.errors import suggest
 
-        avail = ", ".join(known) or "(none yet: add one with runner data add NAME PATH)"
+        avail = ", ".join(known) or "(none yet: runner data add NAME PATH, or runner data import mnist)"
         super().__init__(f"Unknown dataset '{name}'.{suggest(name, known)} Datasets: {avail}.")
 
 

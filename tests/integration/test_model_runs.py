@@ -19,7 +19,7 @@ from tests.unit.test_mnist_files import tiny_idx
 
 pytestmark = pytest.mark.integration
 
-LOCAL = ("backend=local",)
+LOCAL = ("backend=local", "data=[]")  # tiny data inside the project instead of a mount
 
 
 def finished(project: Path, proc) -> object:
