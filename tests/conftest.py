@@ -92,3 +92,19 @@ def interrupt_when_started(
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     return proc.returncode, out, time.time() - t0
+
+
+def docker_engine():
+    """The Docker engine with the base image; a skip where neither exists (never in CI: RUNNER_REQUIRE_ALL)."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(version="auto")
+        client.ping()
+        client.images.get("runner-base:bookworm")
+    except DockerException as exc:
+        if os.environ.get("RUNNER_REQUIRE_ALL"):
+            raise
+        pytest.skip(f"no Docker engine or base image here ({exc}); ./setup.sh provides both")
+    return client

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, git, run_cli, store
+from tests.conftest import all_runs, docker_engine, git, run_cli, store
 from tests.integration.test_local_run import only_run, read_artifact
 
 pytestmark = pytest.mark.integration
@@ -313,15 +313,7 @@ def test_import_checks_published_checksums_and_kaggle_layout(dproject: Path, tmp
 
 @pytest.mark.docker
 def test_docker_mounts_each_version_read_only(dproject: Path, tmp_path: Path) -> None:
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        docker.from_env(version="auto").images.get("runner-base:bookworm")
-    except DockerException as exc:
-        if os.environ.get("RUNNER_REQUIRE_DOCKER"):
-            raise
-        pytest.skip(f"no Docker engine or base image here ({exc})")
+    docker_engine()
     two_versions(dproject, tmp_path)
     docker_run = ("backend=docker", "env.requirements=[]")
     run_cli(

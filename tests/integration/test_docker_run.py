@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, interrupt_when_started, run_cli, store
+from tests.conftest import all_runs, docker_engine, interrupt_when_started, run_cli, store
 from tests.integration.test_local_run import artifacts, only_run, read_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -22,18 +22,7 @@ TINY = ("backend=docker", "env.requirements=[]")  # the harness's own packages o
 
 @pytest.fixture(autouse=True)
 def engine():
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(version="auto")
-        client.ping()
-        client.images.get("runner-base:bookworm")
-    except DockerException as exc:
-        if os.environ.get("RUNNER_REQUIRE_ALL"):
-            raise
-        pytest.skip(f"no Docker engine or base image here ({exc}); ./setup.sh provides both")
-    yield client
+    return docker_engine()
 
 
 def containers_of(client, run_id: str) -> list:
