@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from models.vqa_head import answer_head
+
 
 @keras.saving.register_keras_serializable(package="vqa")
 class SumTokens(layers.Layer):
@@ -36,10 +38,13 @@ def build(
     x = layers.Concatenate(name="question_and_image")([SumTokens(name="bag_of_words")(question), image])
     x = layers.Dense(hidden_units, kernel_initializer=kernel_initializer, name="dense_in")(x)
     x = layers.Dropout(dropout, name="dropout_in")(x)
-    for i in range(1, hidden_layers + 1):
-        x = layers.Dense(
-            hidden_units, activation=activation, kernel_initializer=kernel_initializer, name=f"dense_{i}"
-        )(x)
-        x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
-    out = layers.Dense(answers, activation="softmax", kernel_initializer=kernel_initializer, name="answer")(x)
+    out = answer_head(
+        x,
+        answers=answers,
+        hidden_units=hidden_units,
+        hidden_layers=hidden_layers,
+        dropout=dropout,
+        activation=activation,
+        kernel_initializer=kernel_initializer,
+    )
     return keras.Model({"question": question, "image": image}, out, name="vqa_bow")

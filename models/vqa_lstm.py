@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from models.vqa_head import answer_head
+
 
 def build(
     *,
@@ -30,10 +32,13 @@ def build(
     for i in range(1, lstm_layers + 1):
         x = layers.LSTM(lstm_units, return_sequences=i < lstm_layers, name=f"lstm_{i}")(x)
     x = layers.Concatenate(name="question_and_image")([x, image])
-    for i in range(1, hidden_layers + 1):
-        x = layers.Dense(
-            hidden_units, activation=activation, kernel_initializer=kernel_initializer, name=f"dense_{i}"
-        )(x)
-        x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
-    out = layers.Dense(answers, activation="softmax", kernel_initializer=kernel_initializer, name="answer")(x)
+    out = answer_head(
+        x,
+        answers=answers,
+        hidden_units=hidden_units,
+        hidden_layers=hidden_layers,
+        dropout=dropout,
+        activation=activation,
+        kernel_initializer=kernel_initializer,
+    )
     return keras.Model({"question": question, "image": image}, out, name="vqa_lstm")
