@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.vqa_head import answer_head
+from models.vqa_head import answer_head, normalised_image
 
 
 @keras.saving.register_keras_serializable(package="vqa")
@@ -32,10 +32,13 @@ def build(
     dropout: float = 0.5,
     activation: str = "tanh",
     kernel_initializer: str = "uniform",  # the source's init='uniform' (U(-0.05, 0.05))
+    image_norm: str = "l2",  # "none": raw fc7, as the source
 ) -> keras.Model:
     question = keras.Input(shape=(max_tokens, word_dim), name="question")
     image = keras.Input(shape=(image_dim,), name="image")
-    x = layers.Concatenate(name="question_and_image")([SumTokens(name="bag_of_words")(question), image])
+    x = layers.Concatenate(name="question_and_image")(
+        [SumTokens(name="bag_of_words")(question), normalised_image(image, image_norm)]
+    )
     x = layers.Dense(hidden_units, kernel_initializer=kernel_initializer, name="dense_in")(x)
     x = layers.Dropout(dropout, name="dropout_in")(x)
     out = answer_head(

@@ -1,4 +1,4 @@
-"""The answer classifier both VQA models share: hidden x [dense -> dropout] -> dense N softmax."""
+"""What both VQA models share: the image input's normalisation and the answer classifier."""
 
 from __future__ import annotations
 
@@ -6,8 +6,21 @@ from typing import Any
 
 from keras import layers
 
+IMAGE_NORMS = ("l2", "none")
 
-def answer_head(
+
+def normalised_image(image: Any, norm: str) -> Any:
+    """fc7 scaled to unit L2 norm ("norm I" of the VQA paper's baselines), or as given (the source's choice).
+
+    Raw fc7 (4,096 unscaled ReLU outputs) saturates the first tanh layer; the LSTM variant does not learn
+    without the norm. The layer has no weights: parameter counts are the same either way.
+    """
+    if norm not in IMAGE_NORMS:
+        raise ValueError(f"model.image_norm: '{norm}'; expected one of {', '.join(IMAGE_NORMS)}.")
+    return layers.UnitNormalization(name="image_l2")(image) if norm == "l2" else image
+
+
+def answer_head(  # hidden x [dense -> dropout] -> dense N softmax
     x: Any,
     *,
     answers: int,

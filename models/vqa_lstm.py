@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.vqa_head import answer_head
+from models.vqa_head import answer_head, normalised_image
 
 
 def build(
@@ -25,13 +25,14 @@ def build(
     dropout: float = 0.5,
     activation: str = "tanh",
     kernel_initializer: str = "uniform",  # the source's init='uniform' on the dense layers
+    image_norm: str = "l2",  # "none": raw fc7, as the source
 ) -> keras.Model:
     question = keras.Input(shape=(max_tokens, word_dim), name="question")
     image = keras.Input(shape=(image_dim,), name="image")
     x = layers.Masking(0.0, name="padding")(question)
     for i in range(1, lstm_layers + 1):
         x = layers.LSTM(lstm_units, return_sequences=i < lstm_layers, name=f"lstm_{i}")(x)
-    x = layers.Concatenate(name="question_and_image")([x, image])
+    x = layers.Concatenate(name="question_and_image")([x, normalised_image(image, image_norm)])
     out = answer_head(
         x,
         answers=answers,

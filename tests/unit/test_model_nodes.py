@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from runner.compose import compose_config
@@ -42,3 +43,24 @@ def test_seed_schedule_is_the_notebooks() -> None:
     assert (cfg.train.steps, cfg.train.batch_size, cfg.train.learning_rate) == (1785, 56, 0.001)
     assert max(s for s in range(1, 10**4) if s * 56 < 100_000) == 1785  # while step * batch_size < 100000
     assert round(42_000 * cfg.train.validation_split) == 12_000  # trains on 30,000 of Kaggle's 42,000
+
+
+@pytest.mark.parametrize("model", ["vqa_bow", "vqa_lstm"])
+def test_vqa_image_norm_makes_answers_scale_free_and_adds_no_weights(model: str) -> None:
+    import numpy as np
+
+    cfg = compose_config(ROOT, ["+experiment=vqa_vgg", f"model={model}", "model.answers=5"])
+    rng = np.random.default_rng(0)
+    question = rng.normal(size=(2, cfg.model.max_tokens, cfg.model.word_dim)).astype("float32")
+    image = rng.uniform(0, 3, size=(2, cfg.model.image_dim)).astype("float32")
+
+    def answers(node, scale: float):  # type: ignore[no-untyped-def]
+        return node.predict({"question": question, "image": image * scale}, verbose=0)
+
+    normed = instantiate(cfg.model)
+    np.testing.assert_allclose(answers(normed, 1.0), answers(normed, 10.0), rtol=1e-4, atol=1e-6)
+    raw = instantiate(cfg.model, image_norm="none")
+    assert raw.count_params() == normed.count_params()
+    assert not np.allclose(answers(raw, 1.0), answers(raw, 10.0), rtol=1e-4, atol=1e-6)
+    with pytest.raises(InstantiationException, match=r"model.image_norm: 'max'; expected one of l2, none"):
+        instantiate(cfg.model, image_norm="max")
