@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import DataError
-from runner.loaders import Data
+from runner.loaders import Data, Lookup
 from runner.spec import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES
 
 # In-run data loaders a config may name as `dataset._target_`.
@@ -80,7 +80,9 @@ def holdout(data: Data, fraction: float, seed: int) -> tuple[Any, Any, Any]:
 
 
 def take(x: Any, rows: np.ndarray) -> Any:
-    """Rows of one input array, or of each array of a multi-input dict."""
+    """Rows of one input array, of each array of a multi-input dict, or of a Lookup."""
+    if isinstance(x, Lookup):
+        return x.subset(rows)
     return {k: v[rows] for k, v in x.items()} if isinstance(x, dict) else x[rows]
 
 
@@ -113,6 +115,8 @@ def stop_after(steps: int) -> Any:
 
 
 def train(cfg: DictConfig, data: Data, output: Path) -> int:
+    from runner import batches
+
     x_train, y_train, validation = holdout(data, cfg.train.validation_split, cfg.train.seed)
     per_epoch = math.ceil(len(y_train) / cfg.train.batch_size)
     steps = cfg.train.steps or per_epoch * cfg.train.epochs
@@ -129,11 +133,9 @@ def train(cfg: DictConfig, data: Data, output: Path) -> int:
         client.log_param(run_id, key, value)
     callbacks = [callback] + ([stop_after(steps)] if cfg.train.steps else [])
     model.fit(
-        x_train,
-        y_train,
+        **batches.fit_data(x_train, y_train, cfg.train.batch_size, cfg.train.seed),
         epochs=epochs,
-        batch_size=cfg.train.batch_size,
-        validation_data=validation,
+        validation_data=batches.validation_data(validation, cfg.train.batch_size),
         callbacks=callbacks,
         verbose=2,
     )

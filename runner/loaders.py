@@ -19,6 +19,24 @@ class Data:
     info: dict[str, Any] = field(default_factory=dict)  # facts about the data: run params (data_info.*)
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """Inputs built row by row on demand: name -> (table, per-row indices into it), so row i of an input is
+    table[indices[i]]. Large inputs (VQA: 30 word vectors of 300 per question, one of 123,287 fc7 columns per
+    image) are then never held densely; training feeds them batch by batch (runner/batches.py)."""
+
+    inputs: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values()))[1])
+
+    def rows(self, rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+        return {name: table[index[rows]] for name, (table, index) in self.inputs.items()}
+
+    def subset(self, rows: np.ndarray) -> Lookup:
+        return Lookup({name: (table, index[rows]) for name, (table, index) in self.inputs.items()})
+
+
 def in_run_path(path: str | os.PathLike[str]) -> Path:
     """A path as the run sees it. Absolute paths (/input/mnist, /output) are the container's; the local
     backend has no container and sets RUNNER_ROOT to the run directory, which holds the same layout.

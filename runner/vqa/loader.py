@@ -1,4 +1,5 @@
-"""The VQA loader named by `dataset._target_`: questions as padded word-vector sequences plus fc7 features.
+"""The VQA loader named by `dataset._target_`: questions as padded word-vector sequences plus fc7 features,
+looked up batch by batch from the word-vector table and the feature matrix (runner.loaders.Lookup).
 
 Answers: the N most frequent modal answers of the training questions; training keeps only questions whose
 answer is among them, and the label encoding (sorted answers) is fitted after that filtering. Test questions
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import DataError
-from runner.loaders import Data, in_run_path
+from runner.loaders import Data, Lookup, in_run_path
 from runner.vqa import files
 from runner.vqa.files import Question
 
@@ -33,15 +34,21 @@ def top_answers(questions: list[Question], n: int) -> list[str]:
     return sorted(sorted(counts, key=lambda a: (-counts[a], a))[:n])
 
 
-def encode_questions(
-    questions: list[Question], vectors: dict[str, np.ndarray], max_tokens: int, dim: int
-) -> np.ndarray:
-    """(N, max_tokens, dim): each token's vector, zero-padded (and zero for unknown words, as spaCy's were)."""
-    out = np.zeros((len(questions), max_tokens, dim), dtype=np.float32)
+def word_table(vectors: dict[str, np.ndarray], dim: int) -> tuple[np.ndarray, dict[str, int]]:
+    """(1 + V, dim) word vectors, row 0 all zeros (padding, and unknown words, as spaCy's were), and word -> row."""
+    words = sorted(vectors)
+    table = np.zeros((1 + len(words), dim), dtype=np.float32)
+    for i, word in enumerate(words, start=1):
+        table[i] = vectors[word]
+    return table, {w: i for i, w in enumerate(words, start=1)}
+
+
+def token_rows(questions: list[Question], rows: dict[str, int], max_tokens: int) -> np.ndarray:
+    """(N, max_tokens) word-table rows of each question's tokens, zero-padded (0: no vector)."""
+    out = np.zeros((len(questions), max_tokens), dtype=np.int32)
     for i, q in enumerate(questions):
         for j, token in enumerate(files.tokenize(q.question)[:max_tokens]):
-            if token in vectors:
-                out[i, j] = vectors[token]
+            out[i, j] = rows.get(token, 0)
     return out
 
 
@@ -108,9 +115,13 @@ def load(
         f"{len(test)} test questions, {len(vectors)}/{len(words)} words with vectors"
     )
 
-    def inputs(questions: list[Question]) -> dict[str, np.ndarray]:
-        rows = [columns[q.image_id] for q in questions]
-        return {"question": encode_questions(questions, vectors, max_tokens, word_dim), "image": matrix[rows]}
+    table, word_rows = word_table(vectors, word_dim)
+
+    def inputs(questions: list[Question]) -> Lookup:  # built batch by batch: full VQA would not fit densely
+        images = np.array([columns[q.image_id] for q in questions], dtype=np.int64)
+        return Lookup(
+            {"question": (table, token_rows(questions, word_rows, max_tokens)), "image": (matrix, images)}
+        )
 
     return VqaData(
         inputs(train),

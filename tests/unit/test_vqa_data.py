@@ -54,10 +54,11 @@ def test_loader_inputs_and_answer_encoding(synthetic: Path) -> None:
     data = load(seed=0, path=str(synthetic), answers=5, **NAMES)
     assert data.classes == sorted(data.classes) and len(data.classes) == 5
     n = len(data.y_train)
-    assert data.x_train["question"].shape == (n, 30, 300) and data.x_train["image"].shape == (n, 4096)
+    train = data.x_train.rows(slice(None))
+    assert train["question"].shape == (n, 30, 300) and train["image"].shape == (n, 4096)
     assert data.y_train.min() >= 0 and data.y_train.max() < 5  # encoding fitted after the filtering
     assert len(data.test_questions) == len(data.y_test)  # every test question kept for scoring
-    for q, seq in zip(data.test_questions, data.x_test["question"], strict=True):
+    for q, seq in zip(data.test_questions, data.x_test.rows(slice(None))["question"], strict=True):
         n_tokens = len(files.tokenize(q.question))
         assert np.all(seq[:n_tokens].any(axis=1)) and not seq[n_tokens:].any()  # zero-padded after its tokens
 
@@ -86,7 +87,7 @@ def test_npy_features_with_map(synthetic: Path, tmp_path: Path) -> None:
     np.save(folder / "feats.npy", loadmat(str(folder / "vgg_feats.mat"))["feats"])
     a = load(seed=0, path=str(folder), **{**NAMES, "features": "feats.npy"})
     b = load(seed=0, path=str(synthetic), **NAMES)
-    assert np.array_equal(a.x_train["image"], b.x_train["image"])
+    assert np.array_equal(a.x_train.rows(slice(None))["image"], b.x_train.rows(slice(None))["image"])
 
 
 def test_missing_image_features_fail_or_skip(synthetic: Path, tmp_path: Path, capsys) -> None:
