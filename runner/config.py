@@ -29,14 +29,14 @@ class EnvConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: float = 20  # passes over the training rows; a fraction stops mid-epoch (1.5: one and a half)
     batch_size: int = 128
     learning_rate: float | None = None  # null: the optimizer's own default
     optimizer: str = "rmsprop"
     loss: str = "binary_crossentropy"
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
     validation_split: float = 0.0  # a random fraction of the training rows held out for per-epoch validation
-    steps: int | None = None  # optimizer steps; when set, replaces epochs (stops mid-epoch if need be)
+    steps: int | None = None  # optimizer steps; when set, replaces epochs
     schedule: str = "constant"  # learning rate: constant, or cosine (decays to 0 over the run's steps)
     seed: int = 0
     deterministic: bool = True  # deterministic ops: slower on GPU, but the same seed gives the same numbers

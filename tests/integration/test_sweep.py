@@ -134,7 +134,7 @@ def test_optuna_three_trials_are_three_children(project: Path) -> None:
         (("train.learnin_rate=0.1,0.2",), "Unknown key 'train.learnin_rate'. Did you mean 'learning_rate'?"),
         (
             ("train.epochs=2,abc",),
-            "train.epochs: Value 'abc' of type 'str' could not be converted to Integer",
+            "train.epochs: Value 'abc' of type 'str' could not be converted to Float",
         ),
         (("train.seed=1,2", "sweep.parallel=0"), "sweep.parallel: 0 must be at least 1"),
         (

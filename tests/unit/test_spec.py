@@ -33,9 +33,9 @@ def test_spec_is_deterministic_and_complete() -> None:
     assert spec.tracking_uri == "sqlite:////p/mlflow.db"
     assert spec.mlflow_experiment == "keras_mlp"
     params = dict(spec.params)
-    assert params["train.epochs"] == "20" and params["train.seed"] == "7" and params["model.units"] == "64"
+    assert params["train.epochs"] == "20.0" and params["train.seed"] == "7" and params["model.units"] == "64"
     assert params["model._target_"] == "models.mlp.build"
-    assert "\ntrain:\n  epochs: 20\n" in spec.config_yaml
+    assert "\ntrain:\n  epochs: 20.0\n" in spec.config_yaml
 
 
 def test_command_mode_is_a_shell_command_passed_whole() -> None:

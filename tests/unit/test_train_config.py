@@ -39,3 +39,19 @@ def test_vqa_dataset_follows_the_model_node() -> None:
     cfg = compose_config(ROOT, ["+experiment=vqa_vgg", "model=vqa_lstm", "model.answers=20"])
     assert cfg.model._target_ == "models.vqa_lstm.build"
     assert (cfg.dataset.answers, cfg.dataset.max_tokens, cfg.dataset.word_dim) == (20, 30, 300)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["train.epochs=2"], (938, 2, False)),  # 60,000 rows, batch 128: 469 steps an epoch
+        (["train.epochs=1.5"], (704, 2, True)),  # stops mid-way through the second epoch
+        (["train.steps=10", "train.epochs=7"], (10, 1, True)),  # steps win over epochs
+        (["train.steps=469"], (469, 1, False)),
+    ],
+)
+def test_schedule_steps(overrides: list[str], expected: tuple[int, int, bool]) -> None:
+    from runner.job import schedule_steps
+
+    cfg = compose_config(ROOT, ["+experiment=mnist_cnn", "train.batch_size=128", *overrides])
+    assert schedule_steps(60_000, cfg.train) == expected
