@@ -32,7 +32,7 @@ def build(
     dropout: float = 0.5,
     activation: str = "tanh",
     kernel_initializer: str = "uniform",  # the source's init='uniform' (U(-0.05, 0.05))
-    image_norm: str = "l2",  # "none": raw fc7, as the source
+    image_norm: str = "none",  # raw fc7, as the source (l2: unit length)
 ) -> keras.Model:
     question = keras.Input(shape=(max_tokens, word_dim), name="question")
     image = keras.Input(shape=(image_dim,), name="image")

@@ -12,8 +12,9 @@ IMAGE_NORMS = ("l2", "none")
 def normalised_image(image: Any, norm: str) -> Any:
     """fc7 scaled to unit L2 norm ("norm I" of the VQA paper's baselines), or as given (the source's choice).
 
-    Raw fc7 (4,096 unscaled ReLU outputs) saturates the first tanh layer; the LSTM variant does not learn
-    without the norm. The layer has no weights: parameter counts are the same either way.
+    Raw fc7 (4,096 unscaled ReLU outputs) saturates the LSTM variant's first tanh layer: it does not learn
+    without the norm. The bag of words is the other way round: its linear first layer needs the image's scale
+    beside the summed word vectors. The layer has no weights: parameter counts are the same either way.
     """
     if norm not in IMAGE_NORMS:
         raise ValueError(f"model.image_norm: '{norm}'; expected one of {', '.join(IMAGE_NORMS)}.")

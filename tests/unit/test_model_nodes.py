@@ -57,7 +57,7 @@ def test_vqa_image_norm_makes_answers_scale_free_and_adds_no_weights(model: str)
     def answers(node, scale: float):  # type: ignore[no-untyped-def]
         return node.predict({"question": question, "image": image * scale}, verbose=0)
 
-    normed = instantiate(cfg.model)
+    normed = instantiate(cfg.model, image_norm="l2")
     np.testing.assert_allclose(answers(normed, 1.0), answers(normed, 10.0), rtol=1e-4, atol=1e-6)
     raw = instantiate(cfg.model, image_norm="none")
     assert raw.count_params() == normed.count_params()
