@@ -6,6 +6,8 @@ from typing import Any
 
 from keras import layers
 
+from runner.errors import ConfigError
+
 IMAGE_NORMS = ("l2", "none")
 
 
@@ -17,7 +19,7 @@ def normalised_image(image: Any, norm: str) -> Any:
     beside the summed word vectors. The layer has no weights: parameter counts are the same either way.
     """
     if norm not in IMAGE_NORMS:
-        raise ValueError(f"model.image_norm: '{norm}'; expected one of {', '.join(IMAGE_NORMS)}.")
+        raise ConfigError(f"model.image_norm: '{norm}'; expected one of {', '.join(IMAGE_NORMS)}.")
     return layers.UnitNormalization(name="image_l2")(image) if norm == "l2" else image
 
 

@@ -34,10 +34,11 @@ class Batches(keras.utils.PyDataset):
             self.rng.shuffle(self.order)
 
 
-def fit_data(x: Any, y: Any, batch_size: int, seed: int | None) -> dict[str, Any]:
-    """Keyword arguments for Model.fit: a Lookup as batches shuffled each epoch, or arrays and a batch size."""
+def feed(x: Any, y: Any, batch_size: int, shuffle: bool = False, seed: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for Model.fit / evaluate: a Lookup as batches (shuffled each epoch when asked), or
+    arrays and a batch size (Model.fit shuffles those itself)."""
     if isinstance(x, Lookup):
-        return {"x": Batches(x, y, batch_size, shuffle=True, seed=seed)}
+        return {"x": Batches(x, y, batch_size, shuffle=shuffle, seed=seed)}
     return {"x": x, "y": y, "batch_size": batch_size}
 
 

@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import DataError
+from runner.errors import ConfigError, DataError
 from runner.loaders import Data, Lookup
 from runner.spec import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES
 
@@ -32,7 +32,7 @@ def build(node: DictConfig, prefixes: tuple[str, ...], **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
-        if isinstance(exc.__cause__, DataError):  # bad input: its own one-line message
+        if isinstance(exc.__cause__, (DataError, ConfigError)):  # bad input: its own one-line message
             raise exc.__cause__ from None
         raise
 
@@ -89,7 +89,7 @@ def take(x: Any, rows: np.ndarray) -> Any:
 def schedule_steps(rows: int, train: DictConfig) -> tuple[int, int, bool]:
     """(optimizer steps, Keras epochs, whether the last epoch stops early) for train.steps or train.epochs."""
     per_epoch = math.ceil(rows / train.batch_size)
-    steps = train.steps or math.ceil(per_epoch * train.epochs)
+    steps = train.steps or math.ceil(round(per_epoch * train.epochs, 6))  # 50 x 1.1 is 55, not 56
     epochs = math.ceil(steps / per_epoch)
     return steps, epochs, steps < epochs * per_epoch
 
@@ -122,12 +122,11 @@ def stop_after(steps: int) -> Any:
     return StopAfter()
 
 
-def train(cfg: DictConfig, data: Data, output: Path) -> int:
+def train(cfg: DictConfig, model: Any, data: Data, output: Path) -> int:
     from runner import batches
 
     x_train, y_train, validation = holdout(data, cfg.train.validation_split, cfg.train.seed)
     steps, epochs, partial = schedule_steps(len(y_train), cfg.train)
-    model = build(cfg.model, ALLOWED_TARGET_PREFIXES)
     model.compile(
         optimizer=make_optimizer(cfg.train, steps), loss=cfg.train.loss, metrics=list(cfg.train.metrics)
     )
@@ -139,7 +138,7 @@ def train(cfg: DictConfig, data: Data, output: Path) -> int:
         client.log_param(run_id, key, value)
     callbacks = [callback] + ([stop_after(steps)] if partial else [])
     model.fit(
-        **batches.fit_data(x_train, y_train, cfg.train.batch_size, cfg.train.seed),
+        **batches.feed(x_train, y_train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
         epochs=epochs,
         validation_data=batches.validation_data(validation, cfg.train.batch_size),
         callbacks=callbacks,
@@ -151,7 +150,7 @@ def train(cfg: DictConfig, data: Data, output: Path) -> int:
         scores = report(model=model, data=data, output=output, batch_size=cfg.train.batch_size)
     else:
         scores = model.evaluate(
-            data.x_test, data.y_test, batch_size=cfg.train.batch_size, verbose=0, return_dict=True
+            **batches.feed(data.x_test, data.y_test, cfg.train.batch_size), verbose=0, return_dict=True
         )
     for name, value in scores.items():
         client.log_metric(run_id, f"test_{name}", float(value))
@@ -166,9 +165,10 @@ def main() -> int:
     output = Path(os.environ.get("RUNNER_OUTPUT", "/output"))
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     try:
+        model = build(cfg.model, ALLOWED_TARGET_PREFIXES)  # before the data: a bad model value fails at once
         data = build(cfg.dataset, LOADER_PREFIXES, seed=cfg.train.seed)
-        return train(cfg, data, output)
-    except DataError as exc:
+        return train(cfg, model, data, output)
+    except (DataError, ConfigError) as exc:
         print(f"runner.job: {exc}", file=sys.stderr)
         return 2
 

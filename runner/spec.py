@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -137,8 +138,8 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         value = cfg.resources[key]
         if value is not None and value <= 0:
             raise ConfigError(f"resources.{key}: {value} must be positive (or null for no limit).")
-    if cfg.train.epochs <= 0:
-        raise ConfigError(f"train.epochs: {cfg.train.epochs} must be positive.")
+    if not 0 < cfg.train.epochs < math.inf:
+        raise ConfigError(f"train.epochs: {cfg.train.epochs} must be a positive number.")
     if cfg.sweep.parallel is not None and cfg.sweep.parallel < 1:
         raise ConfigError(
             f"sweep.parallel: {cfg.sweep.parallel} must be at least 1 (or null: as many as the slots allow)."

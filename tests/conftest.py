@@ -68,6 +68,12 @@ def all_runs(project: Path) -> list:
     return list(client.search_runs(ids)) if ids else []
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """A script's background job (`pytest &`) starts with SIGINT ignored, and children inherit that; a user's
+    runner in a terminal has it at its default. Give the child the terminal's."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when_started(
     project: Path, *args: str, marker: str = "started", runs: int = 1
 ) -> tuple[int, str, float]:
@@ -81,6 +87,7 @@ def interrupt_when_started(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

@@ -5,8 +5,10 @@
 Every .jpg/.jpeg/.png in DIR is resized to 224 x 224, preprocessed as VGG-16 expects and passed through
 `keras.applications.VGG16` up to its fc2 layer, with the weights read from FILE (nothing is downloaded).
 The image id is the number that ends the file name (COCO's `COCO_val2014_000000123456.jpg` is 123456).
-Writes `vgg_feats.npy` (4096 x N, Karpathy's layout) and `coco_vgg_IDMap.txt` (`image_id column`): set
-`dataset.features=vgg_feats.npy` to train on them. Run it as a run to keep it on record:
+Writes `vgg_feats.npy` (4096 x N, Karpathy's layout) and `coco_vgg_IDMap.txt` (`image_id column`). The
+loader reads one folder: put the two files beside the questions, annotations and word vectors, add that folder
+as the next `vqa` version (`runner data add vqa DIR`) and train with `dataset.features=vgg_feats.npy`.
+As a command-mode run, so that the features' own provenance is on record:
 
     python -m runner command='python -m runner.vqa.features --images /input/images --weights
     /input/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5 --to /output' 'data=[coco_images@1:/input/images,
@@ -70,7 +72,7 @@ def compute(images: Path, weights: Path, dest: Path, batch: int = 32) -> np.ndar
 
     found = image_ids(images)
     model = fc2_model(weights)
-    columns = []
+    feats = np.empty((4096, len(found)), dtype=np.float32)  # one copy: full COCO is 2 GB of it
     for start in range(0, len(found), batch):
         pixels = np.stack(
             [
@@ -78,14 +80,19 @@ def compute(images: Path, weights: Path, dest: Path, batch: int = 32) -> np.ndar
                 for _, p in found[start : start + batch]
             ]
         )
-        columns.append(model.predict(preprocess_input(pixels), verbose=0))
-        print(f"[features] {min(start + batch, len(found))}/{len(found)} images", flush=True)
-    feats = np.concatenate(columns).T.astype(np.float32)
+        feats[:, start : start + len(pixels)] = model.predict(preprocess_input(pixels), verbose=0).T
+        print(f"[features] {start + len(pixels)}/{len(found)} images", flush=True)
     dest.mkdir(parents=True, exist_ok=True)
     np.save(dest / "vgg_feats.npy", feats)
     (dest / "coco_vgg_IDMap.txt").write_text("".join(f"{i} {c}\n" for c, (i, _) in enumerate(found)))
     print(f"wrote {dest}/vgg_feats.npy ({feats.shape[0]} x {feats.shape[1]}) and coco_vgg_IDMap.txt")
     return feats
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", required=True, help="folder of images, each named with its image id")
     parser.add_argument("--weights", required=True, help="VGG-16 weights file (with the classifier top)")
     parser.add_argument("--to", dest="dest", required=True, help="folder to write the features into")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=positive, default=32, help="images per forward pass")
     args = parser.parse_args(argv)
     try:
         compute(in_run_path(args.images), in_run_path(args.weights), in_run_path(args.dest), args.batch)

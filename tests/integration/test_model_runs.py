@@ -105,6 +105,16 @@ def test_bad_dataset_fails_with_one_clear_line(project: Path) -> None:
     assert "Traceback" not in log
 
 
+def test_bad_model_value_fails_before_the_data_is_read(project: Path) -> None:
+    proc = run_cli(project, "+experiment=vqa_vgg", "model=vqa_lstm", *LOCAL, "model.image_norm=max")
+    assert proc.returncode != 0
+    run = only_run(project)
+    assert run.info.status == "FAILED"
+    log = read_artifact(project, run.info.run_id, "run.log")
+    assert "runner.job: model.image_norm: 'max'; expected one of l2, none." in log
+    assert "[data]" not in log and "Traceback" not in log  # no dataset at /input/vqa: never reached
+
+
 def test_same_config_twice_gives_bitwise_identical_metrics(project: Path) -> None:
     tiny_idx(project / "mnist_tiny", n_train=60, n_test=10)
     args = ("+experiment=mnist_cnn_seed", *LOCAL, "dataset.path=mnist_tiny", "train.steps=4", "train.seed=7")

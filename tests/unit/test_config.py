@@ -66,7 +66,8 @@ def test_bad_overrides_name_the_key_and_the_choices(overrides: list[str], expect
         (["resources.cpus=0"], "resources.cpus: 0.0 must be positive"),
         (["resources.gpus=0"], "resources.gpus: 0 is not a GPU count"),
         (["model._target_=os.system"], "model._target_ 'os.system' is not allowed"),
-        (["train.epochs=0"], "train.epochs: 0.0 must be positive"),
+        (["train.epochs=0"], "train.epochs: 0.0 must be a positive number"),
+        (["train.epochs=inf"], "train.epochs: inf must be a positive number"),
         (["backend.name=???"], "Missing required value: backend.name"),
     ],
 )

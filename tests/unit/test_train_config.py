@@ -42,16 +42,17 @@ def test_vqa_dataset_follows_the_model_node() -> None:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "expected"),
+    ("rows", "overrides", "expected"),
     [
-        (["train.epochs=2"], (938, 2, False)),  # 60,000 rows, batch 128: 469 steps an epoch
-        (["train.epochs=1.5"], (704, 2, True)),  # stops mid-way through the second epoch
-        (["train.steps=10", "train.epochs=7"], (10, 1, True)),  # steps win over epochs
-        (["train.steps=469"], (469, 1, False)),
+        (60_000, ["train.epochs=2"], (938, 2, False)),  # batch 128: 469 steps an epoch
+        (60_000, ["train.epochs=1.5"], (704, 2, True)),  # stops mid-way through the second epoch
+        (60_000, ["train.steps=10", "train.epochs=7"], (10, 1, True)),  # steps win over epochs
+        (60_000, ["train.steps=469"], (469, 1, False)),
+        (6_400, ["train.epochs=1.1"], (55, 2, True)),  # 50 x 1.1 is 55.00000000000001 in floating point
     ],
 )
-def test_schedule_steps(overrides: list[str], expected: tuple[int, int, bool]) -> None:
+def test_schedule_steps(rows: int, overrides: list[str], expected: tuple[int, int, bool]) -> None:
     from runner.job import schedule_steps
 
     cfg = compose_config(ROOT, ["+experiment=mnist_cnn", "train.batch_size=128", *overrides])
-    assert schedule_steps(60_000, cfg.train) == expected
+    assert schedule_steps(rows, cfg.train) == expected
