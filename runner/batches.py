@@ -35,20 +35,14 @@ class Batches(keras.utils.PyDataset):
 
 
 def feed(x: Any, y: Any, batch_size: int, shuffle: bool = False, seed: int | None = None) -> dict[str, Any]:
-    """Keyword arguments for Model.fit / evaluate: a Lookup as batches (shuffled each epoch when asked), or
-    arrays and a batch size (Model.fit shuffles those itself)."""
+    """Keyword arguments for Model.fit / evaluate / predict (y None): a Lookup as batches (shuffled each epoch
+    when asked), or arrays and a batch size (Model.fit shuffles those itself)."""
     if isinstance(x, Lookup):
         return {"x": Batches(x, y, batch_size, shuffle=shuffle, seed=seed)}
-    return {"x": x, "y": y, "batch_size": batch_size}
+    return {"x": x, "batch_size": batch_size} | ({} if y is None else {"y": y})
 
 
 def validation_data(validation: tuple[Any, Any] | None, batch_size: int) -> Any:
     if validation is None or not isinstance(validation[0], Lookup):
         return validation
     return Batches(*validation, batch_size)
-
-
-def predict(model: Any, x: Any, batch_size: int) -> np.ndarray:
-    if isinstance(x, Lookup):
-        return model.predict(Batches(x, None, batch_size), verbose=0)
-    return model.predict(x, batch_size=batch_size, verbose=0)

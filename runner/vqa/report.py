@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from runner.batches import predict
+from runner.batches import feed
 from runner.vqa.accuracy import summarize
 from runner.vqa.loader import VqaData
 
 
 def evaluate(*, model: Any, data: VqaData, output: Path, batch_size: int) -> dict[str, float]:
     """Metrics (logged as test_<name>): accuracy, accuracy_<answer type>, and the majority-answer baseline."""
-    probs = predict(model, data.x_test, batch_size)
+    probs = model.predict(**feed(data.x_test, None, batch_size), verbose=0)
     predicted = [data.classes[i] for i in np.argmax(probs[:, : len(data.classes)], axis=1)]
     results = [
         {"question_id": q.question_id, "answer": a}
