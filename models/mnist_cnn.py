@@ -1,7 +1,7 @@
 """FloydHub's MNIST CNN (dotcs/mnist-cnn-floydhub): two conv blocks, a 1024-unit dense layer, softmax.
 
 conv 3x3 "same" 64 -> 64 -> max-pool 2x2 -> 128 -> 128 -> max-pool 2x2 -> flatten (6272) -> dense 1024 relu
--> dropout -> dense 10 -> softmax: 6,682,810 parameters. The source's conv layers have no activation and its
+-> dropout -> dense 10 -> softmax: 6,692,810 parameters. The source's conv layers have no activation and its
 logits pass through relu: `conv_activation="linear", logits_activation="relu"` reproduces it.
 """
 

@@ -33,13 +33,19 @@ def main(argv: list[str] | None = None) -> None:
         if argv and argv[0] in VERBS:
             from runner import commands
 
-            sys.exit(commands.dispatch(argv))
+            code = commands.dispatch(argv)
+            sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
+            sys.exit(code)
         run_with_hydra(argv)
     except RunnerError as exc:
         if os.environ.get("RUNNER_TRACEBACK"):
             raise
         print(f"runner: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # The reader went away (`runner ls | head`): end quietly, as a Unix tool killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 def _preflight_overrides(argv: list[str]) -> list[str] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -110,8 +111,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     project = _project()
-    os.chdir(project)
     argv = [
+        sys.executable,
+        "-m",
         "mlflow",
         "ui",
         "--backend-store-uri",
@@ -122,8 +124,55 @@ def cmd_ui(args: argparse.Namespace) -> int:
         str(args.port),
     ]
     print("runner: MLflow UI at", f"http://{args.host}:{args.port}", flush=True)
-    os.execvp(argv[0], argv)
-    return 0
+    return run_process_group(argv, cwd=project)
+
+
+def run_process_group(argv: list[str], cwd: Path) -> int:
+    """Run `argv` in a process group of its own and wait; SIGINT, SIGTERM or SIGHUP to this process end the
+    whole group (the MLflow UI is a server process with workers of its own, which a plain exec would leave
+    running), and the group is also told to go if this process is killed outright."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(argv, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def end(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, end)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _end_group(child)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _end_group(child: Any, grace: float = 10) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        child.poll()
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -136,7 +185,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_image(args: argparse.Namespace) -> int:
     from runner.baseimage import build_base
 
-    build_base(args.tag, args.suite, args.mirror)
+    build_base(args.tag, args.suite, args.mirror, force=args.force)
     return 0
 
 
@@ -230,11 +279,13 @@ def parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image", help="base images")
     image_sub = image.add_subparsers(dest="what", required=True)
     base = image_sub.add_parser(
-        "base", help="build a Python base image from Debian's packages (no registry needed)"
+        "base",
+        help="build a Python base image from Debian's packages (no registry needed); kept when its recipe is current",
     )
     base.add_argument("--tag", default="runner-base:bookworm")
     base.add_argument("--suite", default="bookworm")
     base.add_argument("--mirror", default="http://deb.debian.org/debian")
+    base.add_argument("--force", action="store_true", help="build even when the image's recipe is current")
     base.set_defaults(fn=cmd_image)
     from runner.datasets.cli import add_parser as add_data_parser
 

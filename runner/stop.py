@@ -32,9 +32,9 @@ def stop(uri: str, project: Path, run_id: str) -> str:
 
 def _stop_container(run_id: str) -> bool:
     try:
-        from runner.backends.docker import client
+        from runner.backends.docker import client, runner_containers
 
-        containers = client().containers.list(filters={"label": f"runner.run_id={run_id}"})
+        containers = [c for c in runner_containers(client(), run_id, kinds=("run",)) if c.status == "running"]
     except RunnerError:
         return False
     for c in containers:

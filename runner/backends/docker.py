@@ -27,7 +27,12 @@ from runner.spec import RunSpec
 from runner.tracking import job_tracking_uri
 
 ENV_REPO = "runner-env"
-LABEL = "runner.managed"
+# Labels. Images and containers use different keys because a container inherits its image's labels: a
+# container someone else creates from a runner image must never look like one the runner made.
+IMAGE_KIND = "runner.image.kind"  # on images: base | env
+CONTAINER_KIND = "runner.container.kind"  # on containers the runner creates: run | build
+RUN_LABEL = "runner.run_id"
+LEGACY_KIND = "runner.managed"  # one key for both, before the split: still recognised, never written
 CA_PATH = "/etc/runner/ca.pem"
 HOST_ALIAS = "host.docker.internal"
 # Bump when what goes into an env image changes (the build script below): old images are then not reused.
@@ -96,7 +101,7 @@ def container_spec(
         "image": image,
         "command": list(spec.argv),
         "name": f"runner-{env['MLFLOW_RUN_ID']}",
-        "labels": {LABEL: "run", "runner.run_id": env["MLFLOW_RUN_ID"]},
+        "labels": {CONTAINER_KIND: "run", RUN_LABEL: env["MLFLOW_RUN_ID"]},
         "user": f"{os.getuid()}:{os.getgid()}",
         "working_dir": "/code",
         "mounts": mounts,
@@ -302,7 +307,7 @@ class DockerBackend(Backend):
                 detach=True,
                 mounts=mounts,
                 environment=env,
-                labels={LABEL: "build"},
+                labels={CONTAINER_KIND: "build"},
                 network_mode=spec.network,
             )
             try:
@@ -321,7 +326,8 @@ class DockerBackend(Backend):
                         f"ENV PATH={IMAGE_PATH}",
                         "ENV VIRTUAL_ENV=/opt/env",
                         "WORKDIR /code",
-                        f"LABEL {LABEL}=env",
+                        f"LABEL {IMAGE_KIND}=env",
+                        f"LABEL {CONTAINER_KIND}=",  # committed from a build container: not one itself
                         f"LABEL runner.base={spec.env.image}",
                     ],
                 )
@@ -357,17 +363,69 @@ def _which(name: str) -> bool:
     return shutil.which(name) is not None
 
 
+def made_by_runner(container: Any, kinds: tuple[str, ...] = ("run", "build")) -> bool:
+    """True for a container the runner labelled when it created it, not one that inherited a label from
+    the image it was created from (anyone may create containers from runner images)."""
+    from docker.errors import NotFound
+
+    try:
+        image_labels = container.client.api.inspect_image(container.attrs["Image"])["Config"].get("Labels")
+    except NotFound:
+        return (
+            False  # its image is unknown: whether the label was inherited cannot be told, so it is not ours
+        )
+    image_labels = image_labels or {}
+    for key in (CONTAINER_KIND, LEGACY_KIND):
+        value = container.labels.get(key)
+        if value in kinds and image_labels.get(key) != value:
+            return True
+    return False
+
+
+def runner_containers(
+    c: Any, run_id: str | None = None, kinds: tuple[str, ...] = ("run", "build")
+) -> list[Any]:
+    """Containers the runner made (of a run, when `run_id` is given), running or not."""
+    found: dict[str, Any] = {}
+    for key in (CONTAINER_KIND, LEGACY_KIND):
+        filters = {"label": [key] + ([f"{RUN_LABEL}={run_id}"] if run_id else [])}
+        for container in c.containers.list(all=True, filters=filters):
+            if made_by_runner(container, kinds):
+                found[container.id] = container
+    return list(found.values())
+
+
 def gc() -> str:
-    """Remove stopped containers and unused images the runner made; say how much space was freed."""
+    """Remove the runner's own stopped containers and the env images no container uses; say how much space
+    was freed. Containers anyone else created (from any image, runner images included) are never touched, nor
+    images that carry another tag besides `runner-env:`."""
+    from docker.errors import APIError, NotFound
+
     c = client()
-    containers = c.containers.prune(filters={"label": LABEL})
-    images = c.images.prune(filters={"label": f"{LABEL}=env", "dangling": False})
-    n_images = len([i for i in images.get("ImagesDeleted") or [] if "Deleted" in i])
-    freed = (containers.get("SpaceReclaimed") or 0) + (images.get("SpaceReclaimed") or 0)
-    return (
-        f"Removed {len(containers.get('ContainersDeleted') or [])} container(s) and {n_images} image layer(s); "
-        f"freed {freed / 1e6:.1f} MB."
-    )
+    layers_before = c.df().get("LayersSize") or 0
+    removed, freed = 0, 0
+    for container in runner_containers(c):
+        if container.status in ("running", "paused", "restarting"):
+            continue
+        with contextlib.suppress(NotFound, APIError):
+            listed = c.api.containers(all=True, size=True, filters={"id": container.id})
+            size = sum(d.get("SizeRw") or 0 for d in listed)
+            container.remove(v=True)
+            removed += 1
+            freed += size
+    in_use = {container.attrs["Image"] for container in c.containers.list(all=True)}
+    n_images = 0
+    for image in c.images.list(name=ENV_REPO):
+        labels = image.labels or {}
+        if image.id in in_use or "env" not in (labels.get(IMAGE_KIND), labels.get(LEGACY_KIND)):
+            continue
+        for tag in image.tags:
+            if tag.startswith(f"{ENV_REPO}:"):
+                with contextlib.suppress(NotFound, APIError):
+                    result = c.api.remove_image(tag)
+                    n_images += any("Deleted" in r for r in result or [])
+    freed += max(0, layers_before - (c.df().get("LayersSize") or 0))
+    return f"Removed {removed} container(s) and {n_images} image(s); freed {freed / 1e6:.1f} MB."
 
 
 BACKEND = DockerBackend

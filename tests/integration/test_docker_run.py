@@ -30,7 +30,7 @@ def containers_of(client, run_id: str) -> list:
 
 
 def env_images(client) -> dict[str, str]:
-    return {i.id: i.attrs["Created"] for i in client.images.list(filters={"label": "runner.managed=env"})}
+    return {i.id: i.attrs["Created"] for i in client.images.list(filters={"label": "runner.image.kind=env"})}
 
 
 def test_keras_mlp_in_a_container(project: Path, engine) -> None:
@@ -138,7 +138,7 @@ def test_keep_container_labels_it_with_the_run_id(project: Path, engine) -> None
     run = only_run(project)
     kept = containers_of(engine, run.info.run_id)
     try:
-        assert len(kept) == 1 and kept[0].labels["runner.managed"] == "run"
+        assert len(kept) == 1 and kept[0].labels["runner.container.kind"] == "run"
     finally:
         for c in kept:
             c.remove(force=True)
@@ -269,20 +269,40 @@ def test_sigint_to_a_container_sweep_leaves_no_container(project: Path, engine) 
     assert code == 130, out
     runs = all_runs(project)
     assert sorted(r.info.status for r in runs) == ["KILLED"] * 3  # the parent and both members
-    assert engine.containers.list(all=True, filters={"label": "runner.managed=run"}) == []
+    assert engine.containers.list(all=True, filters={"label": "runner.container.kind=run"}) == []
 
 
 def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine) -> None:
     # Kept last among the Docker tests: it removes every env image no container uses.
     run_cli(project, *TINY, "backend.keep_container=true", "command=echo kept", check=True)
-    kept = containers_of(engine, only_run(project).info.run_id)
+    kept_run = only_run(project)
+    kept = containers_of(engine, kept_run.info.run_id)
     assert len(kept) == 1
-    foreign = engine.containers.create("runner-base:bookworm", ["true"])  # not the runner's: must survive
+    used_env = kept_run.data.tags["runner.image"]
+    # A second environment that no container uses once its run is over: gc's to remove.
+    run_cli(project, *TINY, 'env.setup=["echo another environment"]', "command=echo other", check=True)
+    unused_env = next(
+        r.data.tags["runner.image"] for r in all_runs(project) if r.info.run_id != kept_run.info.run_id
+    )
+    assert unused_env != used_env
+    # Not the runner's, all made from runner images (they inherit those images' labels): each must survive.
+    foreign = [
+        engine.containers.create("runner-base:bookworm", ["true"]),
+        engine.containers.create(used_env, ["true"]),
+        engine.containers.run("runner-base:bookworm", ["sleep", "300"], detach=True, init=True),
+    ]
+    user_image = foreign[1].commit("runner-gc-test-user", "1")  # a user's own image derived from an env image
     try:
         proc = run_cli(project, "gc", check=True)
-        assert "Removed 1 container(s)" in proc.stdout and "freed" in proc.stdout
-        assert containers_of(engine, only_run(project).info.run_id) == []
-        assert env_images(engine) == {}
-        foreign.reload()
+        assert "Removed 1 container(s) and 1 image(s)" in proc.stdout and "freed" in proc.stdout, proc.stdout
+        assert containers_of(engine, kept_run.info.run_id) == []
+        for container in foreign:
+            container.reload()  # raises NotFound if gc removed it
+        assert foreign[2].status == "running"
+        assert engine.images.get(user_image.id).tags == ["runner-gc-test-user:1"]
+        tags = {t for i in engine.images.list(name="runner-env") for t in i.tags}
+        assert used_env in tags and unused_env not in tags  # in use by a foreign container: kept
     finally:
-        foreign.remove(force=True)
+        for container in foreign:
+            container.remove(force=True)
+        engine.images.remove(user_image.id, force=True)

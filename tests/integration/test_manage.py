@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -76,3 +81,78 @@ def test_reproduce_runs_the_recorded_code_with_the_recorded_lock(project: Path) 
     client = MlflowClient(store(project))
     assert client.get_run(again.info.run_id).data.params == original.data.params
     assert not list((project / ".runner" / "reproduce").glob("*/*"))  # the recorded tree is cleaned up
+
+
+def test_ls_into_a_closed_pipe_ends_quietly(project: Path) -> None:
+    run_cli(project, *TINY, "command=echo done", check=True)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written (`runner ls | head` at its worst)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runner", "ls"],
+            cwd=project,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode in (0, 141)
+    assert proc.stderr == ""
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = {int(k) for k in (task / "children").read_text().split()}
+                todo.extend(kids - found)
+                found |= kids
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)}
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+def test_sigterm_to_runner_ui_ends_the_server_and_its_workers(project: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "runner", "ui", "--port", str(port)],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server: set[int] = set()
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and ui.poll() is None, "runner ui did not come up"
+                time.sleep(0.5)
+        server = descendants(ui.pid)
+        assert len(server) >= 2  # MLflow's CLI, its server and the server's workers
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=30) == 0
+        deadline = time.time() + 15
+        while alive(server) and time.time() < deadline:
+            time.sleep(0.2)
+        assert alive(server) == set()
+    finally:
+        for pid in alive(server):  # whatever outlived the test
+            os.kill(pid, signal.SIGKILL)
+        ui.kill()
+        ui.wait()

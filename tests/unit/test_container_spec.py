@@ -34,7 +34,7 @@ def test_container_spec_in_full() -> None:
     assert kw["command"] == ["python", "-m", "runner.job"]
     assert kw["user"] == f"{os.getuid()}:{os.getgid()}"
     assert kw["working_dir"] == "/code"
-    assert kw["labels"] == {"runner.managed": "run", "runner.run_id": "abc123"}
+    assert kw["labels"] == {"runner.container.kind": "run", "runner.run_id": "abc123"}
     assert kw["mounts"] == [
         Mount("/code", "/runs/a b'c/code", type="bind", read_only=True),
         Mount("/output", "/runs/a b'c/output", type="bind", read_only=False),
