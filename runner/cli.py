@@ -9,7 +9,7 @@ from typing import Any
 
 from runner.errors import RunnerError
 
-VERBS = ("ls", "logs", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image")
+VERBS = ("ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image")
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
 _HYDRA_INFO_FLAGS = (
     "--help",
@@ -29,7 +29,9 @@ _HYDRA_INFO_FLAGS = (
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not MLflow's notes on creating a store
     try:
+        _reconcile()
         if argv and argv[0] in VERBS:
             from runner import commands
 
@@ -46,6 +48,16 @@ def main(argv: list[str] | None = None) -> None:
         # The reader went away (`runner ls | head`): end quietly, as a Unix tool killed by SIGPIPE would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
+
+
+def _reconcile() -> None:
+    """Every command first gives the runs of this project that lost their owner a new one (runner.owner)."""
+    here = Path.cwd().resolve()
+    project = next((p for p in (here, *here.parents) if (p / "conf" / "config.yaml").is_file()), None)
+    if project is not None and (project / ".runner" / "live").is_dir():
+        from runner.owner import reconcile
+
+        reconcile(project)
 
 
 def _preflight_overrides(argv: list[str]) -> list[str] | None:
@@ -70,44 +82,8 @@ def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
         cfg = compose_config(project, sweep_variants(overrides)[0])
     if cfg is not None and any(a in ("-m", "--multirun") for a in argv):
         run_sweep(argv, cfg, project, resume)
-    elif cfg is not None and cfg.detach:
-        detach(argv, project)
     else:
         _hydra_main(project, argv)
-
-
-def detach(argv: list[str], project: Path) -> None:
-    """Start the run in a background runner and return once it has started (or failed to)."""
-    import subprocess
-    import tempfile
-    import time
-
-    state = Path(tempfile.mkdtemp(prefix="runner-detach-"))
-    started, log = state / "started", state / "output.log"
-    with open(log, "wb") as out:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "runner", *argv, "detach=false"],
-            cwd=project,
-            env={**os.environ, "RUNNER_STARTED_FILE": str(started)},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    with open(log, "rb") as follow:  # show the build as it happens, until the run starts
-        while not started.exists() and child.poll() is None:
-            sys.stdout.write(follow.read().decode(errors="replace"))
-            sys.stdout.flush()
-            time.sleep(0.3)
-        if not started.exists():
-            sys.stdout.write(follow.read().decode(errors="replace"))
-            sys.exit(child.wait())
-    run_id = started.read_text().strip()
-    print(
-        f"[runner] run {run_id} started in the background.\n"
-        f"  follow it: runner logs -f {run_id}\n  stop it:   runner stop {run_id}",
-        flush=True,
-    )
 
 
 def _hydra_main(project: Path, argv: list[str]) -> None:
@@ -140,6 +116,9 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
     if sweeper == "optuna" and not any(a.startswith("hydra.sweeper.direction=") for a in argv):
         argv = [*argv, f"hydra.sweeper.direction={cfg.sweep.direction}"]
     sweep.environ_for_sweep(sweep_id, parent_id)
+    from runner import owner
+
+    driver = owner.hold_sweep(project, sweep_id, parent_id, spec.tracking_uri)
     os.environ["RUNNER_SWEEPER"] = sweeper
     print(
         f"[sweep {sweep_id}] parent run {parent_id}; resume with: runner sweep resume {sweep_id}", flush=True
@@ -155,6 +134,7 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
             error = f"the sweep stopped early (exit {exc.code})"
     finally:
         status = sweep.finish_parent(spec.tracking_uri, parent_id, interrupted, error)
+        owner.release_sweep(project, sweep_id, driver)
         print(sweep.summary(spec.tracking_uri, parent_id, cfg.sweep.objective))
         print(f"[sweep {sweep_id}] {status}", flush=True)
     sys.exit(0 if status == "FINISHED" else 130 if interrupted else 1)
@@ -190,6 +170,14 @@ def task(cfg: object) -> float | None:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    if result.outcome is None:  # detached: it goes on under its owner
+        print(
+            f"[runner] run {result.run_id} started in the background.\n"
+            f"  follow it: runner attach {result.run_id}   (or: runner logs -f {result.run_id})\n"
+            f"  stop it:   runner stop {result.run_id}",
+            flush=True,
+        )
+        return None
     if result.outcome.status != "FINISHED":
         raise SystemExit(1)
     return None

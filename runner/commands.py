@@ -78,35 +78,48 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_status(uri: str, run_id: str) -> str:
-    from mlflow import MlflowClient
-
-    return str(MlflowClient(uri).get_run(run_id).info.status)
-
-
 def cmd_logs(args: argparse.Namespace) -> int:
-    project = _project()
-    uri = store_uri(project)
-    log = project / ".runner" / "runs" / args.run_id / "run.log"
-    if not log.is_file():
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
+    from runner import owner
 
+    project = _project()
+    try:
+        run_dir = owner.find_run_dir(project, args.run_id)
+    except RunnerError:
+        return _logs_from_store(store_uri(project), args.run_id)  # a run made elsewhere: its log artifact
+    if args.follow and (run_dir / owner.STATE).is_file():
         try:
-            sys.stdout.write(Path(MlflowClient(uri).download_artifacts(args.run_id, "run.log")).read_text())
-            return 0
-        except MlflowException as exc:
-            raise RunnerError(f"No run {args.run_id} with a log in {uri}. List runs with: runner ls") from exc
-    with open(log, encoding="utf-8", errors="replace") as fh:
-        while True:
-            chunk = fh.read()
-            if chunk:
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-            if not args.follow or _run_status(uri, args.run_id) != "RUNNING":
-                sys.stdout.write(fh.read())
-                return 0
-            time.sleep(0.5)
+            owner.follow(run_dir, sys.stdout, interrupt_stops=False)
+        except KeyboardInterrupt:
+            return 130
+        return 0
+    with open(run_dir.log, encoding="utf-8", errors="replace") as fh:
+        sys.stdout.write(fh.read())
+    return 0
+
+
+def _logs_from_store(uri: str, run_id: str) -> int:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        sys.stdout.write(Path(MlflowClient(uri).download_artifacts(run_id, "run.log")).read_text())
+        return 0
+    except MlflowException as exc:
+        raise RunnerError(f"No run {run_id} with a log in {uri}. List runs with: runner ls") from exc
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Follow a run from the start of its log, as if it had been started here: Ctrl-C stops it (KILLED)."""
+    from runner import owner
+
+    run_dir = owner.find_run_dir(_project(), args.run_id)
+    if not (run_dir / owner.STATE).is_file():
+        raise RunnerError(f"Run {args.run_id} was not started by this runner here: see it with runner logs")
+    try:
+        outcome = owner.follow(run_dir, sys.stdout)
+    except KeyboardInterrupt:
+        return 130
+    return 0 if outcome.status == "FINISHED" else 1
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -228,12 +241,22 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _full_id(project: Path, run_id: str) -> str:
+    """A run id from any unique start of it, where the run has a directory here; else as given."""
+    from runner import owner
+
+    try:
+        return owner.find_run_dir(project, run_id).root.name
+    except RunnerError:
+        return run_id
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from runner.reproduce import reproduce
 
     project = _project()
     os.chdir(project)
-    return reproduce(store_uri(project), project, args.run_id)
+    return reproduce(store_uri(project), project, _full_id(project, args.run_id), check=args.check)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -250,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("run_id")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(fn=cmd_logs)
+    attach = sub.add_parser("attach", help="follow a run from the start of its log; Ctrl-C stops it")
+    attach.add_argument("run_id")
+    attach.set_defaults(fn=cmd_attach)
     ui = sub.add_parser("ui", help="the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -259,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
     stop.set_defaults(fn=cmd_stop)
     reproduce = sub.add_parser("reproduce", help="run again from the record alone; report drift first")
     reproduce.add_argument("run_id")
+    reproduce.add_argument(
+        "--check", action="store_true", help="only say what drifted; exit 1 if anything did"
+    )
     reproduce.set_defaults(fn=cmd_reproduce)
     compare = sub.add_parser("compare", help="params that differ and final metrics, best first")
     compare.add_argument("run_ids", nargs="*")

@@ -1,7 +1,7 @@
 """The in-run harness: `python -m runner.job`, run inside the run's environment (container or venv).
 
 Reads the resolved config, seeds everything, builds the model through an allowlisted instantiate, trains
-with per-epoch metrics logged live into the run's MLflow record, evaluates, and saves to the output folder.
+with per-epoch metrics spooled for the run's owner to record live, evaluates, and saves to the output folder.
 """
 
 from __future__ import annotations
@@ -47,25 +47,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def mlflow_callback() -> Any:
-    """Logs every epoch's metrics into the run as they happen."""
+def spool_callback(spool: Any) -> Any:
+    """Spools every epoch's metrics as they happen; the run's owner writes them into the record."""
     import keras
-    from mlflow import MlflowClient
 
-    client, run_id = MlflowClient(), os.environ["MLFLOW_RUN_ID"]
-
-    class MlflowMetrics(keras.callbacks.Callback):
+    class SpoolMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            import time
+            if logs:
+                spool.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)
 
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            metrics = [Metric(k, float(v), now, epoch) for k, v in (logs or {}).items()]
-            if metrics:
-                client.log_batch(run_id, metrics=metrics)
-
-    return MlflowMetrics(), client, run_id
+    return SpoolMetrics()
 
 
 def holdout(data: Data, fraction: float, seed: int) -> tuple[Any, Any, Any]:
@@ -132,11 +123,11 @@ def train(cfg: DictConfig, model: Any, data: Data, output: Path) -> int:
     )
     model.summary(print_fn=lambda line, **_: print(line))
 
-    callback, client, run_id = mlflow_callback()
-    client.log_param(run_id, "model.parameters", model.count_params())
-    for key, value in data.info.items():
-        client.log_param(run_id, key, value)
-    callbacks = [callback] + ([stop_after(steps)] if partial else [])
+    from runner.spool import Spool
+
+    spool = Spool()
+    spool.log_params({"model.parameters": model.count_params(), **data.info})
+    callbacks = [spool_callback(spool)] + ([stop_after(steps)] if partial else [])
     model.fit(
         **batches.feed(x_train, y_train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
         epochs=epochs,
@@ -152,8 +143,7 @@ def train(cfg: DictConfig, model: Any, data: Data, output: Path) -> int:
         scores = model.evaluate(
             **batches.feed(data.x_test, data.y_test, cfg.train.batch_size), verbose=0, return_dict=True
         )
-    for name, value in scores.items():
-        client.log_metric(run_id, f"test_{name}", float(value))
+    spool.log_metrics({f"test_{name}": float(value) for name, value in scores.items()})
     print("test:", {k: round(float(v), 4) for k, v in scores.items()})
     model.save(output / "model.keras")
     return 0

@@ -1,7 +1,8 @@
-"""One run, start to end: checks -> lock -> MLflow run -> snapshot -> env -> launch -> wait -> record.
+"""One run, start to end: checks -> lock -> MLflow run -> snapshot -> env -> plan -> hand-over -> follow.
 
-Everything that can fail on bad input fails before the MLflow run exists; after that, whatever happens
-(crash, Ctrl-C, SIGTERM, timeout, a runner bug) the run is closed FINISHED, FAILED or KILLED with its log.
+Everything that can fail on bad input fails before the MLflow run exists. Up to the hand-over, whatever happens
+(a build failure, Ctrl-C, SIGTERM, a runner bug) this process closes the run FAILED or KILLED with its log;
+from the hand-over on, the run's owner (runner.owner) starts it and records its ending, whatever happens here.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from pathlib import Path
 from typing import TextIO
 
 import runner
-from runner import gpu
+from runner import gpu, owner
 from runner.backends import get_backend
-from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
+from runner.backends.base import FAILED, KILLED, Outcome, RunDir
 from runner.datasets import record as data_record
 from runner.environment import Target, content_hash, locked_versions, requirement_lines, resolve_lock
 from runner.errors import ConfigError, RunnerError
 from runner.project import code_version, snapshot
+from runner.shim import write_json
 from runner.spec import RunSpec
 from runner.tracking import Recorder
 
@@ -38,7 +40,7 @@ RUNS_DIR = Path(".runner") / "runs"
 @dataclass(frozen=True)
 class Result:
     run_id: str
-    outcome: Outcome
+    outcome: Outcome | None  # None for a detached run: it goes on
 
 
 class Tee:
@@ -90,26 +92,6 @@ def read_secrets(names: tuple[str, ...]) -> dict[str, str]:
     return {n: os.environ[n] for n in names}
 
 
-def wait_for(handle: RunHandle, timeout: int | None, stop: Stop | None = None) -> Outcome:
-    """The run's outcome; KILLED when `timeout` passes or `stop` is set (a sweep stopping its members)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        step = left if stop is None else min(1.0, left if left is not None else 1.0)
-        outcome = handle.wait(step)
-        if outcome is not None:
-            return outcome
-        if stop is not None and stop.is_set():
-            reason = stop.reason
-        elif deadline is not None and time.monotonic() >= deadline:
-            reason = f"timeout after {timeout} s"
-        else:
-            continue
-        handle.cancel()
-        handle.wait(30)
-        return Outcome(KILLED, reason=reason)
-
-
 class Stop(threading.Event):
     """Set by a sweep to stop its running members (Ctrl-C, fail_fast), with the reason recorded on each."""
 
@@ -128,11 +110,12 @@ def execute(
     adopt: str | None = None,
     lock: str | None = None,
 ) -> Result:
-    """Run `spec` to its end. Raises RunnerError (before any run exists) on bad input."""
+    """Prepare `spec`'s run, hand it to its owner (runner.owner) and follow it to its end (or, detached, to
+    its start). Raises RunnerError (before any run exists) on bad input."""
     backend = get_backend(spec.backend)
     backend.check(spec)
     gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu else []
-    secrets = read_secrets(spec.env.secrets)
+    read_secrets(spec.env.secrets)  # all set here: the owner reads them from the environment it inherits
     project = Path(spec.project_dir)
     if spec.data:  # exact versions, materialised read-only, before anything of the run exists
         from runner.datasets.mount import resolve
@@ -168,13 +151,30 @@ def execute(
         adopt=adopt,
     )
     run_dir = RunDir(project / RUNS_DIR / run_id)
-    for d in (run_dir.code, run_dir.output, run_dir.harness):
+    for d in (run_dir.code, run_dir.output, run_dir.harness, run_dir.spool):
         d.mkdir(parents=True, exist_ok=True)
+    lock_fd = owner.try_claim(run_dir)  # ours while we prepare; the owner's from the hand-over on
+    assert lock_fd is not None
+    started = time.time()
+    write_json(
+        run_dir / owner.STATE,
+        {
+            "run_id": run_id,
+            "backend": spec.backend,
+            "tracking_uri": spec.tracking_uri,
+            "project": str(project),
+            "host": socket.gethostname(),
+            "timeout": spec.resources.timeout,
+            "created": started,
+            "sweep_parent": (extra_tags or {}).get("mlflow.parentRunId"),
+        },
+    )
+    owner.mark_live(project, run_id, run_dir)
     log = Tee(run_dir.log, echo)
     log.write(f"[runner] run {run_id} ({spec.experiment}, backend={spec.backend})\n")
-    started = time.time()
     outcome = Outcome(FAILED, reason="runner error")
-    handle: RunHandle | None = None
+    handed_over = False
+    offset = 0
     try:
         with sigterm_as_interrupt():
             try:
@@ -183,22 +183,18 @@ def execute(
                 recorder.set_tags({"runner.env.id": prepared.env_id, **prepared.tags})
                 env = {
                     **dict(spec.env.variables),
-                    **secrets,
                     "MLFLOW_RUN_ID": run_id,
                     "MLFLOW_EXPERIMENT_ID": recorder.client.get_run(run_id).info.experiment_id,
                     "PYTHONHASHSEED": str(spec.seed),
                     "PYTHONUNBUFFERED": "1",
                 }
-                handle = backend.launch(spec, run_dir, prepared, env, log)
-                _announce_start(run_id)
-                outcome = wait_for(handle, spec.resources.timeout, stop)
-                if recorder.stop_requested():
-                    outcome = Outcome(KILLED, outcome.exit_code, "stopped by runner stop")
+                write_json(run_dir / owner.PLAN, backend.plan(spec, run_dir, prepared, env), private=True)
+                log.close()
+                offset = run_dir.log.stat().st_size
+                owner.spawn(run_dir, lock_fd)
+                handed_over = True
             except KeyboardInterrupt:
-                log.write("\n[runner] interrupted: stopping the run\n")
-                if handle is not None:
-                    handle.cancel()
-                    handle.wait(30)
+                log.write("\n[runner] interrupted before the run started\n")
                 outcome = Outcome(KILLED, reason="interrupted")
                 raise
             except RunnerError as exc:
@@ -209,15 +205,14 @@ def execute(
                 outcome = Outcome(FAILED, reason=f"runner error: {type(exc).__name__}: {exc}")
                 raise
     finally:
-        _finish(recorder, run_dir, outcome, started, log)
-    return Result(run_id, outcome)
-
-
-def _announce_start(run_id: str) -> None:
-    """Tell a detaching parent process that the run has started (see `detach`)."""
-    started = os.environ.get("RUNNER_STARTED_FILE")
-    if started:
-        Path(started).write_text(run_id)
+        os.close(lock_fd)
+        if not handed_over:
+            _finish(recorder, run_dir, outcome, started, log)
+    owner.wait_started(run_dir)
+    if spec.detach and owner.ending(run_dir) is None:
+        return Result(run_id, None)
+    with sigterm_as_interrupt():
+        return Result(run_id, owner.follow(run_dir, echo, offset, stop))
 
 
 def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:
@@ -239,7 +234,8 @@ def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: 
 
 
 def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: float, log: Tee) -> None:
-    """Record the ending; each step is guarded so the status is always set."""
+    """Record the ending of a run that failed before its owner took over; each step is guarded so the status
+    is always set. (From the hand-over on, the owner records the ending: runner.owner.)"""
     log.write(
         f"[runner] run {recorder.run_id} {outcome.status}"
         + (f": {outcome.reason}" if outcome.reason and outcome.status != "FINISHED" else "")
@@ -258,3 +254,8 @@ def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: floa
         except Exception as exc:  # keep going: the status below matters most
             print(f"[runner] could not record part of run {recorder.run_id}: {exc}", file=sys.stderr)
     recorder.end(outcome.status)
+    write_json(
+        run_dir / owner.ENDED,
+        {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
+    )
+    (Path(recorder.spec.project_dir) / owner.LIVE / recorder.run_id).unlink(missing_ok=True)

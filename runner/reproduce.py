@@ -58,8 +58,23 @@ def recorded_tree(project: Path, commit: str, diff: str | None, name: str) -> It
         subprocess.run([*git, "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
-def drift(project: Path, run: Any, lock: str, fresh_lock: str | None, diff: str) -> list[str]:
-    """What differs between the record and this checkout, said before anything runs."""
+def changed_files(recorded: Path, project: Path) -> list[str]:
+    """The files that differ between the recorded code and this checkout (added, removed or changed)."""
+    from runner.project import project_files
+
+    def content(root: Path, name: str) -> bytes | None:
+        path = root / name
+        try:
+            return os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+        except OSError:
+            return None
+
+    names = set(project_files(recorded)) | set(project_files(project))
+    return sorted(n for n in names if content(recorded, n) != content(project, n))
+
+
+def drift(project: Path, recorded: Path, run: Any, lock: str, fresh_lock: str | None) -> list[str]:
+    """What differs between the record and this checkout, file by file; empty when nothing does."""
     from runner.environment import locked_versions
     from runner.project import code_version
 
@@ -67,19 +82,23 @@ def drift(project: Path, run: Any, lock: str, fresh_lock: str | None, diff: str)
     now = code_version(project)
     commit = run.data.tags.get("mlflow.source.git.commit", "")
     if now.commit != commit:
-        lines.append(
-            f"code: HEAD is {str(now.commit)[:12]}, the run used {commit[:12]}: running the recorded code"
-        )
-    elif now.diff != diff:
-        lines.append("code: uncommitted changes differ from the run's: running the recorded code")
+        lines.append(f"code: HEAD is {str(now.commit)[:12]}, the run used {commit[:12]}")
+    files = changed_files(recorded, project)
+    if files:
+        shown = ", ".join(files[:12]) + (f" and {len(files) - 12} more" if len(files) > 12 else "")
+        lines.append(f"code: {len(files)} file(s) differ from the run's: {shown}")
     if fresh_lock is not None and fresh_lock != lock:
         old, new = set(locked_versions(lock)), set(locked_versions(fresh_lock))
-        changed = sorted({v.split("==")[0] for v in old ^ new})
+        changed = sorted(old ^ new, key=lambda v: v.split("==")[0])
+        moved = {}
+        for v in changed:
+            name, _, version = v.partition("==")
+            moved.setdefault(name, ["-", "-"])[v in new] = version
         lines.append(
-            f"packages: {len(changed)} would resolve differently today ({', '.join(changed[:8])}): "
-            "using the recorded lock"
+            f"packages: {len(moved)} would resolve differently today: "
+            + ", ".join(f"{n} {a} -> {b}" for n, (a, b) in sorted(moved.items()))
         )
-    return lines or ["no drift: code and packages are as recorded"]
+    return lines
 
 
 def pinned_data(tags: dict[str, str]) -> list[str]:
@@ -104,7 +123,8 @@ def _fresh_lock(spec: Any) -> str | None:
         return None  # unresolvable today: the recorded lock is all there is
 
 
-def reproduce(uri: str, project: Path, run_id: str) -> int:
+def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
+    """Run `run_id` again from its record; with `check`, only report the drift (exit 1 if there is any)."""
     from mlflow import MlflowClient
 
     from runner.launch import execute
@@ -112,6 +132,7 @@ def reproduce(uri: str, project: Path, run_id: str) -> int:
 
     client = MlflowClient(uri)
     run = get_run(uri, run_id)
+    run_id = run.info.run_id
     config, lock = _artifact(client, run_id, "config.yaml"), _artifact(client, run_id, "requirements.lock")
     commit = run.data.tags.get("mlflow.source.git.commit")
     if not (config and lock and commit):
@@ -127,9 +148,14 @@ def reproduce(uri: str, project: Path, run_id: str) -> int:
     with recorded_tree(project, commit, diff, run_id) as tree:
         spec = build_spec(cfg, experiment=experiment, project_dir=str(tree), environ=os.environ)
         spec = replace(spec, tracking_uri=uri)
-        fresh = _fresh_lock(spec)
-        for line in drift(project, run, lock, fresh, diff):
+        moved = drift(project, tree, run, lock, _fresh_lock(spec))
+        for line in moved or ["no drift: code and packages are as recorded"]:
             print(f"[reproduce] {line}", flush=True)
+        if check:
+            return 1 if moved else 0
+        if moved:
+            print("[reproduce] running the recorded code with the recorded lock", flush=True)
         result = execute(spec, extra_tags={"runner.reproduces": run_id}, lock=lock)
-    print(f"[reproduce] run {result.run_id} {result.outcome.status} (reproduces {run_id})")
-    return 0 if result.outcome.status == "FINISHED" else 1
+    status = result.outcome.status if result.outcome else "RUNNING"
+    print(f"[reproduce] run {result.run_id} {status} (reproduces {run_id})")
+    return 0 if status in ("FINISHED", "RUNNING") else 1

@@ -1,66 +1,47 @@
-"""`runner stop RUN_ID`: stop a running run from another terminal; it ends KILLED with its outputs kept."""
+"""`runner stop RUN_ID`: stop a run from any terminal; it ends KILLED with its log and outputs kept.
+
+The stop is a request to the run's owner (runner.owner), which signals the run (SIGINT, then SIGKILL after a
+grace period) and records the ending; a run whose owner was lost has been given a new one by then (every
+command reconciles first).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
 from pathlib import Path
 
-from runner.errors import RunnerError
-from runner.tracking import STOP_TAG, get_run
+from runner import owner
+from runner.tracking import get_run
 
 GRACE = 10  # seconds between SIGINT and SIGKILL
+REASON = "stopped by runner stop"
 
 
 def stop(uri: str, project: Path, run_id: str) -> str:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
+    run_dir = owner.find_run_dir(project, run_id)
+    run_id = run_dir.root.name
     run = get_run(uri, run_id)
     if run.info.status != "RUNNING":
         return f"Run {run_id} already ended {run.info.status}."
-    client.set_tag(run_id, STOP_TAG, "true")  # the runner that owns the run then records KILLED
-    if _stop_container(run_id) or _stop_process(project / ".runner" / "runs" / run_id / "pid"):
-        return f"Stopping run {run_id}: it ends KILLED, its log and outputs kept."
-    # Nothing runs it any more (its runner died): close the record so it is not left RUNNING.
-    client.set_tag(run_id, "runner.reason", "stopped by runner stop: no process was running it")
+    if not (run_dir / owner.STATE).is_file():
+        return _close_unowned(uri, run_id)
+    owner.request_stop(run_dir, REASON)
+    if not owner.owned(run_dir):
+        owner.adopt(run_dir)
+    deadline = time.monotonic() + GRACE + 30
+    while time.monotonic() < deadline:
+        ended = owner.ending(run_dir)
+        if ended is not None:
+            return f"Run {run_id} stopped: it ends {ended.status}, its log and outputs kept."
+        time.sleep(0.2)
+    return f"Stopping run {run_id}: it ends KILLED, its log and outputs kept (see: runner ls)."
+
+
+def _close_unowned(uri: str, run_id: str) -> str:
+    """A RUNNING record this runner never owned (made by an older version): close it, since nothing runs it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    client.set_tag(run_id, "runner.reason", f"{REASON}: no process was running it")
     client.set_terminated(run_id, "KILLED")
     return f"Run {run_id} had no process left; marked KILLED."
-
-
-def _stop_container(run_id: str) -> bool:
-    try:
-        from runner.backends.docker import client, runner_containers
-
-        containers = [c for c in runner_containers(client(), run_id, kinds=("run",)) if c.status == "running"]
-    except RunnerError:
-        return False
-    for c in containers:
-        c.kill(signal="SIGINT")  # as Ctrl-C would; then, after a grace period, for good
-        with contextlib.suppress(Exception):
-            c.wait(timeout=GRACE)
-            continue
-        with contextlib.suppress(Exception):
-            c.kill()
-    return bool(containers)
-
-
-def _stop_process(pid_file: Path) -> bool:
-    """SIGINT to a local run's process group, SIGKILL after the grace period; False if none was running."""
-    try:
-        pgid = int(pid_file.read_text())
-        os.killpg(pgid, signal.SIGINT)
-    except (OSError, ValueError):
-        return False
-    deadline = time.monotonic() + GRACE
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-    with contextlib.suppress(OSError):
-        os.killpg(pgid, signal.SIGKILL)
-    return True

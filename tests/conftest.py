@@ -115,3 +115,26 @@ def docker_engine():
             raise
         pytest.skip(f"no Docker engine or base image here ({exc}); ./setup.sh provides both")
     return client
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_ui(ui: subprocess.Popen, port: int, timeout: float = 120) -> str:
+    """The base URL of `runner ui` once its server answers."""
+    import urllib.request
+
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=2)
+            return base
+        except OSError:
+            assert time.time() < deadline and ui.poll() is None, "runner ui did not come up"
+            time.sleep(0.5)

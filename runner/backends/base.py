@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from runner.spec import RunSpec
 
@@ -51,6 +51,13 @@ class RunDir:
     def config(self) -> Path:
         return self.harness / "config.yaml"
 
+    @property
+    def spool(self) -> Path:  # what the harness logs, for the owner to record (see runner.spool)
+        return self.root / "spool"
+
+    def __truediv__(self, name: str) -> Path:  # the owner's files: state.json, plan.json, ended.json, ...
+        return self.root / name
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -61,22 +68,21 @@ class Prepared:
 
 
 class RunHandle(abc.ABC):
-    """A started run. Modelled on MLflow Projects' SubmittedRun."""
+    """A started run, as the engine sees it. Modelled on MLflow Projects' SubmittedRun."""
 
     def __init__(self, run_id: str):
         self.run_id = run_id
 
     @abc.abstractmethod
     def wait(self, timeout: float | None = None) -> Outcome | None:
-        """Block until the run ends (its Outcome) or `timeout` seconds pass (None)."""
-
-    @abc.abstractmethod
-    def status(self) -> str:
-        """RUNNING, or the final status."""
+        """Block until the run ends (its Outcome, from the engine) or `timeout` seconds pass (None)."""
 
     @abc.abstractmethod
     def cancel(self) -> None:
         """Stop the run within a few seconds; its outputs stay."""
+
+    def release(self) -> None:  # noqa: B027 (most engines keep nothing to remove)
+        """Once the ending is recorded: remove what the engine kept of the run (its container)."""
 
 
 class Backend(abc.ABC):
@@ -97,7 +103,20 @@ class Backend(abc.ABC):
         """Build the environment for `lock` once; later calls with the same inputs reuse it."""
 
     @abc.abstractmethod
-    def launch(
-        self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: Log
-    ) -> RunHandle:
-        """Start the run; its output is streamed to `log` as it comes."""
+    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
+        """Everything `start` needs, as JSON: decided before the run's owner takes over. No secret values:
+        `secrets` lists the names, read from the owner's environment at start."""
+
+    @abc.abstractmethod
+    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        """Start the planned run with `env` added (its tracking address and token); its output goes to the
+        run's log file as it comes."""
+
+    @abc.abstractmethod
+    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+        """The run as the engine has it now (running or ended but not yet released), or None if the engine
+        has nothing of it."""
+
+    def tracking_bind(self, plan: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+        """(address to serve the run's tracking endpoint on, host name the run reaches it by, other names)."""
+        return "127.0.0.1", "127.0.0.1", ()

@@ -24,7 +24,6 @@ from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepar
 from runner.environment import cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, EnvBuildError
 from runner.spec import RunSpec
-from runner.tracking import job_tracking_uri
 
 ENV_REPO = "runner-env"
 # Labels. Images and containers use different keys because a container inherits its image's labels: a
@@ -32,8 +31,10 @@ ENV_REPO = "runner-env"
 IMAGE_KIND = "runner.image.kind"  # on images: base | env
 CONTAINER_KIND = "runner.container.kind"  # on containers the runner creates: run | build
 RUN_LABEL = "runner.run_id"
+KEEP_LABEL = "runner.keep"  # backend.keep_container: the container stays after the run
 LEGACY_KIND = "runner.managed"  # one key for both, before the split: still recognised, never written
 CA_PATH = "/etc/runner/ca.pem"
+SPOOL_PATH = "/var/spool/runner"  # the harness's records, for the owner (runner.spool)
 HOST_ALIAS = "host.docker.internal"
 # Bump when what goes into an env image changes (the build script below): old images are then not reused.
 IN_IMAGE_VERSION = "1"
@@ -85,14 +86,13 @@ def device_requests(spec: RunSpec) -> list[Any]:
     return [DeviceRequest(count=-1 if wanted is None else wanted, capabilities=[["gpu"]])]
 
 
-def container_spec(
-    spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, str], tracking_uri: str
-) -> dict[str, Any]:
+def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, str]) -> dict[str, Any]:
     """Keyword arguments for `containers.run`: the whole container, decided before anything starts."""
     mounts = [
         _bind(run_dir.code, "/code", True),
         _bind(run_dir.output, "/output", False),
         _bind(run_dir.harness, "/opt/runner", True),
+        _bind(run_dir.spool, SPOOL_PATH, False),
         *(_bind(m.source, m.target, True) for m in spec.mounts),  # datasets, read-only
     ]
     if spec.env.ca_bundle:
@@ -101,7 +101,11 @@ def container_spec(
         "image": image,
         "command": list(spec.argv),
         "name": f"runner-{env['MLFLOW_RUN_ID']}",
-        "labels": {CONTAINER_KIND: "run", RUN_LABEL: env["MLFLOW_RUN_ID"]},
+        "labels": {
+            CONTAINER_KIND: "run",
+            RUN_LABEL: env["MLFLOW_RUN_ID"],
+            KEEP_LABEL: str(spec.keep_container).lower(),
+        },
         "user": f"{os.getuid()}:{os.getgid()}",
         "working_dir": "/code",
         "mounts": mounts,
@@ -113,7 +117,7 @@ def container_spec(
             "RUNNER_CONFIG": "/opt/runner/config.yaml",
             "RUNNER_OUTPUT": "/output",
             "RUNNER_CODE": "/code",
-            "MLFLOW_TRACKING_URI": tracking_uri,
+            "RUNNER_SPOOL": SPOOL_PATH,
         },
         "network_mode": spec.network,
         "init": True,  # a real PID 1 forwards signals, so Ctrl-C and stop reach the process
@@ -133,6 +137,8 @@ def container_spec(
 
 
 def stream_logs(container: Any, log: Log) -> threading.Thread:
+    """A build container's output into the log, as it comes."""
+
     def run() -> None:
         for chunk in container.logs(stream=True, follow=True):
             log.write(chunk.decode(errors="replace"))
@@ -142,35 +148,55 @@ def stream_logs(container: Any, log: Log) -> threading.Thread:
     return thread
 
 
+LOG_OFFSET = "container.log.bytes"  # how much of the container's output is already in run.log
+
+
+def pump_to_file(container: Any, run_dir: RunDir) -> threading.Thread:
+    """The run container's output appended to run.log as it comes. The engine keeps the whole output for
+    the container's life, so an owner that takes over skips what an earlier one already wrote."""
+    offset_file = run_dir / LOG_OFFSET
+
+    def run() -> None:
+        try:
+            done = int(offset_file.read_text() or 0)
+        except (OSError, ValueError):
+            done = 0
+        seen = 0
+        with open(run_dir.log, "ab", buffering=0) as out:
+            for chunk in container.logs(stream=True, follow=True):
+                new = chunk[max(0, done - seen) :]
+                seen += len(chunk)
+                if new:
+                    out.write(new)
+                    done = seen
+                    offset_file.write_text(str(done))
+
+    thread = threading.Thread(target=run, name="container-logs", daemon=True)
+    thread.start()
+    return thread
+
+
 class DockerHandle(RunHandle):
-    def __init__(self, run_id: str, container: Any, pumper: threading.Thread, keep: bool):
+    def __init__(self, run_id: str, container: Any, run_dir: RunDir, keep: bool):
         super().__init__(run_id)
         self.container = container
-        self.pumper = pumper
+        self.pumper = pump_to_file(container, run_dir)
         self.keep = keep
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
         import requests
 
         try:
-            result = self.container.wait(timeout=timeout)
+            result = self.container.wait(timeout=None if timeout is None else max(timeout, 0.05))
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             return None
         self.pumper.join(timeout=10)
         self.container.reload()
         state = self.container.attrs["State"]
         code = int(result.get("StatusCode", state.get("ExitCode", -1)))
-        self._remove()
         if state.get("OOMKilled"):
             return Outcome(FAILED, code, "OOMKilled")
         return Outcome(FINISHED, 0) if code == 0 else Outcome(FAILED, code, f"exit code {code}")
-
-    def status(self) -> str:
-        self.container.reload()
-        state = self.container.attrs["State"]
-        if state["Running"]:
-            return "RUNNING"
-        return FINISHED if state["ExitCode"] == 0 else FAILED
 
     def cancel(self) -> None:
         from docker.errors import APIError, NotFound
@@ -184,7 +210,7 @@ class DockerHandle(RunHandle):
             with contextlib.suppress(NotFound, APIError):
                 self.container.stop(timeout=3)
 
-    def _remove(self) -> None:
+    def release(self) -> None:
         from docker.errors import APIError, NotFound
 
         if self.keep:
@@ -345,16 +371,35 @@ class DockerBackend(Backend):
             next(ipaddress.ip_network(config["Subnet"]).hosts())
         )  # Docker's default: the first address
 
-    def launch(
-        self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: Log
-    ) -> RunHandle:
+    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
+        plan = container_spec(spec, run_dir, prepared.env_id, env)
         if spec.network == "host":
-            uri = job_tracking_uri(spec, "127.0.0.1", "127.0.0.1")
+            plan["tracking"] = ["127.0.0.1", "127.0.0.1", []]
         else:
             gateway = self.gateway(spec.network)
-            uri = job_tracking_uri(spec, gateway, HOST_ALIAS, names=(HOST_ALIAS, gateway))
-        container = self.docker.containers.run(**container_spec(spec, run_dir, prepared.env_id, env, uri))
-        return DockerHandle(env["MLFLOW_RUN_ID"], container, stream_logs(container, log), spec.keep_container)
+            plan["tracking"] = [gateway, HOST_ALIAS, [HOST_ALIAS, gateway]]
+        plan["secrets"] = list(spec.env.secrets)
+        plan["keep"] = spec.keep_container
+        return plan
+
+    def tracking_bind(self, plan: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+        bind, reach_as, names = plan["tracking"]
+        return bind, reach_as, tuple(names)
+
+    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        kwargs = {k: v for k, v in plan.items() if k not in ("tracking", "secrets", "keep")}
+        secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
+        kwargs["environment"] = {**kwargs["environment"], **secrets, **env}
+        run_id = kwargs["labels"][RUN_LABEL]
+        container = self.docker.containers.run(**kwargs)
+        return DockerHandle(run_id, container, run_dir, plan["keep"])
+
+    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+        found = runner_containers(self.docker, run_id, kinds=("run",))
+        if not found:
+            return None
+        keep = found[0].labels.get(KEEP_LABEL) == "true"
+        return DockerHandle(run_id, found[0], run_dir, keep)
 
 
 def _which(name: str) -> bool:

@@ -1,6 +1,6 @@
 """The local backend: no container. A cached virtual environment per env spec, a fresh directory per run.
 
-Concepts: a run is a subprocess of the runner, in its own process group; its environment is a uv venv
+Concepts: a run is a process under `runner.shim`, in its own process group, apart from any runner process; its environment is a uv venv
 under the runner's cache, named by a content hash of (lock, interpreter, setup commands) and linked from uv's
 shared cache, so a second environment costs about a second. Mounts map into the run directory: the code
 snapshot is the working directory and the output folder is $RUNNER_OUTPUT (not /output); a dataset mounted at
@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from runner import gpu
+from runner import gpu, shim
 from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
 from runner.datasets.entry import parse_all
 from runner.datasets.mount import link_into
 from runner.environment import cache_dir, content_hash, tls_env, uv_bin
 from runner.errors import ConfigError, EnvBuildError
 from runner.spec import RunSpec
-from runner.tracking import job_tracking_uri
 
 # What a run directory holds besides code/ and output/: a dataset mounted over one would collide with it.
 _RUN_DIR_NAMES = ("harness", "run.log")
@@ -59,40 +60,42 @@ def parse_cpuset(text: str | None) -> set[int]:
 
 
 class LocalHandle(RunHandle):
-    def __init__(self, run_id: str, proc: subprocess.Popen[bytes], pumper: threading.Thread, pid_file: Path):
-        super().__init__(run_id)
-        self.pid_file = pid_file
-        self.proc = proc
-        self.pumper = pumper
+    """A run under `runner.shim`: its exit status comes from the shim's file, whoever started it."""
 
-    def wait(self, timeout: float | None = None) -> Outcome | None:
+    def __init__(self, run_id: str, run_dir: RunDir, pid: int, ticks: int | None, child: Any = None):
+        super().__init__(run_id)
+        self.run_dir, self.pid, self.ticks, self.child = run_dir, pid, ticks, child
+
+    def _ended(self) -> Outcome | None:
+        if self.child is not None:
+            self.child.poll()  # reap the shim when this process started it
         try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self.pumper.join(timeout=10)
-        with contextlib.suppress(OSError):
-            self.pid_file.unlink()
+            code = int((self.run_dir / shim.EXIT_CODE).read_text())
+        except (OSError, ValueError):
+            if shim.alive(self.pid, self.ticks):
+                return None
+            return Outcome(FAILED, None, "lost: the run's process ended without an exit status (SIGKILL?)")
         if code == 0:
             return Outcome(FINISHED, 0)
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         return Outcome(FAILED, code, reason)
 
-    def status(self) -> str:
-        code = self.proc.poll()
-        return "RUNNING" if code is None else (FINISHED if code == 0 else FAILED)
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            outcome = self._ended()
+            if outcome is not None or (deadline is not None and time.monotonic() >= deadline):
+                return outcome
+            time.sleep(0.1)
 
     def cancel(self) -> None:
-        for sig, grace in ((signal.SIGINT, 5), (signal.SIGTERM, 5), (signal.SIGKILL, None)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
+        for sig, grace in ((signal.SIGINT, 5), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            if not shim.alive(self.pid, self.ticks):
                 return
-            try:
-                self.proc.wait(grace)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+            if self.wait(grace) is not None:
                 return
-            except subprocess.TimeoutExpired:
-                continue
 
 
 class LocalBackend(Backend):
@@ -157,41 +160,58 @@ class LocalBackend(Backend):
                     f"Building the environment failed at: {' '.join(argv[:4])} (exit {proc.returncode})."
                 )
 
-    def launch(
-        self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str], log: Log
-    ) -> RunHandle:
+    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
         env_dir = Path(prepared.env_id)
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_HOST_ONLY)}
-        child_env = {
-            **base,
+        run_env = {  # on top of the host's environment (less its Python setup), added at start
             **tls_env(spec.env.ca_bundle),
             **env,
-            "PATH": f"{env_dir / 'bin'}{os.pathsep}{base.get('PATH', '')}",
             "VIRTUAL_ENV": str(env_dir),
             "PYTHONPATH": f"{run_dir.harness}{os.pathsep}{run_dir.code}",
             "RUNNER_CONFIG": str(run_dir.config),
             "RUNNER_OUTPUT": str(run_dir.output),
             "RUNNER_CODE": str(run_dir.code),
+            "RUNNER_SPOOL": str(run_dir.spool),
             "RUNNER_ROOT": str(run_dir.root),  # /input/NAME in a container is $RUNNER_ROOT/input/NAME here
-            "MLFLOW_TRACKING_URI": job_tracking_uri(spec, "127.0.0.1", "127.0.0.1"),
         }
-        cpus = parse_cpuset(spec.resources.cpuset)
         link_into(run_dir.root, spec.mounts)
-        proc = subprocess.Popen(
-            list(spec.argv),
-            cwd=run_dir.code,
-            env=child_env,
+        return {
+            "argv": list(spec.argv),
+            "cwd": str(run_dir.code),
+            "env": run_env,
+            "path": str(env_dir / "bin"),
+            "cpus": ",".join(str(c) for c in sorted(parse_cpuset(spec.resources.cpuset))),
+            "secrets": list(spec.env.secrets),
+        }
+
+    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
+        base = {k: v for k, v in os.environ.items() if not k.startswith(_HOST_ONLY) and k not in secrets}
+        path = f"{plan['path']}{os.pathsep}{base.get('PATH', '')}"
+        child = subprocess.Popen(
+            # By path, isolated: the shim needs only the standard library, and the run's environment is the run's.
+            [sys.executable, "-I", shim.__file__, str(run_dir.root), plan["cpus"], *plan["argv"]],
+            cwd=plan["cwd"],
+            env={**base, **plan["env"], **secrets, **env, "PATH": path},
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            # Pin before exec, so every thread the run makes stays on its CPUs (a bare syscall: fork-safe).
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, apart from the terminal's and the owner's
         )
-        pid_file = run_dir.root / "pid"
-        pid_file.write_text(str(proc.pid))  # for `runner stop`
-        assert proc.stdout is not None
-        return LocalHandle(env["MLFLOW_RUN_ID"], proc, pump(proc.stdout, log), pid_file)
+        while not (run_dir / shim.PROCESS).is_file() and child.poll() is None:
+            time.sleep(0.01)
+        handle = self.adopt(plan["env"]["MLFLOW_RUN_ID"], run_dir)
+        if handle is None:
+            raise RuntimeError(f"the run's process did not start (exit {child.poll()})")
+        assert isinstance(handle, LocalHandle)
+        handle.child = child
+        return handle
+
+    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+        try:
+            process = json.loads((run_dir / shim.PROCESS).read_text())
+        except (OSError, ValueError):
+            return None
+        return LocalHandle(run_id, run_dir, int(process["pid"]), process.get("ticks"))
 
 
 BACKEND = LocalBackend

@@ -5,17 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, git, run_cli, store
+from tests.conftest import all_runs, free_port, git, run_cli, store, wait_for_ui
 from tests.integration.test_local_run import only_run, read_artifact
 
 pytestmark = pytest.mark.integration
@@ -51,6 +49,15 @@ def test_detach_then_follow_then_stop(project: Path) -> None:
     assert "tick" in read_artifact(project, run.info.run_id, "run.log")
 
 
+def test_reproduce_check_of_an_unchanged_project_finds_no_drift(project: Path) -> None:
+    run_cli(project, *TINY, "command=echo same", check=True)
+    run_id = only_run(project).info.run_id
+    proc = run_cli(project, "reproduce", run_id, "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[reproduce] no drift" in proc.stdout
+    assert len(all_runs(project)) == 1
+
+
 def test_stop_of_an_ended_run_changes_nothing(project: Path) -> None:
     run_cli(project, *TINY, "command=echo done", check=True)
     run = only_run(project)
@@ -70,6 +77,10 @@ def test_reproduce_runs_the_recorded_code_with_the_recorded_lock(project: Path) 
     )
     git(project, "add", "-A")
     git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "later")
+    check = run_cli(project, "reproduce", original.info.run_id[:10], "--check")
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "[reproduce] code: 1 file(s) differ from the run's: train.py" in check.stdout
+    assert len(all_runs(project)) == 1  # --check runs nothing
     proc = run_cli(project, "reproduce", original.info.run_id, check=True)
     assert "[reproduce] code: HEAD is" in proc.stdout
     again = next(r for r in all_runs(project) if r.info.run_id != original.info.run_id)
@@ -77,6 +88,8 @@ def test_reproduce_runs_the_recorded_code_with_the_recorded_lock(project: Path) 
     assert again.data.tags["runner.reproduces"] == original.info.run_id
     assert again.data.tags["mlflow.source.git.commit"] == original.data.tags["mlflow.source.git.commit"]
     assert again.data.tags["runner.lock.sha256"] == original.data.tags["runner.lock.sha256"]
+    assert again.data.tags["runner.env.id"] == original.data.tags["runner.env.id"]  # the same lock: reused
+    assert again.data.tags["runner.env.reused"] == "true"
     assert read_artifact(project, again.info.run_id, "output/v") == "one"
     client = MlflowClient(store(project))
     assert client.get_run(again.info.run_id).data.params == original.data.params
@@ -124,9 +137,7 @@ def _state(pid: int) -> str:
 
 
 def test_sigterm_to_runner_ui_ends_the_server_and_its_workers(project: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ui = subprocess.Popen(
         [sys.executable, "-m", "runner", "ui", "--port", str(port)],
         cwd=project,
@@ -135,14 +146,7 @@ def test_sigterm_to_runner_ui_ends_the_server_and_its_workers(project: Path) -> 
     )
     server: set[int] = set()
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline and ui.poll() is None, "runner ui did not come up"
-                time.sleep(0.5)
+        wait_for_ui(ui, port)
         server = descendants(ui.pid)
         assert len(server) >= 2  # MLflow's CLI, its server and the server's workers
         ui.send_signal(signal.SIGTERM)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import all_runs, run_cli
+from tests.conftest import all_runs, free_port, run_cli, wait_for_ui
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +50,6 @@ def browser(tmp_path: Path):
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
     driver.quit()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_text(driver, text: str, timeout: float = 60) -> str:
@@ -101,15 +94,7 @@ def test_sweep_parent_children_and_compare_view(project: Path, browser, tmp_path
         start_new_session=True,
     )
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline and ui.poll() is None, "runner ui did not come up"
-                time.sleep(0.5)
+        base = wait_for_ui(ui, port)
         exp = parent.info.experiment_id
 
         browser.get(f"{base}/#/experiments/{exp}/runs")

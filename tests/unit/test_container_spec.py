@@ -28,21 +28,22 @@ def test_container_spec_in_full() -> None:
         run_dir,
         "sha256:img",
         ENV,
-        "http://host.docker.internal:5001",
     )
     assert kw["image"] == "sha256:img"
     assert kw["command"] == ["python", "-m", "runner.job"]
     assert kw["user"] == f"{os.getuid()}:{os.getgid()}"
     assert kw["working_dir"] == "/code"
-    assert kw["labels"] == {"runner.container.kind": "run", "runner.run_id": "abc123"}
+    assert kw["labels"] == {"runner.container.kind": "run", "runner.run_id": "abc123", "runner.keep": "false"}
     assert kw["mounts"] == [
         Mount("/code", "/runs/a b'c/code", type="bind", read_only=True),
         Mount("/output", "/runs/a b'c/output", type="bind", read_only=False),
         Mount("/opt/runner", "/runs/a b'c/harness", type="bind", read_only=True),
+        Mount("/var/spool/runner", "/runs/a b'c/spool", type="bind", read_only=False),
         Mount("/etc/runner/ca.pem", "/ca.pem", type="bind", read_only=True),
     ]
     assert kw["environment"]["SSL_CERT_FILE"] == "/etc/runner/ca.pem"
-    assert kw["environment"]["MLFLOW_TRACKING_URI"] == "http://host.docker.internal:5001"
+    assert kw["environment"]["RUNNER_SPOOL"] == "/var/spool/runner"
+    assert "MLFLOW_TRACKING_URI" not in kw["environment"]  # the owner adds it (and the run's token) at start
     assert kw["environment"]["X"] == "1"
     assert kw["extra_hosts"] == {"host.docker.internal": "host-gateway"}
     assert (kw["nano_cpus"], kw["mem_limit"], kw["memswap_limit"]) == (1_500_000_000, 256 << 20, 256 << 20)
@@ -63,5 +64,5 @@ def test_gpu_device_requests() -> None:
 
 
 def test_host_network_only_when_asked() -> None:
-    kw = container_spec(spec_for("backend.network=host"), RunDir(Path("/r")), "i", ENV, "http://127.0.0.1:1")
+    kw = container_spec(spec_for("backend.network=host"), RunDir(Path("/r")), "i", ENV)
     assert kw["network_mode"] == "host" and "extra_hosts" not in kw

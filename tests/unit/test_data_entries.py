@@ -73,11 +73,12 @@ MOUNT = DataMount(
 def test_container_gets_each_dataset_read_only() -> None:
     cfg = compose_config(ROOT, ["+experiment=keras_mlp", "data=[mnist@2:/input]"])
     spec = replace(build_spec(cfg, experiment="e", project_dir="/p", environ={}), mounts=(MOUNT,))
-    kw = container_spec(spec, RunDir(Path("/r")), "img", {"MLFLOW_RUN_ID": "x"}, "http://h:1")
+    kw = container_spec(spec, RunDir(Path("/r")), "img", {"MLFLOW_RUN_ID": "x"})
     assert kw["mounts"] == [
         Mount("/code", "/r/code", type="bind", read_only=True),
         Mount("/output", "/r/output", type="bind", read_only=False),
         Mount("/opt/runner", "/r/harness", type="bind", read_only=True),
+        Mount("/var/spool/runner", "/r/spool", type="bind", read_only=False),
         Mount("/input", "/p/.runner/datasets/d41d", type="bind", read_only=True),
     ]
 

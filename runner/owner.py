@@ -1,0 +1,492 @@
+"""The owner of a run: a process of its own that outlives the terminal, and takes the truth from the engine.
+
+`python -m runner.owner RUN_DIR` starts the planned run (or takes over one that is already on the engine),
+serves its tracking endpoint, records what it spools, enforces its time limit, obeys a stop request, and
+records the ending from the engine's own account (exit code, OOM kill) with the log and outputs. Whoever
+started the run only follows its log: a terminal may close, or its `runner` be killed, and nothing changes.
+
+Who owns a run is a lock: the owner holds `owner.lock` (flock) for as long as it lives, and the kernel lets go
+of it when the owner dies, however it dies. `reconcile` (run at the start of every `runner` command) finds the
+runs of this project whose lock is free and hands each to a new owner, which adopts a run that is still going,
+records one that ended meanwhile, and marks one the engine has lost FAILED with the reason `lost`.
+
+Files in the run directory (`RunDir`): state.json (what the run is: written before anything starts),
+plan.json (what to start), started (when it started), stop (a stop request and its reason), ended.json (the
+recorded ending), owner.log (the owner's own output). `.runner/live/RUN_ID` marks the runs not yet ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
+from runner.shim import write_json
+from runner.tracking import is_remote, server_environment
+
+STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
+    "state.json",
+    "plan.json",
+    "started",
+    "stop",
+    "ended.json",
+    "owner.lock",
+    "owner.log",
+)
+LIVE = Path(".runner") / "live"
+SWEEPS = Path(".runner") / "sweeps"
+INGEST_EVERY = 1.0  # seconds between spool reads: metrics show in the UI about this late
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- ownership -------------------------------------------------------------------------------------------
+
+
+def try_claim(run_dir: RunDir) -> int | None:
+    """An fd holding the run's ownership lock, or None if a live owner holds it."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def owned(run_dir: RunDir) -> bool:
+    fd = try_claim(run_dir)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def mark_live(project: Path, run_id: str, run_dir: RunDir) -> None:
+    (project / LIVE).mkdir(parents=True, exist_ok=True)
+    (project / LIVE / run_id).write_text(str(run_dir.root))
+
+
+def spawn(run_dir: RunDir, lock_fd: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start the owner process for `run_dir`, handing it the ownership lock held by `lock_fd`."""
+    with open(run_dir / OWNER_LOG, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runner.owner", str(run_dir.root), str(lock_fd)],
+            env=env if env is not None else dict(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(lock_fd,),
+            start_new_session=True,  # not in the terminal's process group: Ctrl-C and a closed terminal pass it by
+        )
+
+
+def find_run_dir(project: Path, run_id: str) -> RunDir:
+    """The run directory of `run_id` (or of the one run whose id starts with it); a one-line error that
+    names the closest ids otherwise."""
+    from runner.errors import RunnerError, suggest
+
+    runs = project / ".runner" / "runs"
+    if run_id and (runs / run_id).is_dir() and "/" not in run_id and run_id not in (".", ".."):
+        return RunDir(runs / run_id)
+    ids = sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
+    matches = [i for i in ids if run_id and i.startswith(run_id)]
+    if len(matches) == 1:
+        return RunDir(runs / matches[0])
+    if len(matches) > 1:
+        raise RunnerError(f"Run id '{run_id}' is the start of {len(matches)} runs' ids: give more of it.")
+    raise RunnerError(f"No run '{run_id}' in this project.{suggest(run_id, ids)} List runs with: runner ls")
+
+
+def request_stop(run_dir: RunDir, reason: str) -> None:
+    if not (run_dir / STOP).exists():
+        (run_dir / STOP).write_text(reason)
+
+
+def ending(run_dir: RunDir) -> Outcome | None:
+    ended = read_json(run_dir / ENDED)
+    if not isinstance(ended, dict):
+        return None
+    return Outcome(ended["status"], ended.get("exit_code"), ended.get("reason"))
+
+
+# -- following (the terminal's side) ---------------------------------------------------------------------
+
+
+def follow(
+    run_dir: RunDir, echo: Any, offset: int = 0, stop: Any = None, interrupt_stops: bool = True
+) -> Outcome:
+    """Copy the run's log to `echo` from `offset` until the run has ended; its recorded ending. Ctrl-C asks
+    the owner to stop the run (it ends KILLED) and waits for that, then raises KeyboardInterrupt (with
+    `interrupt_stops=False` it only stops following). `stop` (a sweep's Stop) asks the same with its reason.
+    A lost owner is replaced."""
+    interrupted = False
+    replaced = 0
+    with open(run_dir.log, "rb") as fh:
+        fh.seek(offset)
+        last_check = time.monotonic()
+        while True:
+            try:
+                outcome = ending(run_dir)
+                chunk = fh.read()
+                if chunk and echo is not None:
+                    echo.write(chunk.decode(errors="replace"))
+                    echo.flush()
+                if outcome is not None:
+                    if interrupted:
+                        raise KeyboardInterrupt
+                    return outcome
+                if stop is not None and stop.is_set():
+                    request_stop(run_dir, stop.reason)
+                if time.monotonic() - last_check > 2:
+                    last_check = time.monotonic()
+                    if not owned(run_dir) and ending(run_dir) is None:
+                        replaced += 1
+                        if replaced > 3:
+                            raise RuntimeError(f"the run's owner keeps failing: see {run_dir / OWNER_LOG}")
+                        adopt(run_dir)
+                if not chunk:
+                    time.sleep(0.1)
+            except KeyboardInterrupt:
+                if interrupted or not interrupt_stops:
+                    raise
+                interrupted = True
+                request_stop(run_dir, "interrupted")
+                if echo is not None:
+                    echo.write("\n[runner] interrupted: stopping the run\n")
+
+
+def wait_started(run_dir: RunDir, timeout: float = 120) -> bool:
+    """True once the owner has started the run (False if it ended first, or the owner died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / STARTED).exists():
+            return True
+        if ending(run_dir) is not None or not owned(run_dir):
+            return (run_dir / STARTED).exists()
+        time.sleep(0.05)
+    return False
+
+
+# -- reconciling (every command) --------------------------------------------------------------------------
+
+
+def adopt(run_dir: RunDir, wait: float = 60) -> bool:
+    """Hand an unowned run to a new owner; return once it has settled what the run is (or `wait` passed)."""
+    fd = try_claim(run_dir)
+    if fd is None:
+        return False
+    try:
+        child = spawn(run_dir, fd)
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and child.poll() is None:
+        report = read_json(run_dir / "owner.json") or {}
+        if ending(run_dir) is not None or report == {"pid": child.pid, "phase": "supervising"}:
+            break
+        time.sleep(0.1)
+    return True
+
+
+def hold_sweep(project: Path, sweep_id: str, parent_id: str, uri: str) -> int:
+    """The sweep's driver (the terminal's runner) holds its lock while it lives; an fd to close at the end."""
+    folder = project / SWEEPS / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    state = {"sweep_id": sweep_id, "parent": parent_id, "tracking_uri": uri, "host": socket.gethostname()}
+    write_json(folder / STATE, state)
+    (folder / "live").touch()
+    return fd
+
+
+def release_sweep(project: Path, sweep_id: str, fd: int) -> None:
+    (project / SWEEPS / sweep_id / "live").unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _settle_sweeps(project: Path) -> None:
+    """A sweep whose driver died ends once none of its members runs: FAILED, reason `lost`."""
+    from runner import sweep
+
+    sweeps = project / SWEEPS
+    if not sweeps.is_dir():
+        return
+    running = set()
+    for marker in (project / LIVE).glob("*") if (project / LIVE).is_dir() else []:
+        state = read_json(Path(marker.read_text().strip()) / STATE) or {}
+        running.add(state.get("sweep_parent"))
+    for folder in sweeps.iterdir():
+        state = read_json(folder / STATE)
+        if not (folder / "live").exists() or not state or state.get("host") != socket.gethostname():
+            continue
+        if state["parent"] in running or owned(RunDir(folder)):
+            continue
+        why = f"lost: the sweep's runner process ended; run the rest with: runner sweep resume {state['sweep_id']}"
+        sweep.finish_parent(state["tracking_uri"], state["parent"], interrupted=False, error=why)
+        (folder / "live").unlink(missing_ok=True)
+
+
+def reconcile(project: Path) -> list[str]:
+    """Give every run of this project on this host that has lost its owner a new one (the ids adopted);
+    close the sweeps whose driver is gone once their members have ended."""
+    live = project / LIVE
+    if not live.is_dir():
+        return []
+    adopted = []
+    for marker in sorted(live.iterdir()):
+        run_dir = RunDir(Path(marker.read_text().strip()))
+        if not run_dir.root.is_dir():  # removed by hand: nothing left to own
+            marker.unlink(missing_ok=True)
+            continue
+        state = read_json(run_dir / STATE)
+        if state is None or state.get("host") != socket.gethostname():
+            continue
+        if ending(run_dir) is not None:
+            marker.unlink(missing_ok=True)
+            continue
+        if adopt(run_dir):
+            adopted.append(marker.name)
+    _settle_sweeps(project)
+    return adopted
+
+
+# -- owning (the owner process) ---------------------------------------------------------------------------
+
+
+class Owner:
+    def __init__(self, run_dir: RunDir):
+        from runner.backends import get_backend
+
+        self.run_dir = run_dir
+        self.state: dict[str, Any] = read_json(run_dir / STATE)
+        self.run_id: str = self.state["run_id"]
+        self.backend = get_backend(self.state["backend"])
+        self.endpoint: Any = None
+        self.handle: RunHandle | None = None
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:  # MLflow is imported once the run has started: it costs a second or two
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(self.state["tracking_uri"])
+        return self._client
+
+    def report(self, phase: str) -> None:
+        write_json(self.run_dir / "owner.json", {"pid": os.getpid(), "phase": phase})
+
+    def run(self) -> None:
+        outcome = Outcome(FAILED, reason="runner error")
+        try:
+            self.handle = self.backend.adopt(self.run_id, self.run_dir)
+            plan = read_json(self.run_dir / PLAN)
+            if plan and not is_remote(self.state["tracking_uri"]):
+                # MLflow's server takes a second or two to import: do it while the run starts, not before.
+                server_environment(self.state["tracking_uri"], *self.backend.tracking_bind(plan))
+                threading.Thread(target=lambda: __import__("mlflow.server"), daemon=True).start()
+            if self.handle is None and not (self.run_dir / STARTED).exists():
+                if (self.run_dir / STOP).exists():
+                    outcome = Outcome(KILLED, reason=(self.run_dir / STOP).read_text().strip())
+                    return
+                if plan is None:
+                    outcome = Outcome(FAILED, reason="lost: the runner process ended before the run started")
+                    return
+                access = self.access(plan)
+                self.handle = self.backend.start(plan, self.run_dir, self.run_env(plan, access))
+                write_json(self.run_dir / STARTED, {"at": time.time()})
+            else:  # taking over from a lost owner
+                recorded = self.client.get_run(self.run_id)
+                if recorded.info.status != "RUNNING":  # it recorded the ending, then died: finish its work
+                    self.settle_recorded(recorded)
+                    return
+                if self.handle is None:
+                    outcome = Outcome(FAILED, reason="lost: the engine has no trace of the run")
+                    return
+                access = self.access(plan) if plan else None
+            if plan and access:
+                self.serve(plan, access)
+            outcome = self.supervise()
+        except BaseException as exc:
+            outcome = Outcome(FAILED, reason=f"runner error: {type(exc).__name__}: {exc}")
+            if self.handle is not None:
+                with contextlib.suppress(Exception):
+                    self.handle.cancel()
+            raise
+        finally:
+            if not (self.run_dir / ENDED).exists():
+                self.finish(outcome)
+
+    def access(self, plan: dict[str, Any]) -> dict[str, Any] | None:
+        """The run's endpoint: a port and a token, kept across owners (None where the store is remote)."""
+        from runner.tracking import free_port
+
+        if is_remote(self.state["tracking_uri"]):
+            return None
+        access = read_json(self.run_dir / "endpoint.json")
+        if access is None:
+            bind, _, _ = self.backend.tracking_bind(plan)
+            access = {"port": free_port(bind), "token": secrets.token_urlsafe(32)}
+            write_json(self.run_dir / "endpoint.json", access, private=True)
+        return dict(access)
+
+    def run_env(self, plan: dict[str, Any], access: dict[str, Any] | None) -> dict[str, str]:
+        uri = self.state["tracking_uri"]
+        if access is None:
+            return {"MLFLOW_TRACKING_URI": uri}
+        _, reach_as, _ = self.backend.tracking_bind(plan)
+        return {
+            "MLFLOW_TRACKING_URI": f"http://{reach_as}:{access['port']}",
+            "MLFLOW_TRACKING_TOKEN": access["token"],
+            # A run's own MLflow calls give up within seconds, never minutes, when no owner answers.
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+        }
+
+    def serve(self, plan: dict[str, Any], access: dict[str, Any]) -> None:
+        """The run's tracking endpoint, started once the run is: its first calls are retried meanwhile."""
+        from runner.tracking import Endpoint
+
+        bind, _, names = self.backend.tracking_bind(plan)
+        try:
+            self.endpoint = Endpoint(
+                self.state["tracking_uri"], bind, access["port"], self.run_id, access["token"], names
+            )
+        except OSError as exc:  # the port taken meanwhile: the run's own MLflow calls then fail, nothing else
+            print(f"[owner] cannot serve the run's endpoint again: {exc}", file=sys.stderr, flush=True)
+
+    def supervise(self) -> Outcome:
+        from runner import spool
+
+        assert self.handle is not None
+        started = (read_json(self.run_dir / STARTED) or {}).get("at", time.time())
+        timeout = self.state.get("timeout")
+        deadline = None if timeout is None else started + timeout
+        reported = False
+        while True:
+            outcome = self.handle.wait(INGEST_EVERY if reported else 0)
+            self.ingest(spool)
+            if outcome is not None:
+                return outcome
+            if not reported:  # the run is going: whoever waits on this owner to settle it may go on
+                self.report("supervising")
+                reported = True
+            reason = None
+            if (self.run_dir / STOP).exists():
+                reason = (self.run_dir / STOP).read_text().strip() or "stopped"
+            elif deadline is not None and time.time() >= deadline:
+                reason = f"timeout after {timeout} s"
+            if reason is not None:
+                self.handle.cancel()
+                ended = self.handle.wait(30)
+                return Outcome(KILLED, ended.exit_code if ended else None, reason)
+
+    def ingest(self, spool: Any) -> None:
+        try:
+            spool.ingest(self.run_dir.spool, self.client, self.run_id)
+        except Exception as exc:  # the store busy or away: the records wait in the spool
+            print(f"[owner] could not record spooled records yet: {exc}", file=sys.stderr, flush=True)
+
+    def finish(self, outcome: Outcome) -> None:
+        """Record the ending; each step is guarded so the status is always set."""
+        from runner import spool
+
+        if self.endpoint is not None:
+            self.endpoint.stop()
+        with open(self.run_dir.log, "a", encoding="utf-8") as log:
+            log.write(
+                f"[runner] run {self.run_id} {outcome.status}"
+                + (f": {outcome.reason}" if outcome.reason and outcome.status != "FINISHED" else "")
+                + "\n"
+            )
+        output, logfile = self.run_dir.output, self.run_dir.log
+        steps = [
+            lambda: spool.ingest(self.run_dir.spool, self.client, self.run_id),
+            lambda: self.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),
+            lambda: self.client.log_metric(
+                self.run_id, "duration_s", round(time.time() - self.state["created"], 3)
+            ),
+            lambda: (
+                output.is_dir()
+                and any(output.iterdir())
+                and self.client.log_artifacts(self.run_id, str(output), "output")
+            ),
+            lambda: self.client.log_artifact(self.run_id, str(logfile)),
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # keep going: the status below matters most
+                print(
+                    f"[owner] could not record part of run {self.run_id}: {exc}", file=sys.stderr, flush=True
+                )
+        self.client.set_terminated(self.run_id, status=outcome.status)
+        self.release()
+        write_json(
+            self.run_dir / ENDED,
+            {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
+        )
+        (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
+
+    def settle_recorded(self, recorded: Any) -> None:
+        """The ending is in the record already: only what came after it is left to do."""
+        self.release()
+        tags = recorded.data.tags
+        code = tags.get("runner.exit_code")
+        write_json(
+            self.run_dir / ENDED,
+            {
+                "status": recorded.info.status,
+                "exit_code": int(code) if code and code.lstrip("-").isdigit() else None,
+                "reason": tags.get("runner.reason") or None,
+            },
+        )
+        (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.handle is not None:
+            with contextlib.suppress(Exception):
+                self.handle.release()
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+
+def main(argv: list[str]) -> int:
+    run_dir, lock_fd = RunDir(Path(argv[0])), int(argv[1])
+    # The lock came with us (pass_fds); holding this fd open holds ownership until this process ends.
+    os.set_inheritable(lock_fd, False)
+    for name in ("SIGINT", "SIGHUP"):  # a terminal's signals are for the terminal's runner, not the owner
+        import signal
+
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if ending(run_dir) is not None:
+        return 0
+    Owner(run_dir).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

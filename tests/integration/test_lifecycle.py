@@ -1,0 +1,321 @@
+"""The run lifecycle, the same for every backend: a run outlives its terminal, its record comes from the engine.
+
+Each test runs against every backend (the conformance suite): kill -9 of the terminal's runner, of every runner
+process, adoption of a run still going, `runner stop` of an orphan, the spool that keeps every epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import docker_engine, run_cli, store
+from tests.integration.test_local_run import artifacts, only_run, read_artifact
+
+pytestmark = pytest.mark.integration
+
+# Logs each "epoch" through the harness's spool and one metric through the run's own MLflow client.
+PROBE = """\
+import os, sys, time
+import mlflow
+from runner.spool import Spool
+n, pause = int(sys.argv[1]), float(sys.argv[2])
+spool = Spool()
+mlflow.log_metric("custom", 1.5)
+for i in range(n):
+    spool.log_metrics({"loss": 1.0 / (i + 1)}, step=i)
+    print(f"epoch {i}", flush=True)
+    time.sleep(pause)
+open(os.path.join(os.environ["RUNNER_OUTPUT"], "done.txt"), "w").write("ok")
+sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
+"""
+
+
+@pytest.fixture(params=["local", "docker"])
+def backend(request) -> str:
+    if request.param == "docker":
+        docker_engine()
+    return request.param
+
+
+@pytest.fixture
+def probe_project(project: Path) -> Path:
+    (project / "probe.py").write_text(PROBE)
+    return project
+
+
+def start(project: Path, backend: str, *args: str) -> subprocess.Popen[str]:
+    """`runner` as a terminal would start it, in a process group of its own (so a test can kill it alone)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", f"backend={backend}", "env.requirements=[]", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def run_dir_when(project: Path, text: str, cli: subprocess.Popen[str], timeout: float = 300) -> Path:
+    """The (one) run directory, once its log shows `text` and its owner supervises it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cli.poll() is not None:
+            raise AssertionError(f"runner exited {cli.returncode} first:\n{cli.communicate()[0]}")
+        for run in (project / ".runner" / "runs").glob("*"):
+            report = json.loads((run / "owner.json").read_text()) if (run / "owner.json").is_file() else {}
+            log = (run / "run.log").read_text(errors="replace") if (run / "run.log").is_file() else ""
+            if text in log and report.get("phase") == "supervising":
+                return run
+        time.sleep(0.2)
+    raise AssertionError(f"no run showed {text!r} in {timeout} s")
+
+
+def kill_9(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def owner_pid(run: Path) -> int:
+    return int(json.loads((run / "owner.json").read_text())["pid"])
+
+
+def wait_gone(pid: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+        time.sleep(0.1)
+
+
+def orphan(project: Path, backend: str, command: str, *args: str) -> tuple[Path, int]:
+    """Start a run and, once it is going, kill -9 the terminal's runner and the run's owner: every runner
+    process of it. Returns the run directory and the dead owner's pid."""
+    cli = start(project, backend, command, *args)
+    run = run_dir_when(project, "epoch 1", cli)
+    owner = owner_pid(run)
+    kill_9(cli.pid)
+    kill_9(owner)
+    cli.communicate()
+    wait_gone(owner)
+    return run, owner
+
+
+def wait_ended(run: Path, timeout: float = 120) -> None:
+    """Until the run's ending is recorded, with no runner command run meanwhile."""
+    deadline = time.time() + timeout
+    while not (run / "ended.json").exists() and time.time() < deadline:
+        time.sleep(0.3)
+
+
+def wait_engine_ended(backend: str, run: Path, timeout: float = 120) -> None:
+    """Until the engine says the run's process or container has exited (its owner is gone: nobody records)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if backend == "local" and (run / "exit_code").exists():
+            return
+        if backend == "docker" and all(c.status == "exited" for c in containers_left(backend, run.name)):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the run in {run} did not end in {timeout} s")
+
+
+def losses(project: Path, run_id: str) -> list[int]:
+    return sorted(m.step for m in MlflowClient(store(project)).get_metric_history(run_id, "loss"))
+
+
+def containers_left(backend: str, run_id: str) -> list:
+    if backend != "docker":
+        return []
+    return docker_engine().containers.list(all=True, filters={"label": f"runner.run_id={run_id}"})
+
+
+def test_kill_9_of_the_terminal_changes_nothing(probe_project: Path, backend: str) -> None:
+    cli = start(probe_project, backend, 'command="python probe.py 8 0.5"')
+    run = run_dir_when(probe_project, "epoch 1", cli)
+    kill_9(cli.pid)
+    cli.communicate()
+    wait_ended(run)  # no runner command needed
+    done = only_run(probe_project)
+    assert done.info.status == "FINISHED"
+    assert losses(probe_project, done.info.run_id) == list(range(8))  # every epoch
+    assert done.data.metrics["custom"] == 1.5  # the run's own MLflow call
+    assert read_artifact(probe_project, done.info.run_id, "output/done.txt") == "ok"
+    assert "epoch 7" in read_artifact(probe_project, done.info.run_id, "run.log")
+    assert containers_left(backend, done.info.run_id) == []
+
+
+def test_kill_9_of_every_runner_process_then_any_command_records_the_truth(
+    probe_project: Path, backend: str
+) -> None:
+    run, _ = orphan(probe_project, backend, 'command="python probe.py 6 0.5"', "+env.variables.PROBE_EXIT=3")
+    # Nobody owns the run now; it goes on, spooling, and ends while no runner process exists.
+    wait_engine_ended(backend, run)
+    assert only_run(probe_project).info.status == "RUNNING"  # the record, until a runner looks
+    rows = json.loads(run_cli(probe_project, "ls", "--json", check=True).stdout)
+    assert [(r["status"], r["reason"]) for r in rows] == [("FAILED", "exit code 3")]
+    done = only_run(probe_project)
+    assert done.data.tags["runner.exit_code"] == "3"
+    assert losses(probe_project, done.info.run_id) == list(range(6))  # spooled while nobody listened
+    assert read_artifact(probe_project, done.info.run_id, "output/done.txt") == "ok"
+    assert "epoch 5" in read_artifact(probe_project, done.info.run_id, "run.log")
+    assert {"run.log", "output/done.txt"} <= artifacts(probe_project, done.info.run_id)
+    assert containers_left(backend, done.info.run_id) == []
+
+
+def test_a_run_still_going_is_adopted_and_finishes(probe_project: Path, backend: str) -> None:
+    run, first = orphan(probe_project, backend, 'command="python probe.py 40 0.5"')
+    rows = json.loads(run_cli(probe_project, "ls", "--json", check=True).stdout)
+    assert [r["status"] for r in rows] == ["RUNNING"]  # adopted: it is running
+    assert owner_pid(run) != first
+    wait_ended(run)  # the new owner ends it
+    done = only_run(probe_project)
+    assert done.info.status == "FINISHED"
+    assert losses(probe_project, done.info.run_id) == list(range(40))
+    log = read_artifact(probe_project, done.info.run_id, "run.log")
+    assert log.count("epoch 3\n") == 1  # the new owner did not copy the output twice
+    assert containers_left(backend, done.info.run_id) == []
+
+
+def test_stop_of_an_orphan_ends_it_killed(probe_project: Path, backend: str) -> None:
+    run, _ = orphan(probe_project, backend, 'command="python probe.py 600 0.5"')
+    run_id = run.name
+    proc = run_cli(probe_project, "stop", run_id[:8], check=True)  # a unique start of the id will do
+    assert "ends KILLED" in proc.stdout
+    done = only_run(probe_project)
+    assert (done.info.status, done.data.tags["runner.reason"]) == ("KILLED", "stopped by runner stop")
+    assert "epoch 1" in read_artifact(probe_project, run_id, "run.log")
+    assert containers_left(backend, run_id) == []
+    again = run_cli(probe_project, "stop", run_id, check=True)
+    assert f"Run {run_id} already ended KILLED." in again.stdout
+
+
+def test_ctrl_c_still_stops_an_attached_run(probe_project: Path, backend: str) -> None:
+    cli = start(probe_project, backend, 'command="python probe.py 600 0.5"')
+    run = run_dir_when(probe_project, "epoch 1", cli)
+    os.killpg(cli.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the runner's process group
+    out, _ = cli.communicate(timeout=120)
+    assert cli.returncode == 130, out
+    assert "epoch 1" in out  # streamed live
+    done = only_run(probe_project)
+    assert (done.info.status, done.data.tags["runner.reason"]) == ("KILLED", "interrupted")
+    assert (run / "ended.json").exists()
+    assert containers_left(backend, done.info.run_id) == []
+
+
+def test_detach_returns_at_once_and_attach_follows_from_the_start(probe_project: Path, backend: str) -> None:
+    proc = run_cli(
+        probe_project,
+        f"backend={backend}",
+        "env.requirements=[]",
+        'command="python probe.py 6 0.5"',
+        "detach=true",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_id = only_run(probe_project).info.run_id
+    assert f"run {run_id} started in the background" in proc.stdout
+    attached = run_cli(probe_project, "attach", run_id, check=True)
+    assert (
+        attached.stdout.index("[runner] run ")
+        < attached.stdout.index("epoch 0")
+        < attached.stdout.index("epoch 5")
+    )
+    assert f"run {run_id} FINISHED" in attached.stdout
+    assert only_run(probe_project).info.status == "FINISHED"
+
+
+def test_attach_stop_logs_reproduce_of_an_unknown_run_say_so_in_one_line(project: Path) -> None:
+    for verb in ("attach", "stop", "logs", "reproduce"):
+        proc = run_cli(project, verb, "no-such-run")
+        assert proc.returncode == 2, proc.stderr
+        assert "No run" in proc.stderr and "no-such-run" in proc.stderr and "runner ls" in proc.stderr
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+GUARD_PROBE = """\
+import json, os, sys, time, urllib.error, urllib.request
+base = os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/"
+me, other, token = os.environ["MLFLOW_RUN_ID"], sys.argv[1], os.environ["MLFLOW_TRACKING_TOKEN"]
+def call(path, body=None, auth=token):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    if auth:
+        req.add_header("Authorization", "Bearer " + auth)
+    for _ in range(120):  # the owner serves the endpoint once the run has started: wait for it
+        try:
+            return urllib.request.urlopen(req, timeout=10).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except urllib.error.URLError:
+            time.sleep(0.5)
+seen = {
+    "own": call("runs/get?run_id=" + me),
+    "other": call("runs/get?run_id=" + other),
+    "other_write": call("runs/set-tag", {"run_id": other, "key": "forged", "value": "1"}),
+    "own_end": call("runs/update", {"run_id": me, "status": "FINISHED"}),
+    "search": call("runs/search", {"experiment_ids": ["0", "1"]}),
+    "no_token": call("runs/get?run_id=" + me, auth=None),
+}
+json.dump(seen, open("/output/seen.json", "w"))
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+FOREIGN = """\
+import json, sys, urllib.error, urllib.request
+url = "http://host.docker.internal:%s/api/2.0/mlflow/runs/set-tag" % sys.argv[1]
+codes = []
+for auth in (None, "Bearer guessed"):
+    body = json.dumps({"run_id": sys.argv[2], "key": "forged", "value": "1"}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    if auth:
+        req.add_header("Authorization", auth)
+    try:
+        codes.append(urllib.request.urlopen(req, timeout=10).status)
+    except urllib.error.HTTPError as exc:
+        codes.append(exc.code)
+print(codes)
+"""
+
+
+def test_the_tracking_endpoint_serves_its_own_run_only(project: Path) -> None:
+    engine = docker_engine()
+    run_cli(project, "backend=docker", "env.requirements=[]", "command=echo first", check=True)
+    first = only_run(project).info.run_id
+    (project / "guard_probe.py").write_text(GUARD_PROBE)
+    cli = start(project, "docker", f'command="python guard_probe.py {first}"')
+    try:
+        run = run_dir_when(project, "ready", cli)
+        port = json.loads((run / "endpoint.json").read_text())["port"]
+        out = engine.containers.run(
+            "runner-base:bookworm",
+            ["python3", "-c", FOREIGN, str(port), run.name],
+            extra_hosts={"host.docker.internal": "host-gateway"},
+            remove=True,
+        )
+        assert out.decode().strip() == "[401, 401]"  # another container on the bridge: refused
+        seen = json.loads((run / "output" / "seen.json").read_text())
+        assert seen == {
+            "own": 200,
+            "other": 403,
+            "other_write": 403,
+            "own_end": 200,  # accepted, but a run cannot end itself: the status is its owner's to record
+            "search": 403,
+            "no_token": 401,
+        }
+        client = MlflowClient(store(project))
+        assert client.get_run(run.name).info.status == "RUNNING"
+        assert "forged" not in client.get_run(first).data.tags
+        assert "forged" not in client.get_run(run.name).data.tags
+    finally:
+        os.killpg(cli.pid, signal.SIGINT)
+        cli.communicate(timeout=120)
