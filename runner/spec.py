@@ -19,7 +19,7 @@ from runner.errors import ConfigError, suggest
 ALLOWED_TARGET_PREFIXES = ("models.",)
 EVALUATE_PREFIXES = ("runner.mnist.report.", "runner.vqa.report.")  # in-run reports a config may name
 SCHEDULES = ("constant", "cosine")
-BACKENDS = ("docker", "local")
+BACKENDS = ("docker", "local")  # each is runner/backends/NAME.py; runner.backends reads this list
 HARNESS_ARGV = ("python", "-m", "runner.job")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

@@ -90,7 +90,7 @@ def ingest(folder: Path, client: Any, run_id: str) -> int:
             if "m" in r:
                 metrics.append(Metric(str(r["m"])[:250], float(r["v"]), int(r["t"]), int(r.get("s", 0))))
             elif "p" in r:
-                params[str(r["p"])[:250]] = str(r["v"])[:6000]
+                params.setdefault(str(r["p"])[:250], str(r["v"])[:6000])  # a param keeps its first value
         except (TypeError, ValueError, KeyError):
             continue
     for i in range(0, len(metrics), 1000):

@@ -6,9 +6,9 @@ import importlib
 
 from runner.backends.base import Backend
 from runner.errors import ConfigError, suggest
+from runner.spec import BACKENDS as NAMES  # the one list of backends; each is the module of that name here
 
-_MODULES = {"docker": "runner.backends.docker", "local": "runner.backends.local"}
-NAMES = tuple(_MODULES)
+_MODULES = {name: f"runner.backends.{name}" for name in NAMES}
 
 
 def get_backend(name: str) -> Backend:

@@ -31,7 +31,7 @@ from runner.errors import ConfigError, EnvBuildError
 from runner.spec import RunSpec
 
 # What a run directory holds besides code/ and output/: a dataset mounted over one would collide with it.
-_RUN_DIR_NAMES = ("harness", "run.log")
+_RUN_DIR_NAMES = ("harness", "run.log", "spool", "state.json", "plan.json", "owner.log", "ended.json")
 # Host variables a run must not inherit: they would leak the host's Python setup into the run's env.
 _HOST_ONLY = ("PYTHON", "VIRTUAL_ENV", "CONDA", "MLFLOW_", "_MLFLOW", "PIP_", "UV_")
 

@@ -304,7 +304,7 @@ def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine
         assert foreign[2].status == "running"
         assert engine.images.get(user_image.id).tags == ["runner-gc-test-user:1"]
         # Every env image no container uses is gone; the one a foreign container uses is kept.
-        assert set(env_images(engine)) == {engine.images.get(used_env).id}
+        assert {i.id for i in engine.images.list(name="runner-env")} == {engine.images.get(used_env).id}
         assert unused_env not in {t for i in engine.images.list(name="runner-env") for t in i.tags}
     finally:
         for container in foreign:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -167,3 +170,39 @@ def test_objective_never_logged_in_command_mode_fails_the_trial(project: Path) -
     assert kids[0].data.tags["runner.reason"] == "sweep.objective 'score' was never logged"
     assert parent.info.status == "FAILED", proc.stdout
     assert "sweep.objective 'score' was never logged" in proc.stdout
+
+
+def test_a_sweep_whose_terminal_died_ends_lost_once_its_members_end(project: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "-m",
+            *TINY,
+            "command=\"sh -c 'echo started; sleep 4'\"",
+            "train.seed=1,2",
+        ],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    logs = project / ".runner" / "runs"
+    while sum("started" in p.read_text() for p in logs.glob("*/run.log")) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(cli.pid, signal.SIGKILL)  # the sweep's driver dies; its two members go on under their owners
+    cli.wait()
+    while len(list(logs.glob("*/ended.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.3)
+    parent, kids = parent_and_children(project)
+    assert parent.info.status == "RUNNING"  # until a runner command looks
+    run_cli(project, "ls", check=True)
+    parent, kids = parent_and_children(project)
+    assert sorted(k.info.status for k in kids) == ["FINISHED", "FINISHED"]
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["runner.reason"].startswith("lost: the sweep's runner process ended")
+    assert f"runner sweep resume {parent.data.tags['runner.sweep_id']}" in parent.data.tags["runner.reason"]
