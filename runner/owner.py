@@ -43,6 +43,7 @@ STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
     "owner.lock",
     "owner.log",
 )
+SPOOL_OFFSET = "spool.ingested"  # how much of the spool is in the store: beside it, out of the run's reach
 LIVE = Path(".runner") / "live"
 SWEEPS = Path(".runner") / "sweeps"
 INGEST_EVERY = 1.0  # seconds between spool reads: metrics show in the UI about this late
@@ -102,9 +103,9 @@ def find_run_dir(project: Path, run_id: str) -> RunDir:
     from runner.errors import RunnerError, suggest
 
     runs = project / ".runner" / "runs"
-    if run_id and (runs / run_id).is_dir() and "/" not in run_id and run_id not in (".", ".."):
+    ids = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    if run_id in ids:  # only a name listed there: never a path built from what was typed
         return RunDir(runs / run_id)
-    ids = sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
     matches = [i for i in ids if run_id and i.startswith(run_id)]
     if len(matches) == 1:
         return RunDir(runs / matches[0])
@@ -401,7 +402,7 @@ class Owner:
 
     def ingest(self, spool: Any) -> None:
         try:
-            spool.ingest(self.run_dir.spool, self.client, self.run_id)
+            spool.ingest(self.run_dir.spool, self.run_dir / SPOOL_OFFSET, self.client, self.run_id)
         except Exception as exc:  # the store busy or away: the records wait in the spool
             print(f"[owner] could not record spooled records yet: {exc}", file=sys.stderr, flush=True)
 
@@ -419,7 +420,7 @@ class Owner:
             )
         output, logfile = self.run_dir.output, self.run_dir.log
         steps = [
-            lambda: spool.ingest(self.run_dir.spool, self.client, self.run_id),
+            lambda: spool.ingest(self.run_dir.spool, self.run_dir / SPOOL_OFFSET, self.client, self.run_id),
             lambda: self.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),
             lambda: self.client.log_metric(
                 self.run_id, "duration_s", round(time.time() - self.state["created"], 3)

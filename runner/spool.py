@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
+from runner.shim import write_json
+
 RECORDS = "records.jsonl"
-OFFSET = "ingested"  # bytes of records.jsonl already in the store, kept by the owner
 _MAX_LINE = 64 * 1024
 
 
@@ -45,20 +47,24 @@ class Spool:
         self._append([{"p": k, "v": str(v)} for k, v in params.items()])
 
 
-def read_new(folder: Path) -> tuple[list[dict[str, Any]], int]:
+def read_new(folder: Path, offset_file: Path) -> tuple[list[dict[str, Any]], int]:
     """The whole records not yet ingested, and the offset to commit once they are in the store. A line
-    still being written (no newline yet) waits for the next read; a line that is not a record is skipped."""
-    path, offset_file = folder / RECORDS, folder / OFFSET
+    still being written (no newline yet) waits for the next read; a line that is not a record is skipped.
+    The spool is the run's to write: a link in place of the records file is not followed (it could name
+    any file the owner can read), and the offset lives outside the spool, where the run cannot reach."""
     try:
         offset = int(offset_file.read_text() or 0)
     except (OSError, ValueError):
         offset = 0
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
+        fd = os.open(folder / RECORDS, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return [], offset
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return [], offset
+        fh.seek(offset)
+        data = fh.read()
     end = data.rfind(b"\n") + 1
     records = []
     for line in data[:end].splitlines():
@@ -73,17 +79,12 @@ def read_new(folder: Path) -> tuple[list[dict[str, Any]], int]:
     return records, offset + end
 
 
-def commit(folder: Path, offset: int) -> None:
-    tmp = folder / f".{OFFSET}.tmp"
-    tmp.write_text(str(offset))
-    os.replace(tmp, folder / OFFSET)
-
-
-def ingest(folder: Path, client: Any, run_id: str) -> int:
-    """Write the new records into run `run_id` (whatever a record says, it lands on this run only)."""
+def ingest(folder: Path, offset_file: Path, client: Any, run_id: str) -> int:
+    """Write the new records of the spool `folder` into run `run_id` (whatever a record says, it lands on
+    this run only); `offset_file` keeps how far the store has them."""
     from mlflow.entities import Metric, Param
 
-    records, offset = read_new(folder)
+    records, offset = read_new(folder, offset_file)
     metrics, params = [], {}
     for r in records:
         try:
@@ -98,7 +99,7 @@ def ingest(folder: Path, client: Any, run_id: str) -> int:
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), 100):
         _log(client, run_id, "params", items[i : i + 100])
-    commit(folder, offset)
+    write_json(offset_file, offset)
     return len(records)
 
 

@@ -27,7 +27,9 @@ def test_the_base_image_names_its_recipe_and_is_kept_while_it_is_current(project
 def test_a_base_image_from_another_recipe_is_rebuilt(project: Path) -> None:
     engine = docker_engine()
     if os.geteuid() != 0 and not os.environ.get("RUNNER_REQUIRE_ALL"):
-        pytest.skip("debootstrap needs root (CI runs this test)")
+        pytest.skip(
+            "runner image base runs debootstrap, which needs root; this user is not root (CI, as root, runs it)"
+        )
     tag = "runner-test-base:old-recipe"
     # An image as an older runner left it: same tag, another recipe (here: one that predates the label).
     old = engine.containers.create("runner-base:bookworm", ["true"])

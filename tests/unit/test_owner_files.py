@@ -1,0 +1,28 @@
+"""Run ids from the command line name a run directory of this project, and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.errors import RunnerError
+from runner.owner import find_run_dir
+
+
+@pytest.mark.parametrize("given", ["..", ".", "", "../runs", "/etc", "ab/../cd", "a" * 300])
+def test_a_run_id_cannot_name_anything_outside_the_runs(tmp_path: Path, given: str) -> None:
+    (tmp_path / ".runner" / "runs" / "abcdef12").mkdir(parents=True)
+    with pytest.raises(RunnerError, match="No run") as caught:
+        find_run_dir(tmp_path, given)
+    assert "runner ls" in str(caught.value)
+
+
+def test_a_unique_start_names_the_run_and_an_ambiguous_one_is_refused(tmp_path: Path) -> None:
+    runs = tmp_path / ".runner" / "runs"
+    for name in ("abcdef12", "abcd9999", "ffff0000"):
+        (runs / name).mkdir(parents=True)
+    assert find_run_dir(tmp_path, "abcde").root == runs / "abcdef12"
+    assert find_run_dir(tmp_path, "ffff0000").root == runs / "ffff0000"
+    with pytest.raises(RunnerError, match="start of 2 runs' ids"):
+        find_run_dir(tmp_path, "abcd")
