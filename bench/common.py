@@ -29,8 +29,9 @@ def make_project() -> Path:
     return proj
 
 
-def timed(argv: list[str], cwd: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     t0 = time.perf_counter()
     subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0

@@ -1,6 +1,6 @@
-"""`python -m runner ...`: the same entry point as the `runner` console script."""
+"""`python -m runner ...`: the same entry point as the `runner` console script (a thin client of the agent)."""
 
-from runner.cli import main
+from runner.agent import client_main
 
 if __name__ == "__main__":
-    main()
+    client_main()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner.errors import RunnerError
+from runner.errors import ConfigError, RunnerError
 
 VERBS = ("ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image")
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
@@ -74,16 +74,28 @@ def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
     project = find_project_dir()
     os.chdir(project)  # MLflow's relative defaults (mlruns/) then match `mlflow ui` started here
     overrides = _preflight_overrides(argv)
-    cfg = None
-    if overrides is not None:
-        for variant in sweep_variants(overrides):
-            cfg = compose_config(project, variant)
-            validate(cfg)  # every config error surfaces here: before Hydra, a run, or a build
-        cfg = compose_config(project, sweep_variants(overrides)[0])
-    if cfg is not None and any(a in ("-m", "--multirun") for a in argv):
-        run_sweep(argv, cfg, project, resume)
-    else:
+    if overrides is None:  # Hydra prints something (--cfg, --help, ...)
         _hydra_main(project, argv)
+        return
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    variants = sweep_variants(overrides)
+    if not multirun and len(variants) > 1:
+        swept = next(o for o in overrides if o not in variants[0])
+        raise ConfigError(
+            f"'{swept}' holds several values: to sweep over them add -m (runner -m ...); for a list write "
+            "key=[a,b]; for a string with a comma quote it: key='a,b'."
+        )
+    cfg = None
+    for variant in variants:
+        cfg = compose_config(project, variant)
+        validate(cfg)  # every config error surfaces here: before Hydra, a run, or a build
+    assert cfg is not None
+    if multirun:
+        run_sweep(argv, compose_config(project, variants[0]), project, resume)
+    elif any(a.startswith("-") for a in argv):  # Hydra's other flags: Hydra's own app runs the task
+        _hydra_main(project, argv)
+    else:  # one run: composed and checked once, as above; Hydra's app would compose it four times more
+        sys.exit(run_one(cfg, _experiment_of(argv), project, {}))
 
 
 def _hydra_main(project: Path, argv: list[str]) -> None:
@@ -146,20 +158,27 @@ def _experiment_of(argv: list[str]) -> str:
 
 
 def task(cfg: object) -> float | None:
-    """Hydra's task function: one run. Returns the objective for sweepers."""
+    """Hydra's task function: one run."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
-
-    from runner.launch import execute
-    from runner.spec import build_spec, validate
 
     assert isinstance(cfg, DictConfig)
     hydra_cfg = HydraConfig.get()
     experiment = hydra_cfg.runtime.choices.get("experiment") or "default"
+    code = run_one(cfg, experiment, Path.cwd(), sweep_tags(list(hydra_cfg.overrides.task)))
+    if code:
+        raise SystemExit(code)
+    return None
+
+
+def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> int:
+    """One run of a composed config, attached or detached; its exit code."""
+    from runner.launch import execute
+    from runner.spec import build_spec, validate
+
     try:
         validate(cfg)
-        spec = build_spec(cfg, experiment=experiment, project_dir=str(Path.cwd()), environ=os.environ)
-        tags = sweep_tags(list(hydra_cfg.overrides.task))
+        spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
         # Under `mlflow run`, record into the run it made (not for sweep members: each gets its own).
         adopt = None if tags else os.environ.get("MLFLOW_RUN_ID")
         result = execute(spec, extra_tags=tags, adopt=adopt)
@@ -167,9 +186,9 @@ def task(cfg: object) -> float | None:
         if os.environ.get("RUNNER_TRACEBACK"):
             raise
         print(f"runner: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
+        return exc.exit_code
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        return 130
     if result.outcome is None:  # detached: it goes on under its owner
         print(
             f"[runner] run {result.run_id} started in the background.\n"
@@ -177,10 +196,8 @@ def task(cfg: object) -> float | None:
             f"  stop it:   runner stop {result.run_id}",
             flush=True,
         )
-        return None
-    if result.outcome.status != "FINISHED":
-        raise SystemExit(1)
-    return None
+        return 0
+    return 0 if result.outcome.status == "FINISHED" else 1
 
 
 def sweep_tags(overrides: list[str]) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from runner.config import register_configs
+from runner.environment import cache_dir, content_hash
 from runner.errors import ConfigError, suggest
 
 GROUPS = ("experiment", "model", "dataset", "env", "backend", "tracking")
@@ -69,14 +72,45 @@ def _values(raw: str, ov: Any) -> list[str]:
 
 
 def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
-    """Compose conf/config.yaml with overrides; raises ConfigError with a clear message."""
+    """Compose conf/config.yaml with overrides; raises ConfigError with a clear message.
+
+    A composed config is kept (pickled, unresolved: interpolations still resolve when read) under the key of
+    its inputs: the overrides, every file of the project's conf/ (name, size, time) and the runner's code.
+    Hydra takes a tenth of a second to compose; reading it back takes a millisecond."""
+    key = _compose_key(project_dir, overrides)
+    cached = cache_dir() / "compose" / f"{key}.pkl"
+    try:
+        with open(cached, "rb") as fh:
+            cfg = pickle.load(fh)
+        if isinstance(cfg, DictConfig):
+            return cfg
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        pass
     register_configs()
     try:
-        return _compose(project_dir, overrides)
+        cfg = _compose(project_dir, overrides)
     except MissingConfigException as exc:
         raise _missing_group_option(project_dir, exc) from exc
     except ConfigCompositionException as exc:
         raise _bad_override(project_dir, overrides, exc) from exc
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_bytes(pickle.dumps(cfg))
+    partial.replace(cached)
+    return cfg
+
+
+def _compose_key(project_dir: Path, overrides: list[str]) -> str:
+    from runner.agent import fingerprint
+
+    parts = [fingerprint(), str(project_dir), *(f"override {o}" for o in overrides)]
+    conf = project_dir / "conf"
+    for dirpath, dirnames, filenames in os.walk(conf):
+        dirnames.sort()
+        for name in sorted(filenames):
+            info = os.stat(os.path.join(dirpath, name))
+            parts.append(f"{dirpath}/{name}:{info.st_size}:{info.st_mtime_ns}")
+    return content_hash("\n".join(parts))
 
 
 def _compose(project_dir: Path, overrides: list[str]) -> DictConfig:

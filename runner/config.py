@@ -88,6 +88,8 @@ class RunnerConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas; called by the entry point and by the tests."""
+    """Register the schemas (once per process); called by the entry point and by the tests."""
     cs = ConfigStore.instance()
+    if "runner_schema.yaml" in cs.repo:
+        return
     cs.store(name="runner_schema", node=RunnerConfig)

@@ -1,6 +1,6 @@
 """The owner of a run: a process of its own that outlives the terminal, and takes the truth from the engine.
 
-`python -m runner.owner RUN_DIR` starts the planned run (or takes over one that is already on the engine),
+The owner (forked by runner.agent for each run) starts the planned run (or takes over one that is already on the engine),
 serves its tracking endpoint, records what it spools, enforces its time limit, obeys a stop request, and
 records the ending from the engine's own account (exit code, OOM kill) with the log and outputs. Whoever
 started the run only follows its log: a terminal may close, or its `runner` be killed, and nothing changes.
@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -83,18 +82,26 @@ def mark_live(project: Path, run_id: str, run_dir: RunDir) -> None:
     (project / LIVE / run_id).write_text(str(run_dir.root))
 
 
-def spawn(run_dir: RunDir, lock_fd: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start the owner process for `run_dir`, handing it the ownership lock held by `lock_fd`."""
-    with open(run_dir / OWNER_LOG, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "runner.owner", str(run_dir.root), str(lock_fd)],
-            env=env if env is not None else dict(os.environ),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=(lock_fd,),
-            start_new_session=True,  # not in the terminal's process group: Ctrl-C and a closed terminal pass it by
-        )
+def spawn(run_dir: RunDir, lock_fd: int, env: dict[str, str] | None = None) -> int:
+    """Start the owner of `run_dir` (forked by the agent, in a session of its own: not in the terminal's
+    process group, so Ctrl-C and a closed terminal pass it by), handing it the ownership lock held by
+    `lock_fd`; its pid."""
+    from runner.agent import AgentError, fork_owner
+    from runner.errors import RunnerError
+
+    try:
+        return fork_owner(str(run_dir.root), lock_fd, env if env is not None else dict(os.environ))
+    except AgentError as exc:
+        raise RunnerError(str(exc)) from exc
+
+
+def alive(pid: int) -> bool:
+    """True while process `pid` runs (not yet exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def find_run_dir(project: Path, run_id: str) -> RunDir:
@@ -162,7 +169,7 @@ def follow(
                             raise RuntimeError(f"the run's owner keeps failing: see {run_dir / OWNER_LOG}")
                         adopt(run_dir)
                 if not chunk:
-                    time.sleep(0.1)
+                    time.sleep(0.02)
             except KeyboardInterrupt:
                 if interrupted or not interrupt_stops:
                     raise
@@ -180,7 +187,7 @@ def wait_started(run_dir: RunDir, timeout: float = 120) -> bool:
             return True
         if ending(run_dir) is not None or not owned(run_dir):
             return (run_dir / STARTED).exists()
-        time.sleep(0.05)
+        time.sleep(0.01)
     return False
 
 
@@ -197,9 +204,9 @@ def adopt(run_dir: RunDir, wait: float = 60) -> bool:
     finally:
         os.close(fd)
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and child.poll() is None:
+    while time.monotonic() < deadline and alive(child):
         report = read_json(run_dir / "owner.json") or {}
-        if ending(run_dir) is not None or report == {"pid": child.pid, "phase": "supervising"}:
+        if ending(run_dir) is not None or report == {"pid": child, "phase": "supervising"}:
             break
         time.sleep(0.1)
     return True
@@ -282,14 +289,18 @@ class Owner:
         self.endpoint: Any = None
         self.handle: RunHandle | None = None
         self._client: Any = None
+        self._client_lock = threading.Lock()
+        # The store is opened while the engine starts the run: both take a while.
+        threading.Thread(target=lambda: self.client, name="open-store", daemon=True).start()
 
     @property
-    def client(self) -> Any:  # MLflow is imported once the run has started: it costs a second or two
-        if self._client is None:
-            from mlflow import MlflowClient
+    def client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                from mlflow import MlflowClient
 
-            self._client = MlflowClient(self.state["tracking_uri"])
-        return self._client
+                self._client = MlflowClient(self.state["tracking_uri"])
+            return self._client
 
     def report(self, phase: str) -> None:
         write_json(self.run_dir / "owner.json", {"pid": os.getpid(), "phase": phase})
@@ -410,8 +421,8 @@ class Owner:
         """Record the ending; each step is guarded so the status is always set."""
         from runner import spool
 
-        if self.endpoint is not None:
-            self.endpoint.stop()
+        stopping = threading.Thread(target=self.endpoint.stop if self.endpoint else lambda: None, daemon=True)
+        stopping.start()  # the run has exited: nothing calls the endpoint now; it stops while we record
         with open(self.run_dir.log, "a", encoding="utf-8") as log:
             log.write(
                 f"[runner] run {self.run_id} {outcome.status}"
@@ -421,9 +432,9 @@ class Owner:
         output, logfile = self.run_dir.output, self.run_dir.log
         steps = [
             lambda: spool.ingest(self.run_dir.spool, self.run_dir / SPOOL_OFFSET, self.client, self.run_id),
-            lambda: self.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),
-            lambda: self.client.log_metric(
-                self.run_id, "duration_s", round(time.time() - self.state["created"], 3)
+            lambda: self.set_tags(
+                {"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason},
+                {"duration_s": round(time.time() - self.state["created"], 3)},
             ),
             lambda: (
                 output.is_dir()
@@ -446,6 +457,7 @@ class Owner:
             {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
         )
         (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
+        stopping.join(timeout=5)
 
     def settle_recorded(self, recorded: Any) -> None:
         """The ending is in the record already: only what came after it is left to do."""
@@ -467,17 +479,22 @@ class Owner:
             with contextlib.suppress(Exception):
                 self.handle.release()
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
+    def set_tags(self, tags: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+        """Tags (those not None) and metrics, in one write."""
+        from mlflow.entities import Metric, RunTag
 
+        now = int(time.time() * 1000)
         items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
-        if items:
-            self.client.log_batch(self.run_id, tags=items)
+        points = [Metric(k, v, now, 0) for k, v in (metrics or {}).items()]
+        if items or points:
+            self.client.log_batch(self.run_id, tags=items, metrics=points)
 
 
 def main(argv: list[str]) -> int:
+    """The owner process of the run in argv[0], holding its ownership lock in the fd argv[1] (runner.agent
+    forks it)."""
     run_dir, lock_fd = RunDir(Path(argv[0])), int(argv[1])
-    # The lock came with us (pass_fds); holding this fd open holds ownership until this process ends.
+    # The lock came with the request; holding this fd open holds ownership until this process ends.
     os.set_inheritable(lock_fd, False)
     for name in ("SIGINT", "SIGHUP"):  # a terminal's signals are for the terminal's runner, not the owner
         import signal
@@ -487,7 +504,3 @@ def main(argv: list[str]) -> int:
         return 0
     Owner(run_dir).run()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

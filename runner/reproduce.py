@@ -90,7 +90,7 @@ def drift(project: Path, recorded: Path, run: Any, lock: str, fresh_lock: str | 
     if fresh_lock is not None and fresh_lock != lock:
         old, new = set(locked_versions(lock)), set(locked_versions(fresh_lock))
         changed = sorted(old ^ new, key=lambda v: v.split("==")[0])
-        moved = {}
+        moved: dict[str, Any] = {}
         for v in changed:
             name, _, version = v.partition("==")
             moved.setdefault(name, ["-", "-"])[v in new] = version

@@ -85,7 +85,8 @@ def ingest(folder: Path, offset_file: Path, client: Any, run_id: str) -> int:
     from mlflow.entities import Metric, Param
 
     records, offset = read_new(folder, offset_file)
-    metrics, params = [], {}
+    metrics: list[Any] = []
+    params: dict[str, Any] = {}
     for r in records:
         try:
             if "m" in r:

@@ -180,7 +180,7 @@ def _report(m: Member, fut: Future[Result | None], total: int) -> Result | None:
         return None
     if result is None:
         return None
-    status = result.outcome.status
+    status = result.outcome.status if result.outcome else "started (detached)"
     say(f"[sweep] member {m.index}/{total} {status}: {m.label} (run {result.run_id})")
     if status != FINISHED:
         log = Path(m.spec.project_dir, ".runner", "runs", result.run_id, "run.log")
@@ -200,7 +200,7 @@ def _job_return(m: Member, result: Result | None, launcher: Any) -> JobReturn:
         status=JobStatus.COMPLETED,
     )
     # A failed member is a NaN objective: the sweep goes on and Optuna records the trial as failed.
-    ok = result is not None and result.outcome.status == FINISHED
+    ok = result is not None and result.outcome is not None and result.outcome.status == FINISHED
     objective = m.cfg.sweep.objective
     ret.return_value = objective_of(m.spec, result.run_id, objective) if ok and result else float("nan")
     return ret

@@ -131,10 +131,11 @@ RUN_CALLS = {
 }
 
 
-def guard(app: Any, run_id: str, token: str) -> Any:
+def guard(app: Any, run_id: str, token: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Any:
     """A WSGI wrapper that lets through only calls about run `run_id` that carry its token. Anyone else on
     the network (another run's container included) is refused, and cannot read any run either. A run may
-    not end itself: the status and end time of an update are dropped (its owner records the ending)."""
+    not end itself: the status and end time of an update are dropped (its owner records the ending). The
+    Host header must be one of `hosts` (no DNS rebinding)."""
     import json
     from io import BytesIO
     from urllib.parse import parse_qs
@@ -145,6 +146,10 @@ def guard(app: Any, run_id: str, token: str) -> Any:
         return [body]
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_HOST", "").rsplit(":", 1)[0] not in hosts:
+            return refuse(
+                start_response, "403 Forbidden", "this endpoint answers to the run's own names only"
+            )
         if environ.get("HTTP_AUTHORIZATION") != f"Bearer {token}":
             return refuse(start_response, "401 Unauthorized", "this endpoint serves one run, with its token")
         path = environ.get("PATH_INFO", "")
@@ -202,10 +207,13 @@ class Endpoint:
         from mlflow.server import app
 
         self.port = port
+        hosts = tuple(sorted({bind, "localhost", "127.0.0.1", *names} - {""}))
         self._server = make_server(
-            bind, port, guard(app, run_id, token), threaded=True, request_handler=QuietHandler
+            bind, port, guard(app, run_id, token, hosts), threaded=True, request_handler=QuietHandler
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mlflow-server", daemon=True)
+        self._thread = threading.Thread(  # a short poll: stopping it is on the path to the run's ending
+            target=self._server.serve_forever, args=(0.05,), name="mlflow-server", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
