@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import runner
 from runner import gpu, owner
@@ -32,7 +32,7 @@ from runner.errors import ConfigError, RunnerError
 from runner.project import code_version, snapshot
 from runner.shim import write_json
 from runner.spec import RunSpec
-from runner.tracking import Recorder
+from runner.tracking import RECORD, Recorder, record_inputs, stage_record
 
 RUNS_DIR = Path(".runner") / "runs"
 
@@ -121,7 +121,7 @@ def execute(
         from runner.datasets.mount import resolve
 
         spec = replace(spec, mounts=resolve(project, spec.data))
-    version = code_version(project)
+    versioning = Background(code_version, project)  # git's three calls go on while the lock is found
     if lock is None:  # a reproduction passes the recorded lock
         lock = resolve_lock(
             requirement_lines(spec.env, project),
@@ -130,6 +130,7 @@ def execute(
             os.environ,
         )
 
+    version = versioning.result()
     recorder = Recorder(spec)
     run_id = recorder.start(
         {
@@ -180,11 +181,13 @@ def execute(
             try:
                 _stage(spec, run_dir, recorder, lock, version.diff)
                 prepared = backend.prepare(spec, lock, log)
-                recorder.set_tags({"runner.env.id": prepared.env_id, **prepared.tags})
+                stage_record(
+                    run_dir.root, dict(spec.params), {"runner.env.id": prepared.env_id, **prepared.tags}
+                )
                 env = {
                     **dict(spec.env.variables),
                     "MLFLOW_RUN_ID": run_id,
-                    "MLFLOW_EXPERIMENT_ID": recorder.client.get_run(run_id).info.experiment_id,
+                    "MLFLOW_EXPERIMENT_ID": recorder.experiment_id,
                     "PYTHONHASHSEED": str(spec.seed),
                     "PYTHONUNBUFFERED": "1",
                 }
@@ -215,8 +218,32 @@ def execute(
         return Result(run_id, owner.follow(run_dir, echo, offset, stop))
 
 
+class Background(threading.Thread):
+    """A call that goes on while this thread does other work; `result()` waits for it (and raises its error)."""
+
+    def __init__(self, call: Any, *args: Any):
+        super().__init__(daemon=True)
+        self._call, self._args = call, args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._call(*self._args)
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:
-    """The run's inputs: code snapshot, harness, resolved config; and their record."""
+    """The run's inputs: code snapshot, harness, resolved config; and, for its record (written by the owner
+    while the run starts: tracking.record_inputs), the config, lock, package list, diff and params."""
     snapshot(Path(spec.project_dir), run_dir.code)
     shutil.copytree(
         Path(runner.__file__).parent,
@@ -225,12 +252,15 @@ def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: 
         dirs_exist_ok=True,
     )
     run_dir.config.write_text(spec.config_yaml)
-    recorder.log_text(spec.config_yaml, "config.yaml")
-    data_record.log_inputs(recorder.client, recorder.run_id, spec.project_dir, spec.mounts)
-    recorder.log_text(lock, "requirements.lock")
-    recorder.log_text("\n".join(locked_versions(lock)) + "\n", "packages.txt")
+    record = run_dir / RECORD
+    record.mkdir(exist_ok=True)
+    (record / "config.yaml").write_text(spec.config_yaml)
+    (record / "requirements.lock").write_text(lock)
+    (record / "packages.txt").write_text("\n".join(locked_versions(lock)) + "\n")
     if diff:
-        recorder.log_text(diff, "code.diff")
+        (record / "code.diff").write_text(diff)
+    stage_record(run_dir.root, dict(spec.params), {})
+    data_record.log_inputs(recorder.client, recorder.run_id, spec.project_dir, spec.mounts)
 
 
 def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: float, log: Tee) -> None:
@@ -243,6 +273,7 @@ def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: floa
     )
     log.close()
     steps = [
+        lambda: record_inputs(recorder.client, recorder.run_id, run_dir.root),
         lambda: recorder.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),
         lambda: recorder.log_metric("duration_s", round(time.time() - started, 3)),
         lambda: recorder.log_artifacts(run_dir.output, "output"),

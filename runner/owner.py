@@ -324,11 +324,13 @@ class Owner:
                 access = self.access(plan)
                 self.handle = self.backend.start(plan, self.run_dir, self.run_env(plan, access))
                 write_json(self.run_dir / STARTED, {"at": time.time()})
+                self.record_inputs()  # while the engine starts it
             else:  # taking over from a lost owner
                 recorded = self.client.get_run(self.run_id)
                 if recorded.info.status != "RUNNING":  # it recorded the ending, then died: finish its work
                     self.settle_recorded(recorded)
                     return
+                self.record_inputs()
                 if self.handle is None:
                     outcome = Outcome(FAILED, reason="lost: the engine has no trace of the run")
                     return
@@ -345,6 +347,14 @@ class Owner:
         finally:
             if not (self.run_dir / ENDED).exists():
                 self.finish(outcome)
+
+    def record_inputs(self) -> None:
+        from runner.tracking import record_inputs
+
+        try:
+            record_inputs(self.client, self.run_id, self.run_dir.root)
+        except Exception as exc:  # the store busy: the ending tries again
+            print(f"[owner] could not record the run's inputs yet: {exc}", file=sys.stderr, flush=True)
 
     def access(self, plan: dict[str, Any]) -> dict[str, Any] | None:
         """The run's endpoint: a port and a token, kept across owners (None where the store is remote)."""
@@ -420,6 +430,7 @@ class Owner:
     def finish(self, outcome: Outcome) -> None:
         """Record the ending; each step is guarded so the status is always set."""
         from runner import spool
+        from runner.tracking import record_inputs
 
         stopping = threading.Thread(target=self.endpoint.stop if self.endpoint else lambda: None, daemon=True)
         stopping.start()  # the run has exited: nothing calls the endpoint now; it stops while we record
@@ -431,6 +442,7 @@ class Owner:
             )
         output, logfile = self.run_dir.output, self.run_dir.log
         steps = [
+            lambda: record_inputs(self.client, self.run_id, self.run_dir.root),
             lambda: spool.ingest(self.run_dir.spool, self.run_dir / SPOOL_OFFSET, self.client, self.run_id),
             lambda: self.set_tags(
                 {"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import threading
@@ -56,19 +57,21 @@ class Recorder:
 
         self.spec = spec
         self.run_id = ""
+        self.experiment_id = ""
         with store_init_lock(spec.tracking_uri):
             self.client = MlflowClient(spec.tracking_uri)  # creates or migrates the store, once
 
     def start(self, tags: dict[str, str], adopt: str | None = None) -> str:
-        """Create the run; or adopt `adopt`, a RUNNING run made for us (`mlflow run` hands one over)."""
-        if adopt and self.client.get_run(adopt).info.status == "RUNNING":
-            self.run_id = adopt
+        """Create the run; or adopt `adopt`, a RUNNING run made for us (`mlflow run` hands one over). Its
+        params are staged with its other inputs (stage_record), and written while it starts."""
+        adopted = self.client.get_run(adopt) if adopt else None
+        if adopted is not None and adopted.info.status == "RUNNING":
+            self.run_id, self.experiment_id = adopt or "", adopted.info.experiment_id
             self.set_tags(tags)
         else:
             exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
-            exp_id = exp.experiment_id if exp else self._create_experiment()
-            self.run_id = self.client.create_run(exp_id, tags=tags).info.run_id
-        self.log_params(dict(self.spec.params))
+            self.experiment_id = exp.experiment_id if exp else self._create_experiment()
+            self.run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
         return self.run_id
 
     def _create_experiment(self) -> str:
@@ -80,13 +83,6 @@ class Recorder:
             exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
             assert exp is not None
             return exp.experiment_id
-
-    def log_params(self, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, v[:_MAX_VALUE]) for k, v in params.items()]
-        for i in range(0, len(items), _BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -109,6 +105,44 @@ class Recorder:
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+RECORD = "record"  # in a run directory: the files of the run's inputs for its record (config, lock, diff)
+
+
+def stage_record(run_dir: Path, params: dict[str, str], tags: dict[str, str]) -> None:
+    """Stage the run's params and (more) tags for `record_inputs`."""
+    staged = _read_staged(run_dir)
+    staged["params"].update(params)
+    staged["tags"].update(tags)
+    (run_dir / "record.json").write_text(json.dumps(staged))
+
+
+def _read_staged(run_dir: Path) -> dict[str, dict[str, str]]:
+    try:
+        staged = json.loads((run_dir / "record.json").read_text())
+    except (OSError, ValueError):
+        staged = {}
+    return {"params": dict(staged.get("params", {})), "tags": dict(staged.get("tags", {}))}
+
+
+def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
+    """Write the run's staged inputs (params, tags, and the files in record/) into its record, once: whoever
+    owns the run does it as the run starts, an owner that takes over if the last one could not."""
+    from mlflow.entities import Param, RunTag
+
+    done = run_dir / "recorded"
+    if done.exists():
+        return
+    staged = _read_staged(run_dir)
+    params = [Param(k, str(v)[:_MAX_VALUE]) for k, v in staged["params"].items()]
+    tags = [RunTag(k, str(v)[:_MAX_VALUE]) for k, v in staged["tags"].items()]
+    for i in range(0, max(len(params), len(tags)), _BATCH):
+        client.log_batch(run_id, params=params[i : i + _BATCH], tags=tags[i : i + _BATCH])
+    folder = run_dir / RECORD
+    if folder.is_dir() and any(folder.iterdir()):
+        client.log_artifacts(run_id, str(folder))
+    done.touch()
 
 
 def free_port(host: str) -> int:
