@@ -149,7 +149,9 @@ def connect() -> socket.socket:
             if reply.get("fingerprint") == mine:
                 return sock
             sock.close()  # an agent of other code stops taking requests, and one of ours takes over
-            if not reply and not started:  # whatever holds the socket is no agent: ours takes it
+            if reply:  # (the code may have changed since we looked, too: look again, and start anew)
+                mine, started = fingerprint(), False
+            elif not started:  # whatever holds the socket is no agent: ours takes it
                 _start(where)
                 started = True
         elif not started:

@@ -162,9 +162,18 @@ def task(cfg: object) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
+    from runner.spec import validate
+
     assert isinstance(cfg, DictConfig)
     hydra_cfg = HydraConfig.get()
     experiment = hydra_cfg.runtime.choices.get("experiment") or "default"
+    try:
+        validate(cfg)
+    except RunnerError as exc:
+        if os.environ.get("RUNNER_TRACEBACK"):
+            raise
+        print(f"runner: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     code = run_one(cfg, experiment, Path.cwd(), sweep_tags(list(hydra_cfg.overrides.task)))
     if code:
         raise SystemExit(code)
@@ -172,12 +181,11 @@ def task(cfg: object) -> float | None:
 
 
 def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> int:
-    """One run of a composed config, attached or detached; its exit code."""
+    """One run of a composed, validated config, attached or detached; its exit code."""
     from runner.launch import execute
-    from runner.spec import build_spec, validate
+    from runner.spec import build_spec
 
     try:
-        validate(cfg)
         spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
         # Under `mlflow run`, record into the run it made (not for sweep members: each gets its own).
         adopt = None if tags else os.environ.get("MLFLOW_RUN_ID")

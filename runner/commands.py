@@ -189,9 +189,16 @@ def _end_group(child: Any, grace: float = 10) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from runner.backends.docker import gc
+    """Each backend removes what it keeps that no run needs; a backend that is not here (no engine) is said."""
+    from runner.backends import NAMES, get_backend
 
-    print(gc())
+    for name in NAMES:
+        try:
+            said = get_backend(name).gc()
+        except RunnerError as exc:
+            said = f"skipped: {exc}"
+        if said:
+            print(f"{name}: {said}")
     return 0
 
 

@@ -51,13 +51,6 @@ class ResourcesConfig:
 
 
 @dataclass
-class BackendConfig:
-    name: str = MISSING
-    keep_container: bool = False  # keep the stopped container for debugging
-    network: str = "bridge"  # "host" only when asked for
-
-
-@dataclass
 class TrackingConfig:
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project root
     experiment: str | None = None  # null: the experiment config's name
@@ -76,7 +69,7 @@ class RunnerConfig:
     model: Any = MISSING
     dataset: Any = MISSING
     env: EnvConfig = field(default_factory=EnvConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
+    backend: Any = MISSING  # each backend's own typed settings (runner/backends/NAME/config.py)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -93,3 +86,7 @@ def register_configs() -> None:
     if "runner_schema.yaml" in cs.repo:
         return
     cs.store(name="runner_schema", node=RunnerConfig)
+    from runner.backends import NAMES, config_schema
+
+    for name in NAMES:
+        cs.store(group="backend", name=f"{name}_schema", node=config_schema(name))

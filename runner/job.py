@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, DataError
 from runner.loaders import Data, Lookup
-from runner.spec import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES
+from runner.targets import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES
 
 # In-run data loaders a config may name as `dataset._target_`.
 LOADER_PREFIXES = ("runner.loaders.", "runner.mnist.loader.", "runner.vqa.loader.", *ALLOWED_TARGET_PREFIXES)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
-import shutil
 import signal
 import socket
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import runner
-from runner import gpu, owner
+from runner import gpu, harness, owner
 from runner.backends import get_backend
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir
 from runner.datasets import record as data_record
@@ -245,12 +244,7 @@ def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: 
     """The run's inputs: code snapshot, harness, resolved config; and, for its record (written by the owner
     while the run starts: tracking.record_inputs), the config, lock, package list, diff and params."""
     snapshot(Path(spec.project_dir), run_dir.code)
-    shutil.copytree(
-        Path(runner.__file__).parent,
-        run_dir.harness / "runner",
-        ignore=shutil.ignore_patterns("__pycache__"),
-        dirs_exist_ok=True,
-    )
+    harness.copy_to(run_dir.harness)
     run_dir.config.write_text(spec.config_yaml)
     record = run_dir / RECORD
     record.mkdir(exist_ok=True)

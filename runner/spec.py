@@ -5,21 +5,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.backends import NAMES as BACKENDS
+from runner.backends import config_schema
 from runner.datasets.entry import DataMount, parse_all
 from runner.errors import ConfigError, suggest
+from runner.targets import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES
 
 # Only these module prefixes may appear as a model `_target_`: instantiating arbitrary targets from a
 # config file is code execution.
-ALLOWED_TARGET_PREFIXES = ("models.",)
-EVALUATE_PREFIXES = ("runner.mnist.report.", "runner.vqa.report.")  # in-run reports a config may name
 SCHEDULES = ("constant", "cosine")
-BACKENDS = ("docker", "local")  # each is runner/backends/NAME.py; runner.backends reads this list
 HARNESS_ARGV = ("python", "-m", "runner.job")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -60,8 +60,7 @@ class RunSpec:
     mlflow_experiment: str
     config_yaml: str
     params: tuple[tuple[str, str], ...]
-    keep_container: bool = False
-    network: str = "bridge"
+    backend_config: Any = None  # the backend's own typed settings (runner/backends/NAME/config.py)
     detach: bool = False
     mounts: tuple[DataMount, ...] = ()  # `data` resolved to exact versions; filled in by launch.execute
 
@@ -164,6 +163,17 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 
 
+def backend_settings(node: Any) -> Any:
+    """The backend's typed settings from its config node. Keys its schema lacks are dropped: a record made
+    when every backend shared one set of settings names the Docker ones on a local run too."""
+    schema = config_schema(str(node.name))
+    known = {f.name for f in fields(schema)}
+    given = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(given, dict)
+    values = {k: v for k, v in given.items() if k in known}
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
 def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: Mapping[str, str]) -> RunSpec:
     """The RunSpec for a validated config. `environ` is read for MLFLOW_TRACKING_URI and the CA fallback."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -201,7 +211,6 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         mlflow_experiment=cfg.tracking.experiment or experiment,
         config_yaml=OmegaConf.to_yaml(resolved),
         params=tuple(sorted(flatten(resolved).items())),
-        keep_container=bool(cfg.backend.keep_container),
-        network=cfg.backend.network,
+        backend_config=backend_settings(cfg.backend),
         detach=bool(cfg.detach),
     )

@@ -1,19 +1,32 @@
-"""Backends by name. A lookup of an unknown name lists the valid ones."""
+"""The backends, by name: each is a package here, `runner/backends/NAME/`, holding its Backend (`BACKEND`)
+and its typed config (`config.py`: `CONFIG`, the schema of `backend=NAME`). This is the one list of them.
+A lookup of an unknown name lists the valid ones. Kept light: a backend's heavy imports come when it is used."""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
-from runner.backends.base import Backend
 from runner.errors import ConfigError, suggest
-from runner.spec import BACKENDS as NAMES  # the one list of backends; each is the module of that name here
 
-_MODULES = {name: f"runner.backends.{name}" for name in NAMES}
+if TYPE_CHECKING:
+    from runner.backends.base import Backend
+
+NAMES = ("docker", "local")
+
+
+def _module(name: str, part: str = "") -> Any:
+    if name not in NAMES:
+        raise ConfigError(f"Unknown backend '{name}'.{suggest(name, NAMES)} Valid: {', '.join(NAMES)}.")
+    return importlib.import_module(f"runner.backends.{name}{part}")
 
 
 def get_backend(name: str) -> Backend:
-    if name not in _MODULES:
-        raise ConfigError(f"Unknown backend '{name}'.{suggest(name, NAMES)} Valid: {', '.join(NAMES)}.")
-    module = importlib.import_module(_MODULES[name])  # heavy imports (docker SDK) only when chosen
-    backend: Backend = module.BACKEND()
+    backend: Backend = _module(name).BACKEND()
     return backend
+
+
+def config_schema(name: str) -> type:
+    """The dataclass of `backend=NAME`'s settings."""
+    schema: type = _module(name, ".config").CONFIG
+    return schema

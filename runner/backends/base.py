@@ -117,6 +117,11 @@ class Backend(abc.ABC):
         """The run as the engine has it now (running or ended but not yet released), or None if the engine
         has nothing of it."""
 
+    def gc(self) -> str | None:
+        """Remove what the engine keeps of ended runs and environments no run uses; say what, or None where
+        the backend keeps nothing."""
+        return None
+
     def tracking_bind(self, plan: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
         """(address to serve the run's tracking endpoint on, host name the run reaches it by, other names)."""
         return "127.0.0.1", "127.0.0.1", ()

@@ -97,40 +97,12 @@ def test_env_change_builds_a_new_image_with_setup_baked_in(project: Path, engine
     assert stamp in read_artifact(project, run.info.run_id, "run.log")
 
 
-def test_failure_exit_code_and_no_container_left(project: Path, engine) -> None:
-    proc = run_cli(project, *TINY, "command=\"sh -c 'echo dying; exit 7'\"")
-    assert proc.returncode == 1
-    run = only_run(project)
-    assert (run.info.status, run.data.tags["runner.exit_code"]) == ("FAILED", "7")
-    assert "dying" in read_artifact(project, run.info.run_id, "run.log")
-    assert containers_of(engine, run.info.run_id) == []
-
-
-def test_timeout_is_killed(project: Path, engine) -> None:
-    run_cli(project, *TINY, "resources.timeout=3", "command=\"sh -c 'echo up > /output/up; sleep 120'\"")
-    run = only_run(project)
-    assert run.info.status == "KILLED"
-    assert run.data.tags["runner.reason"] == "timeout after 3 s"
-    assert read_artifact(project, run.info.run_id, "output/up").strip() == "up"
-    assert containers_of(engine, run.info.run_id) == []
-
-
 def test_memory_limit_oom_is_failed_oomkilled(project: Path, engine) -> None:
     hog = "python -c 'b = [bytearray(16 << 20) for _ in range(64)]'"  # 1 GiB against a 96 MiB limit
     run_cli(project, *TINY, "resources.memory=96m", f'command="{hog}"')
     run = only_run(project)
     assert run.info.status == "FAILED"
     assert run.data.tags["runner.reason"] == "OOMKilled"
-    assert containers_of(engine, run.info.run_id) == []
-
-
-def test_sigint_stops_the_container_and_is_killed(project: Path, engine) -> None:
-    code, out, took = interrupt_when_started(project, *TINY, "command=\"sh -c 'echo started; sleep 300'\"")
-    assert took < 20, "the container did not stop within seconds"
-    assert code != 0
-    run = only_run(project)
-    assert run.info.status == "KILLED", out
-    assert "started" in read_artifact(project, run.info.run_id, "run.log")
     assert containers_of(engine, run.info.run_id) == []
 
 

@@ -1,7 +1,8 @@
 """The run lifecycle, the same for every backend: a run outlives its terminal, its record comes from the engine.
 
 Each test runs against every backend (the conformance suite): kill -9 of the terminal's runner, of every runner
-process, adoption of a run still going, `runner stop` of an orphan, the spool that keeps every epoch.
+process, adoption of a run still going, `runner stop` of an orphan, the spool that keeps every epoch, Ctrl-C,
+detach and attach, and the endings (an exit code, a time limit) with nothing of the run left on the engine.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import docker_engine, run_cli, store
+from tests.conftest import all_runs, docker_engine, run_cli, store
 from tests.integration.test_local_run import artifacts, only_run, read_artifact
 
 pytestmark = pytest.mark.integration
@@ -30,6 +31,7 @@ import mlflow
 from runner.spool import Spool
 n, pause = int(sys.argv[1]), float(sys.argv[2])
 spool = Spool()
+open(os.path.join(os.environ["RUNNER_OUTPUT"], "started.txt"), "w").write("yes")
 mlflow.log_metric("custom", 1.5)
 for i in range(n):
     spool.log_metrics({"loss": 1.0 / (i + 1)}, step=i)
@@ -133,6 +135,22 @@ def losses(project: Path, run_id: str) -> list[int]:
     return sorted(m.step for m in MlflowClient(store(project)).get_metric_history(run_id, "loss"))
 
 
+def engine_left(backend: str, run: Path) -> list:
+    """What the engine still has of a run: its containers, or its process if that still runs."""
+    if backend == "docker":
+        return containers_left(backend, run.name)
+    process = json.loads((run / "process.json").read_text()) if (run / "process.json").is_file() else {}
+    pid = process.get("pid")
+    return [pid] if pid and Path(f"/proc/{pid}").exists() and _state(pid) != "Z" else []
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
 def containers_left(backend: str, run_id: str) -> list:
     if backend != "docker":
         return []
@@ -202,14 +220,59 @@ def test_stop_of_an_orphan_ends_it_killed(probe_project: Path, backend: str) -> 
 def test_ctrl_c_still_stops_an_attached_run(probe_project: Path, backend: str) -> None:
     cli = start(probe_project, backend, 'command="python probe.py 600 0.5"')
     run = run_dir_when(probe_project, "epoch 1", cli)
+    t0 = time.monotonic()
     os.killpg(cli.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the runner's process group
     out, _ = cli.communicate(timeout=120)
+    assert time.monotonic() - t0 < 20, "the run did not stop within seconds"
     assert cli.returncode == 130, out
     assert "epoch 1" in out  # streamed live
     done = only_run(probe_project)
     assert (done.info.status, done.data.tags["runner.reason"]) == ("KILLED", "interrupted")
     assert (run / "ended.json").exists()
-    assert containers_left(backend, done.info.run_id) == []
+    assert read_artifact(probe_project, done.info.run_id, "output/started.txt") == "yes"  # outputs kept
+    assert engine_left(backend, run) == []
+
+
+# -- endings, the same on every backend -------------------------------------------------------------------
+
+
+def run_on(project: Path, backend: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(project, f"backend={backend}", "env.requirements=[]", *args)
+
+
+def test_a_failing_run_ends_failed_with_its_exit_code_and_log(project: Path, backend: str) -> None:
+    proc = run_on(project, backend, "command=\"sh -c 'echo dying; exit 7'\"")
+    assert proc.returncode == 1
+    run = only_run(project)
+    assert (run.info.status, run.data.tags["runner.exit_code"]) == ("FAILED", "7")
+    assert run.data.tags["runner.reason"] == "exit code 7"
+    assert "dying" in read_artifact(project, run.info.run_id, "run.log")
+    assert engine_left(backend, project / ".runner" / "runs" / run.info.run_id) == []
+
+
+def test_a_run_past_its_time_limit_ends_killed_with_its_outputs(project: Path, backend: str) -> None:
+    proc = run_on(
+        project, backend, "resources.timeout=3", "command=\"sh -c 'echo up > $RUNNER_OUTPUT/up; sleep 120'\""
+    )
+    assert proc.returncode == 1
+    run = only_run(project)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["runner.reason"] == "timeout after 3 s"
+    assert run.data.metrics["duration_s"] < 60
+    assert read_artifact(project, run.info.run_id, "output/up").strip() == "up"
+    assert engine_left(backend, project / ".runner" / "runs" / run.info.run_id) == []
+
+
+def test_a_second_run_of_an_environment_builds_nothing_even_after_a_code_change(
+    project: Path, backend: str
+) -> None:
+    run_on(project, backend, "command=echo one")
+    (project / "models" / "extra.py").write_text("X = 1\n")  # a code change: code is mounted, never baked
+    run_on(project, backend, "command=echo two")
+    first, second = sorted(all_runs(project), key=lambda r: r.info.start_time)
+    assert (first.info.status, second.info.status) == ("FINISHED", "FINISHED")
+    assert first.data.tags["runner.env.id"] == second.data.tags["runner.env.id"]
+    assert second.data.tags["runner.env.reused"] == "true"
 
 
 def test_detach_returns_at_once_and_attach_follows_from_the_start(probe_project: Path, backend: str) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, git, interrupt_when_started, run_cli, store
+from tests.conftest import all_runs, git, run_cli, store
 
 pytestmark = pytest.mark.integration
 
@@ -77,52 +75,6 @@ def test_command_mode_records_outputs_diff_and_user_metrics(project: Path) -> No
     assert f"cwd {project / '.runner' / 'runs' / run.info.run_id / 'code'}" in read_artifact(
         project, run.info.run_id, "run.log"
     )
-
-
-def test_second_run_of_an_env_builds_nothing(project: Path) -> None:
-    for _ in range(2):
-        run_cli(project, *TINY, "command=echo ok", check=True)
-    first, second = sorted(all_runs(project), key=lambda r: r.info.start_time)
-    assert first.data.tags["runner.env.id"] == second.data.tags["runner.env.id"]
-    assert second.data.tags["runner.env.reused"] == "true"
-
-
-def test_crash_is_failed_with_exit_code_and_log(project: Path) -> None:
-    proc = run_cli(project, *TINY, "command=\"python -c 'import sys; print(1234); sys.exit(3)'\"")
-    assert proc.returncode != 0
-    run = only_run(project)
-    assert run.info.status == "FAILED"
-    assert run.data.tags["runner.exit_code"] == "3"
-    assert run.data.tags["runner.reason"] == "exit code 3"
-    assert "1234" in read_artifact(project, run.info.run_id, "run.log")
-
-
-def test_timeout_is_killed_with_reason(project: Path) -> None:
-    proc = run_cli(project, *TINY, "resources.timeout=2", "command=sleep 60")
-    assert proc.returncode != 0
-    run = only_run(project)
-    assert run.info.status == "KILLED"
-    assert run.data.tags["runner.reason"] == "timeout after 2 s"
-    assert run.data.metrics["duration_s"] < 30
-
-
-def test_sigint_is_killed_and_keeps_log_and_outputs(project: Path) -> None:
-    slow = f"slow_{time.time_ns()}.py"  # a name no other process on a shared machine has
-    (project / slow).write_text(
-        "import os, time\n"
-        "open(os.path.join(os.environ['RUNNER_OUTPUT'], 'partial.txt'), 'w').write('half')\n"
-        "print('started', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    code, out, _ = interrupt_when_started(project, *TINY, f"command=python {slow}")
-    assert code != 0, out
-    run = only_run(project)
-    assert run.info.status == "KILLED"
-    assert run.data.tags["runner.reason"] == "interrupted"
-    assert "started" in read_artifact(project, run.info.run_id, "run.log")
-    assert read_artifact(project, run.info.run_id, "output/partial.txt") == "half"
-    left = subprocess.run(["pgrep", "-f", slow], capture_output=True, text=True).stdout
-    assert not left.strip(), "the run's process outlived the interrupt"
 
 
 @pytest.mark.parametrize(

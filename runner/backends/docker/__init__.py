@@ -19,7 +19,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runner import gpu
 from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
 from runner.environment import cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, EnvBuildError
@@ -102,7 +101,7 @@ def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, st
         "labels": {
             CONTAINER_KIND: "run",
             RUN_LABEL: env["MLFLOW_RUN_ID"],
-            KEEP_LABEL: str(spec.keep_container).lower(),
+            KEEP_LABEL: str(spec.backend_config.keep_container).lower(),
         },
         "user": f"{os.getuid()}:{os.getgid()}",
         "working_dir": "/code",
@@ -117,12 +116,12 @@ def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, st
             "RUNNER_CODE": "/code",
             "RUNNER_SPOOL": SPOOL_PATH,
         },
-        "network_mode": spec.network,
+        "network_mode": spec.backend_config.network,
         "init": True,  # a real PID 1 forwards signals, so Ctrl-C and stop reach the process
         "detach": True,
         "device_requests": device_requests(spec),
     }
-    if spec.network != "host":
+    if spec.backend_config.network != "host":
         kwargs["extra_hosts"] = {HOST_ALIAS: "host-gateway"}
     if spec.resources.cpuset:
         kwargs["cpuset_cpus"] = spec.resources.cpuset
@@ -222,6 +221,7 @@ class DockerBackend(Backend):
 
     def __init__(self) -> None:
         self.docker = client()
+        self._bases: dict[str, Any] = {}  # base images by name, looked up once per run
 
     def check(self, spec: RunSpec) -> None:
         if spec.env.gpu:
@@ -231,19 +231,22 @@ class DockerBackend(Backend):
                     "env.gpu=true, but this Docker engine has no NVIDIA runtime (install nvidia-container-toolkit "
                     f"and restart dockerd; runtimes here: {', '.join(runtimes) or 'none'}). Use env.gpu=false."
                 )
-            gpu.require_host_gpus(spec.resources.gpus)
         self.base_image(spec.env.image)
 
     def base_image(self, name: str) -> Any:
         """The base image, pulled if missing; says how to build one where no registry answers."""
         from docker.errors import APIError, ImageNotFound
 
+        if name in self._bases:
+            return self._bases[name]
         try:
-            return self.docker.images.get(name)
+            self._bases[name] = self.docker.images.get(name)
+            return self._bases[name]
         except ImageNotFound:
             pass
         try:
-            return self.docker.images.pull(name)
+            self._bases[name] = self.docker.images.pull(name)
+            return self._bases[name]
         except APIError as exc:
             raise BackendUnavailable(
                 f"Base image '{name}' is not here and cannot be pulled ({exc.explanation or exc}). "
@@ -332,7 +335,7 @@ class DockerBackend(Backend):
                 mounts=mounts,
                 environment=env,
                 labels={CONTAINER_KIND: "build"},
-                network_mode=spec.network,
+                network_mode=spec.backend_config.network,
             )
             try:
                 pumper = stream_logs(container, log)
@@ -371,13 +374,13 @@ class DockerBackend(Backend):
 
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
         plan = container_spec(spec, run_dir, prepared.env_id, env)
-        if spec.network == "host":
+        if spec.backend_config.network == "host":
             plan["tracking"] = ["127.0.0.1", "127.0.0.1", []]
         else:
-            gateway = self.gateway(spec.network)
+            gateway = self.gateway(spec.backend_config.network)
             plan["tracking"] = [gateway, HOST_ALIAS, [HOST_ALIAS, gateway]]
         plan["secrets"] = list(spec.env.secrets)
-        plan["keep"] = spec.keep_container
+        plan["keep"] = spec.backend_config.keep_container
         return plan
 
     def tracking_bind(self, plan: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
@@ -391,6 +394,12 @@ class DockerBackend(Backend):
         run_id = kwargs["labels"][RUN_LABEL]
         container = self.docker.containers.run(**kwargs)
         return DockerHandle(run_id, container, run_dir, plan["keep"])
+
+    def gc(self) -> str:
+        """Remove the runner's own stopped containers and the env images no container uses; say how much
+        space was freed. Containers anyone else created (from any image, runner images included) are never
+        touched, nor images that carry another tag besides `runner-env:`."""
+        return remove_unused(self.docker)
 
     def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         found = runner_containers(self.docker, run_id, kinds=("run",))
@@ -438,13 +447,12 @@ def runner_containers(
     return list(found.values())
 
 
-def gc() -> str:
+def remove_unused(c: Any) -> str:
     """Remove the runner's own stopped containers and the env images no container uses; say how much space
     was freed. Containers anyone else created (from any image, runner images included) are never touched, nor
     images that carry another tag besides `runner-env:`."""
     from docker.errors import APIError, NotFound
 
-    c = client()
     layers_before = c.df().get("LayersSize") or 0
     removed, freed = 0, 0
     for container in runner_containers(c):
