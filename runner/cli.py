@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +70,12 @@ def _preflight_overrides(argv: list[str]) -> list[str] | None:
 
 
 def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
-    from runner.compose import compose_config, find_project_dir, sweep_variants
+    from runner.compose import compose_config, experiment_of, find_project_dir, sweep_variants
     from runner.spec import validate
 
     project = find_project_dir()
     os.chdir(project)  # MLflow's relative defaults (mlruns/) then match `mlflow ui` started here
+    threading.Thread(target=_open_early, args=(project,), daemon=True).start()
     overrides = _preflight_overrides(argv)
     if overrides is None:  # Hydra prints something (--cfg, --help, ...)
         _hydra_main(project, argv)
@@ -95,7 +98,27 @@ def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
     elif any(a.startswith("-") for a in argv):  # Hydra's other flags: Hydra's own app runs the task
         _hydra_main(project, argv)
     else:  # one run: composed and checked once, as above; Hydra's app would compose it four times more
-        sys.exit(run_one(cfg, _experiment_of(argv), project, {}))
+        sys.exit(run_one(cfg, experiment_of(argv), project, {}))
+
+
+def _open_early(project: Path) -> None:
+    """Open the project's existing store and the Docker engine's connection while the config is composed:
+    a run needs both, and each takes a few hundredths of a second. Nothing is created here."""
+    from runner.spec import default_tracking_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(str(project))
+    with contextlib.suppress(Exception):
+        if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).is_file():
+            from mlflow import MlflowClient
+
+            from runner.tracking import store_init_lock
+
+            with store_init_lock(uri):
+                MlflowClient(uri).get_experiment_by_name("Default")
+    with contextlib.suppress(Exception):
+        from runner.backends.docker import client
+
+        client()
 
 
 def _hydra_main(project: Path, argv: list[str]) -> None:
@@ -111,12 +134,13 @@ def _hydra_main(project: Path, argv: list[str]) -> None:
 def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:
     """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
     from runner import sweep
+    from runner.compose import experiment_of
     from runner.launch import sigterm_as_interrupt
     from runner.spec import build_spec
 
     sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
     sweep.check_objective(cfg, sweeper)
-    spec = build_spec(cfg, experiment=_experiment_of(argv), project_dir=str(project), environ=os.environ)
+    spec = build_spec(cfg, experiment=experiment_of(argv), project_dir=str(project), environ=os.environ)
     if resume:
         parent = sweep.find_parent(spec.tracking_uri, resume)
         sweep_id, parent_id = resume, parent.info.run_id
@@ -150,11 +174,6 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
         print(sweep.summary(spec.tracking_uri, parent_id, cfg.sweep.objective))
         print(f"[sweep {sweep_id}] {status}", flush=True)
     sys.exit(0 if status == "FINISHED" else 130 if interrupted else 1)
-
-
-def _experiment_of(argv: list[str]) -> str:
-    chosen = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("experiment=")]
-    return chosen[-1] if chosen else "default"
 
 
 def task(cfg: object) -> float | None:

@@ -71,6 +71,12 @@ def _values(raw: str, ov: Any) -> list[str]:
     return [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
 
 
+def experiment_of(overrides: list[str]) -> str:
+    """The experiment the overrides choose (`+experiment=NAME`, the last one), else "default"."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("experiment=")]
+    return chosen[-1] if chosen else "default"
+
+
 def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
     """Compose conf/config.yaml with overrides; raises ConfigError with a clear message.
 

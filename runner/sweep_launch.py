@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from runner import gpu
 from runner.backends.base import FINISHED, Outcome
+from runner.compose import compose_config, experiment_of
 from runner.launch import Result, Stop, execute
 from runner.spec import RunSpec, build_spec, validate
 from runner.sweep import (
@@ -60,10 +61,10 @@ def load_members(launcher: Any, job_overrides: Sequence[Sequence[str]], first: i
     members = []
     sweeper = os.environ.get("RUNNER_SWEEPER", "basic")
     for i, overrides in enumerate(job_overrides):
-        full = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-        experiment = full.hydra.runtime.choices.get("experiment") or "default"
-        with open_dict(full):
-            del full["hydra"]
+        # Composed as a single run's config is (and found again when the sweep's check composed it).
+        own = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        full = compose_config(Path.cwd(), own)
+        experiment = experiment_of(own)
         validate(full)
         check_objective(full, sweeper)
         spec = build_spec(full, experiment=experiment, project_dir=str(Path.cwd()), environ=os.environ)

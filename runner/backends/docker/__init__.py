@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import tempfile
 import threading
@@ -46,6 +47,7 @@ export PATH=/opt/env/bin:$PATH VIRTUAL_ENV=/opt/env
 IMAGE_PATH = "/opt/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+@functools.cache  # one connection per process
 def client() -> Any:
     import docker
     from docker.errors import DockerException
