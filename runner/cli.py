@@ -70,7 +70,13 @@ def _preflight_overrides(argv: list[str]) -> list[str] | None:
 
 
 def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
-    from runner.compose import compose_config, experiment_of, find_project_dir, sweep_variants
+    from runner.compose import (
+        compose_config,
+        composed_before,
+        experiment_of,
+        find_project_dir,
+        sweep_variants,
+    )
     from runner.spec import validate
 
     project = find_project_dir()
@@ -81,6 +87,10 @@ def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
         _hydra_main(project, argv)
         return
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    single = None if multirun else composed_before(project, overrides)
+    if single is not None and not any(a.startswith("-") for a in argv):  # composed before: one run, and valid
+        validate(single)
+        sys.exit(run_one(single, experiment_of(argv), project, {}))
     variants = sweep_variants(overrides)
     if not multirun and len(variants) > 1:
         swept = next(o for o in overrides if o not in variants[0])

@@ -83,15 +83,10 @@ def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
     A composed config is kept (pickled, unresolved: interpolations still resolve when read) under the key of
     its inputs: the overrides, every file of the project's conf/ (name, size, time) and the runner's code.
     Hydra takes a tenth of a second to compose; reading it back takes a millisecond."""
-    key = _compose_key(project_dir, overrides)
-    cached = cache_dir() / "compose" / f"{key}.pkl"
-    try:
-        with open(cached, "rb") as fh:
-            cfg = pickle.load(fh)
-        if isinstance(cfg, DictConfig):
-            return cfg
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        pass
+    cfg = composed_before(project_dir, overrides)
+    if cfg is not None:
+        return cfg
+    cached = _cached(project_dir, overrides)
     register_configs()
     try:
         cfg = _compose(project_dir, overrides)
@@ -104,6 +99,20 @@ def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
     partial.write_bytes(pickle.dumps(cfg))
     partial.replace(cached)
     return cfg
+
+
+def composed_before(project_dir: Path, overrides: list[str]) -> DictConfig | None:
+    """The config these overrides composed to before (so they parse, and name one run), or None."""
+    try:
+        with open(_cached(project_dir, overrides), "rb") as fh:
+            cfg = pickle.load(fh)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None
+    return cfg if isinstance(cfg, DictConfig) else None
+
+
+def _cached(project_dir: Path, overrides: list[str]) -> Path:
+    return cache_dir() / "compose" / f"{_compose_key(project_dir, overrides)}.pkl"
 
 
 def _compose_key(project_dir: Path, overrides: list[str]) -> str:

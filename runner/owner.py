@@ -11,8 +11,10 @@ runs of this project whose lock is free and hands each to a new owner, which ado
 records one that ended meanwhile, and marks one the engine has lost FAILED with the reason `lost`.
 
 Files in the run directory (`RunDir`): state.json (what the run is: written before anything starts),
-plan.json (what to start), started (when it started), stop (a stop request and its reason), ended.json (the
-recorded ending), owner.log (the owner's own output). `.runner/live/RUN_ID` marks the runs not yet ended.
+plan.json (what to start), started (when it started), stop (a stop request and its reason), settled.json (the
+engine's account of the ending, kept before the engine's copy of the run is removed), ended.json (the recorded
+ending), record.json and record/ (the run's inputs for its record), owner.log (the owner's own output).
+`.runner/live/RUN_ID` marks the runs not yet ended.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
     "owner.lock",
     "owner.log",
 )
+SETTLED = "settled.json"  # the engine's account of the ending, kept before the engine's copy of the run goes
 SPOOL_OFFSET = "spool.ingested"  # how much of the spool is in the store: beside it, out of the run's reach
 LIVE = Path(".runner") / "live"
 SWEEPS = Path(".runner") / "sweeps"
@@ -169,7 +172,7 @@ def follow(
                             raise RuntimeError(f"the run's owner keeps failing: see {run_dir / OWNER_LOG}")
                         adopt(run_dir)
                 if not chunk:
-                    time.sleep(0.02)
+                    time.sleep(0.01)
             except KeyboardInterrupt:
                 if interrupted or not interrupt_stops:
                     raise
@@ -332,7 +335,12 @@ class Owner:
                     return
                 self.record_inputs()
                 if self.handle is None:
-                    outcome = Outcome(FAILED, reason="lost: the engine has no trace of the run")
+                    settled = read_json(self.run_dir / SETTLED)  # ended, released, not yet recorded
+                    outcome = (
+                        Outcome(settled["status"], settled.get("exit_code"), settled.get("reason"))
+                        if isinstance(settled, dict)
+                        else Outcome(FAILED, reason="lost: the engine has no trace of the run")
+                    )
                     return
                 access = self.access(plan) if plan else None
             if plan and access:
@@ -434,6 +442,14 @@ class Owner:
 
         stopping = threading.Thread(target=self.endpoint.stop if self.endpoint else lambda: None, daemon=True)
         stopping.start()  # the run has exited: nothing calls the endpoint now; it stops while we record
+        # The engine's copy goes while we record, too (its output is in run.log: the handle has read it all);
+        # its account of the ending is kept first, for an owner that takes over if this one dies meanwhile.
+        write_json(
+            self.run_dir / SETTLED,
+            {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
+        )
+        releasing = threading.Thread(target=self.release, daemon=True)
+        releasing.start()
         with open(self.run_dir.log, "a", encoding="utf-8") as log:
             log.write(
                 f"[runner] run {self.run_id} {outcome.status}"
@@ -463,7 +479,7 @@ class Owner:
                     f"[owner] could not record part of run {self.run_id}: {exc}", file=sys.stderr, flush=True
                 )
         self.client.set_terminated(self.run_id, status=outcome.status)
-        self.release()
+        releasing.join(timeout=60)
         write_json(
             self.run_dir / ENDED,
             {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -382,3 +383,38 @@ def test_the_tracking_endpoint_serves_its_own_run_only(project: Path) -> None:
     finally:
         os.killpg(cli.pid, signal.SIGINT)
         cli.communicate(timeout=120)
+
+
+def test_an_ending_kept_before_the_engine_forgot_the_run_is_what_gets_recorded(
+    project: Path, backend: str
+) -> None:
+    """An owner dies after the engine's copy of the run is removed but before the record is written: the next
+    owner records the ending the engine gave (settled.json), not `lost`."""
+    client = MlflowClient(store(project))
+    run_id = client.create_run(client.create_experiment("settled")).info.run_id
+    run = project / ".runner" / "runs" / run_id
+    run.mkdir(parents=True)
+    (run / "run.log").write_text("epoch 0\n")
+    state = {
+        "run_id": run_id,
+        "backend": backend,
+        "tracking_uri": store(project),
+        "project": str(project),
+        "host": socket.gethostname(),
+        "timeout": None,
+        "created": time.time() - 5,
+        "sweep_parent": None,
+    }
+    (run / "state.json").write_text(json.dumps(state))
+    (run / "started").write_text("{}")
+    (run / "settled.json").write_text(
+        json.dumps({"status": "FAILED", "exit_code": 3, "reason": "exit code 3"})
+    )
+    (project / ".runner" / "live").mkdir(parents=True)
+    (project / ".runner" / "live" / run_id).write_text(str(run))
+    run_cli(project, "ls", check=True)  # any command gives the run a new owner
+    wait_ended(run)
+    done = client.get_run(run_id)
+    assert (done.info.status, done.data.tags["runner.exit_code"]) == ("FAILED", "3")
+    assert done.data.tags["runner.reason"] == "exit code 3"
+    assert "epoch 0" in read_artifact(project, run_id, "run.log")

@@ -47,8 +47,17 @@ export PATH=/opt/env/bin:$PATH VIRTUAL_ENV=/opt/env
 IMAGE_PATH = "/opt/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@functools.cache  # one connection per process
+_CLIENT_LOCK = threading.Lock()
+
+
 def client() -> Any:
+    """The engine's client: one per process (made by whichever thread asks first)."""
+    with _CLIENT_LOCK:
+        return _client()
+
+
+@functools.cache
+def _client() -> Any:
     import docker
     from docker.errors import DockerException
 
