@@ -1,6 +1,6 @@
 """Sweep speed-up: wall time of an N-member sweep against N x the time of one member, same machine, same run.
 
-    python bench/sweep.py [--members 4] [--backend docker|local] [--work 40000000]
+    python bench/sweep.py [--members 4] [--backend docker|local] [--work 300000000]
 
 Each member burns a fixed amount of CPU in one process (the busy loop's size is --work). The goal is a
 speed-up of at least 0.9 x the number of slots the sweep uses (one per CPU here).
@@ -19,7 +19,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--backend", default="docker")
-    ap.add_argument("--work", type=int, default=40_000_000)
+    ap.add_argument("--work", type=int, default=300_000_000)
     args = ap.parse_args()
     proj = make_project()
     base = (
