@@ -31,7 +31,7 @@ from runner.errors import ConfigError, RunnerError
 from runner.project import code_version, snapshot
 from runner.shim import write_json
 from runner.spec import RunSpec
-from runner.tracking import RECORD, Recorder, record_inputs, stage_record
+from runner.tracking import RECORD, Recorder, log_outputs, record_inputs, stage_record
 
 RUNS_DIR = Path(".runner") / "runs"
 
@@ -270,7 +270,7 @@ def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: floa
         lambda: record_inputs(recorder.client, recorder.run_id, run_dir.root),
         lambda: recorder.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),
         lambda: recorder.log_metric("duration_s", round(time.time() - started, 3)),
-        lambda: recorder.log_artifacts(run_dir.output, "output"),
+        lambda: log_outputs(recorder.client, recorder.run_id, run_dir.output),
         lambda: recorder.log_artifacts(run_dir.log),
     ]
     for step in steps:

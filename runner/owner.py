@@ -450,12 +450,11 @@ class Owner:
         )
         releasing = threading.Thread(target=self.release, daemon=True)
         releasing.start()
-        with open(self.run_dir.log, "a", encoding="utf-8") as log:
-            log.write(
-                f"[runner] run {self.run_id} {outcome.status}"
-                + (f": {outcome.reason}" if outcome.reason and outcome.status != "FINISHED" else "")
-                + "\n"
-            )
+        ending = (
+            f"[runner] run {self.run_id} {outcome.status}"
+            + (f": {outcome.reason}" if outcome.reason and outcome.status != "FINISHED" else "")
+            + "\n"
+        )
         output, logfile = self.run_dir.output, self.run_dir.log
         steps = [
             lambda: record_inputs(self.client, self.run_id, self.run_dir.root),
@@ -464,11 +463,8 @@ class Owner:
                 {"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason},
                 {"duration_s": round(time.time() - self.state["created"], 3)},
             ),
-            lambda: (
-                output.is_dir()
-                and any(output.iterdir())
-                and self.client.log_artifacts(self.run_id, str(output), "output")
-            ),
+            lambda: self.log_outputs(output, logfile),
+            lambda: self.say(ending),
             lambda: self.client.log_artifact(self.run_id, str(logfile)),
         ]
         for step in steps:
@@ -486,6 +482,19 @@ class Owner:
         )
         (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
         stopping.join(timeout=5)
+
+    def log_outputs(self, output: Path, logfile: Path) -> None:
+        from runner.tracking import log_outputs
+
+        for skipped in log_outputs(self.client, self.run_id, output):
+            self.say(
+                f"[runner] output/{skipped}: a link or special file, not kept (only regular files are)\n"
+            )
+
+    def say(self, line: str) -> None:
+        """A line of the runner's own in the run's log."""
+        with open(self.run_dir.log, "a", encoding="utf-8") as log:
+            log.write(line)
 
     def settle_recorded(self, recorded: Any) -> None:
         """The ending is in the record already: only what came after it is left to do."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -163,6 +165,41 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 
 
+def check_ca_bundle(path: str, named: bool) -> None:
+    """A CA bundle is mounted into runs and builds: it must be a file of certificates, and nothing else (not
+    the Docker socket, a device, a folder, or a file holding a private key)."""
+    where = "env.ca_bundle" if named else "the CA bundle from PIP_CERT / SSL_CERT_FILE"
+    try:
+        info = os.stat(path)  # through links: what would be mounted
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{where}: {path} is not a regular file. Give a PEM file of CA certificates.")
+        if info.st_size > 50 * 1024 * 1024:
+            raise ConfigError(f"{where}: {path} is {info.st_size} bytes: too large for a CA bundle.")
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: cannot read {path} ({exc.strerror}). Give a PEM file of CA certificates."
+        ) from exc
+    if b"-----BEGIN CERTIFICATE-----" not in text or b"PRIVATE KEY" in text:
+        raise ConfigError(
+            f"{where}: {path} is not a CA bundle (PEM certificates, no private key): it is not mounted into runs. "
+            "E.g. env.ca_bundle=/etc/ssl/certs/ca-certificates.crt"
+        )
+
+
+def check_param_names(params: Mapping[str, str]) -> None:
+    """Every config key becomes an MLflow param: one MLflow would refuse fails here, before any run exists."""
+    from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
+
+    for key in params:
+        if not validate_param_and_metric_name(key) or path_not_unique(key):
+            raise ConfigError(
+                f"'{key}' cannot name a recorded param: MLflow takes letters, digits, spaces and _ - . : / in a "
+                "name, and no '.' or '..' path steps. Rename the key."
+            )
+
+
 def backend_settings(node: Any) -> Any:
     """The backend's typed settings from its config node. Keys its schema lacks are dropped: a record made
     when every backend shared one set of settings names the Docker ones on a local run too."""
@@ -182,8 +219,11 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
     ca_bundle = env.ca_bundle or environ.get("PIP_CERT") or environ.get("SSL_CERT_FILE") or None
     if ca_bundle:
         ca_bundle = str(Path(project_dir, ca_bundle))  # absolute paths stay as they are
+        check_ca_bundle(ca_bundle, named=bool(env.ca_bundle))
     argv = HARNESS_ARGV if cfg.command is None else ("sh", "-c", str(cfg.command))
     tracking_uri = cfg.tracking.uri or environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(project_dir)
+    params = flatten(resolved)
+    check_param_names(params)
     return RunSpec(
         experiment=experiment,
         project_dir=project_dir,
@@ -210,7 +250,7 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         tracking_uri=tracking_uri,
         mlflow_experiment=cfg.tracking.experiment or experiment,
         config_yaml=OmegaConf.to_yaml(resolved),
-        params=tuple(sorted(flatten(resolved).items())),
+        params=tuple(sorted(params.items())),
         backend_config=backend_settings(cfg.backend),
         detach=bool(cfg.detach),
     )

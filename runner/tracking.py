@@ -145,6 +145,31 @@ def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
     done.touch()
 
 
+def log_outputs(client: Any, run_id: str, folder: Path) -> list[str]:
+    """The regular files a run wrote under `folder`, as artifacts under output/; links (to a host file, say)
+    and other special files are never followed nor copied: they are returned, for the log, and left out.
+    (The run has ended: nothing changes the folder meanwhile.)"""
+    import stat
+
+    skipped: list[str] = []
+    if not folder.is_dir():
+        return skipped
+    for dirpath, dirnames, filenames in os.walk(folder):  # a linked folder is listed, never entered
+        here = Path(dirpath)
+        where = "/".join(("output", *here.relative_to(folder).parts))
+        for name in sorted(dirnames):
+            if (here / name).is_symlink():
+                skipped.append(str((here / name).relative_to(folder)))
+                dirnames.remove(name)
+        for name in sorted(filenames):
+            path = here / name
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                skipped.append(str(path.relative_to(folder)))
+                continue
+            client.log_artifact(run_id, str(path), where)
+    return skipped
+
+
 def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -1,0 +1,60 @@
+"""Untrusted runs and configs: what a run writes cannot pull host files into the record, and config values
+that would reach mounts or the record are refused in one line, before any run exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import all_runs, docker_engine, run_cli
+from tests.integration.test_local_run import artifacts, only_run, read_artifact
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("backend", ["docker", "local"])
+def test_links_in_the_output_are_never_followed_into_the_record(
+    project: Path, tmp_path: Path, backend: str
+) -> None:
+    if backend == "docker":
+        docker_engine()
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("the host's secret")
+    (project / "links.sh").write_text(
+        'cd "$RUNNER_OUTPUT"\n'
+        f"ln -s '{secret}' leak\n"  # a host file, named from inside the run
+        f"ln -s '{tmp_path}' leakdir\n"
+        "mkdir sub && echo kept > sub/result.txt\n"
+    )
+    run_cli(project, f"backend={backend}", "env.requirements=[]", "command=sh links.sh", check=True)
+    run = only_run(project)
+    kept = artifacts(project, run.info.run_id, "output") | artifacts(project, run.info.run_id, "output/sub")
+    assert "output/sub/result.txt" in kept
+    assert not {"output/leak", "output/leakdir"} & kept
+    assert read_artifact(project, run.info.run_id, "output/sub/result.txt").strip() == "kept"
+    log = read_artifact(project, run.info.run_id, "run.log")
+    assert "output/leak: a link or special file, not kept" in log
+    assert "the host's secret" not in log
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("+env.variables={A@B%:1}",), "'env.variables.A@B%' cannot name a recorded param"),
+        (
+            ("env.ca_bundle=/var/run/docker.sock",),
+            "env.ca_bundle: /var/run/docker.sock is not a regular file",
+        ),
+        (("env.ca_bundle=key.pem",), "is not a CA bundle (PEM certificates, no private key)"),
+    ],
+)
+def test_config_values_that_would_reach_a_mount_or_the_record_are_refused(
+    project: Path, args: tuple[str, ...], message: str
+) -> None:
+    (project / "key.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----BEGIN PRIVATE KEY-----\ny\n")
+    proc = run_cli(project, "backend=local", "command=true", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert all_runs(project) == []
