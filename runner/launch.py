@@ -30,7 +30,7 @@ from runner.environment import Target, content_hash, locked_versions, requiremen
 from runner.errors import ConfigError, RunnerError
 from runner.project import code_version, snapshot
 from runner.shim import write_json
-from runner.spec import RunSpec
+from runner.spec import RunSpec, check_ca_bundle
 from runner.tracking import RECORD, Recorder, log_outputs, record_inputs, stage_record
 
 RUNS_DIR = Path(".runner") / "runs"
@@ -115,6 +115,8 @@ def execute(
     backend.check(spec)
     gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu else []
     read_secrets(spec.env.secrets)  # all set here: the owner reads them from the environment it inherits
+    if spec.env.ca_bundle:  # it is mounted into builds and runs: a file of certificates, and nothing else
+        check_ca_bundle(spec.env.ca_bundle)
     project = Path(spec.project_dir)
     if spec.data:  # exact versions, materialised read-only, before anything of the run exists
         from runner.datasets.mount import resolve

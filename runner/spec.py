@@ -165,10 +165,10 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 
 
-def check_ca_bundle(path: str, named: bool) -> None:
+def check_ca_bundle(path: str) -> None:
     """A CA bundle is mounted into runs and builds: it must be a file of certificates, and nothing else (not
     the Docker socket, a device, a folder, or a file holding a private key)."""
-    where = "env.ca_bundle" if named else "the CA bundle from PIP_CERT / SSL_CERT_FILE"
+    where = "env.ca_bundle (or the host's PIP_CERT / SSL_CERT_FILE)"
     try:
         info = os.stat(path)  # through links: what would be mounted
         if not stat.S_ISREG(info.st_mode):
@@ -219,7 +219,6 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
     ca_bundle = env.ca_bundle or environ.get("PIP_CERT") or environ.get("SSL_CERT_FILE") or None
     if ca_bundle:
         ca_bundle = str(Path(project_dir, ca_bundle))  # absolute paths stay as they are
-        check_ca_bundle(ca_bundle, named=bool(env.ca_bundle))
     argv = HARNESS_ARGV if cfg.command is None else ("sh", "-c", str(cfg.command))
     tracking_uri = cfg.tracking.uri or environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(project_dir)
     params = flatten(resolved)

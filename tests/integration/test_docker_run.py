@@ -144,9 +144,11 @@ def test_secrets_reach_the_run_by_name_and_are_never_recorded(project: Path, eng
 def test_ca_bundle_is_what_runs_trust(project: Path, engine, tmp_path: Path) -> None:
     fetch = 'command="python -c \'import urllib.request as u; u.urlopen(\\"https://pypi.org/simple/six/\\", timeout=30)\'"'
     run_cli(project, *TINY, fetch, check=True)  # the host's CA (PIP_CERT) makes the proxy trusted
-    bogus = tmp_path / "empty-ca.pem"
-    bogus.write_text("")
-    proc = run_cli(project, *TINY, f"env.ca_bundle={bogus}", fetch)
+    # A real CA bundle of one public root (Mozilla's, as Debian ships it), without the proxy's CA.
+    root = sorted(Path("/usr/share/ca-certificates/mozilla").glob("*.crt"))[0]
+    other = tmp_path / "one-root.pem"
+    other.write_text(root.read_text())
+    proc = run_cli(project, *TINY, f"env.ca_bundle={other}", fetch)
     assert proc.returncode == 1
     failed = [r for r in all_runs(project) if r.info.status == "FAILED"]
     assert "CERTIFICATE_VERIFY_FAILED" in read_artifact(project, failed[0].info.run_id, "run.log")
