@@ -19,16 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, DataError
 from runner.loaders import Data, Lookup
-from runner.targets import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES
+from runner.targets import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES, LOADER_PREFIXES, refused_target
 
 # In-run data loaders a config may name as `dataset._target_`.
-LOADER_PREFIXES = ("runner.loaders.", "runner.mnist.loader.", "runner.vqa.loader.", *ALLOWED_TARGET_PREFIXES)
 
 
 def build(node: DictConfig, prefixes: tuple[str, ...], **kwargs: Any) -> Any:
     target = str(node.get("_target_", ""))
-    if not target.startswith(prefixes):
-        raise SystemExit(f"_target_ '{target}' is not allowed (allowed prefixes: {', '.join(prefixes)})")
+    refused = refused_target(OmegaConf.to_container(node, resolve=False), prefixes, "node")
+    if not target.startswith(prefixes) or refused:
+        raise SystemExit(
+            f"{refused or repr(target)} is not allowed (allowed prefixes: {', '.join(prefixes)})"
+        )
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:

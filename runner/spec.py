@@ -17,7 +17,7 @@ from runner.backends import NAMES as BACKENDS
 from runner.backends import config_schema
 from runner.datasets.entry import DataMount, parse_all
 from runner.errors import ConfigError, suggest
-from runner.targets import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES
+from runner.targets import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES, LOADER_PREFIXES, refused_target
 
 # Only these module prefixes may appear as a model `_target_`: instantiating arbitrary targets from a
 # config file is code execution.
@@ -123,16 +123,25 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         raise ConfigError(
             f"Unknown backend '{cfg.backend.name}'.{suggest(cfg.backend.name, backends)} Valid: {', '.join(backends)}."
         )
-    if cfg.command is None:
+    if cfg.command is None:  # the harness builds the model and the data: every target must be allowed
         target = cfg.model.get("_target_") if OmegaConf.is_dict(cfg.model) else None
         if not target:
             raise ConfigError(
                 "model._target_ is missing: a model node names its builder, e.g. models.mlp.build."
             )
-        if not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+        if not OmegaConf.is_dict(cfg.dataset) or not cfg.dataset.get("_target_"):
             raise ConfigError(
-                f"model._target_ '{target}' is not allowed. Builders must live under: {', '.join(ALLOWED_TARGET_PREFIXES)}"
+                "dataset._target_ is missing: a dataset node names its loader, e.g. runner.loaders.random_binary."
             )
+        for name, prefixes, what in (
+            ("model", ALLOWED_TARGET_PREFIXES, "Builders"),
+            ("dataset", LOADER_PREFIXES, "Loaders"),
+        ):
+            refused = refused_target(OmegaConf.to_container(cfg[name], resolve=False), prefixes, name)
+            if refused:
+                raise ConfigError(
+                    f"{refused} is not allowed (Hydra would build it). {what} must live under: {', '.join(prefixes)}"
+                )
     parse_memory(cfg.resources.memory)
     parse_gpus(cfg.resources.gpus)
     for key in ("cpus", "timeout"):
@@ -156,11 +165,25 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         )
     if not 0 <= cfg.train.validation_split < 1:
         raise ConfigError(f"train.validation_split: {cfg.train.validation_split} must be in [0, 1).")
+    if cfg.train.batch_size < 1:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} must be at least 1.")
     evaluate = cfg.get("evaluate")
-    if evaluate is not None and not str(evaluate.get("_target_", "")).startswith(EVALUATE_PREFIXES):
+    if evaluate is not None and not OmegaConf.is_dict(evaluate):
         raise ConfigError(
-            f"evaluate._target_ '{evaluate.get('_target_')}' is not allowed. Reports must live under: {', '.join(EVALUATE_PREFIXES)}"
+            f"evaluate: '{evaluate}' is not a report node. Give one with a _target_, e.g. "
+            "evaluate._target_=runner.mnist.report.evaluate, or null."
         )
+    if evaluate is not None:
+        plain = OmegaConf.to_container(evaluate, resolve=False)
+        refused = (
+            refused_target(plain, EVALUATE_PREFIXES, "evaluate")
+            if evaluate.get("_target_")
+            else "evaluate._target_ ''"
+        )
+        if refused:
+            raise ConfigError(
+                f"{refused} is not allowed. Reports must live under: {', '.join(EVALUATE_PREFIXES)}"
+            )
     if cfg.command is not None and not str(cfg.command).strip():
         raise ConfigError("command: empty. Give the command to run, e.g. command='python train.py', or null.")
 

@@ -47,14 +47,32 @@ def test_links_in_the_output_are_never_followed_into_the_record(
             "/var/run/docker.sock is not a regular file",
         ),
         (("env.ca_bundle=key.pem",), "is not a CA bundle (PEM certificates, no private key)"),
+        # Hydra builds nested nodes too: a target inside the model value is checked like the model's own.
+        (
+            ("+model.extra={_target_:builtins.exec,_args_:[x]}", "command=null"),
+            "model.extra._target_ 'builtins.exec' is not allowed (Hydra would build it)",
+        ),
+        (("dataset._target_=os.system", "command=null"), "dataset._target_ 'os.system' is not allowed"),
+        (("train.batch_size=0",), "train.batch_size: 0 must be at least 1."),
+        (("evaluate=5",), "evaluate: '5' is not a report node."),
     ],
 )
 def test_config_values_that_would_reach_a_mount_or_the_record_are_refused(
     project: Path, args: tuple[str, ...], message: str
 ) -> None:
     (project / "key.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----BEGIN PRIVATE KEY-----\ny\n")
-    proc = run_cli(project, "backend=local", "command=true", *args)
+    proc = run_cli(project, "backend=local", "command=true", *args)  # the last command= wins
     assert proc.returncode == 2
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert all_runs(project) == []
+
+
+def test_a_container_run_has_no_capability_and_cannot_gain_one(project: Path) -> None:
+    docker_engine()
+    command = "command=\"grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status\""
+    run_cli(project, "backend=docker", "env.requirements=[]", command, check=True)
+    log = read_artifact(project, only_run(project).info.run_id, "run.log")
+    assert "CapEff:\t0000000000000000" in log
+    assert "CapPrm:\t0000000000000000" in log
+    assert "NoNewPrivs:\t1" in log
