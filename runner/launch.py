@@ -16,10 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import runner
 from runner import gpu, harness, owner
@@ -122,16 +123,16 @@ def execute(
         from runner.datasets.mount import resolve
 
         spec = replace(spec, mounts=resolve(project, spec.data))
-    versioning = Background(code_version, project)  # git's three calls go on while the lock is found
-    if lock is None:  # a reproduction passes the recorded lock
-        lock = resolve_lock(
-            requirement_lines(spec.env, project),
-            Target(*backend.lock_target(spec)),
-            spec.env.ca_bundle,
-            os.environ,
-        )
-
-    version = versioning.result()
+    with ThreadPoolExecutor(1) as pool:
+        versioning = pool.submit(code_version, project)  # git's three calls go on while the lock is found
+        if lock is None:  # a reproduction passes the recorded lock
+            lock = resolve_lock(
+                requirement_lines(spec.env, project),
+                Target(*backend.lock_target(spec)),
+                spec.env.ca_bundle,
+                os.environ,
+            )
+        version = versioning.result()
     recorder = Recorder(spec)
     run_id = recorder.start(
         {
@@ -217,29 +218,6 @@ def execute(
         return Result(run_id, None)
     with sigterm_as_interrupt():
         return Result(run_id, owner.follow(run_dir, echo, offset, stop))
-
-
-class Background(threading.Thread):
-    """A call that goes on while this thread does other work; `result()` waits for it (and raises its error)."""
-
-    def __init__(self, call: Any, *args: Any):
-        super().__init__(daemon=True)
-        self._call, self._args = call, args
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._value = self._call(*self._args)
-        except BaseException as exc:
-            self._error = exc
-
-    def result(self) -> Any:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:

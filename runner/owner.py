@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
-from runner.shim import write_json
+from runner.shim import alive, write_json
 from runner.tracking import is_remote, server_environment
 
 STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
@@ -96,15 +96,6 @@ def spawn(run_dir: RunDir, lock_fd: int, env: dict[str, str] | None = None) -> i
         return fork_owner(str(run_dir.root), lock_fd, env if env is not None else dict(os.environ))
     except AgentError as exc:
         raise RunnerError(str(exc)) from exc
-
-
-def alive(pid: int) -> bool:
-    """True while process `pid` runs (not yet exited)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def find_run_dir(project: Path, run_id: str) -> RunDir:
@@ -207,7 +198,7 @@ def adopt(run_dir: RunDir, wait: float = 60) -> bool:
     finally:
         os.close(fd)
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and alive(child):
+    while time.monotonic() < deadline and alive(child, None):
         report = read_json(run_dir / "owner.json") or {}
         if ending(run_dir) is not None or report == {"pid": child, "phase": "supervising"}:
             break

@@ -31,6 +31,14 @@ class RunDir:
 
     root: Path
 
+    # Every name a run directory holds besides its mounts (input/): the runner's and the owner's files. A local
+    # run maps its data mounts into this directory, so none of them may name one of these.
+    RESERVED = (
+        "code", "output", "harness", "run.log", "spool", "spool.ingested", "state.json", "plan.json", "started",
+        "stop", "settled.json", "ended.json", "owner.lock", "owner.json", "owner.log", "endpoint.json",
+        "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes",
+    )  # fmt: skip
+
     @property
     def code(self) -> Path:
         return self.root / "code"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import runner
+from runner.shim import alive
 from tests.conftest import run_cli
 
 NOBODY = 65534
@@ -40,11 +41,7 @@ def agent_pid(folder: Path) -> int:
 
 
 def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return alive(pid, None)
 
 
 def wait_gone(pid: int, timeout: float = 30) -> bool:

@@ -55,6 +55,12 @@ def test_links_in_the_output_are_never_followed_into_the_record(
         (("dataset._target_=os.system", "command=null"), "dataset._target_ 'os.system' is not allowed"),
         (("train.batch_size=0",), "train.batch_size: 0 must be at least 1."),
         (("evaluate=5",), "evaluate: '5' is not a report node."),
+        # A local run maps mounts into its run directory: a mount may not take the owner's files there.
+        (
+            ("data=[mnist@1:/settled.json]",),
+            "data: mount point '/settled.json' is taken in a local run's directory",
+        ),
+        (("data=[mnist@1:/record/x]",), "data: mount point '/record/x' is taken in a local run's directory"),
     ],
 )
 def test_config_values_that_would_reach_a_mount_or_the_record_are_refused(

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from runner.backends.base import RunDir
+from runner.shim import alive
 from tests.conftest import all_runs, docker_engine, run_cli, store
 from tests.integration.test_local_run import artifacts, only_run, read_artifact
 
@@ -142,14 +144,7 @@ def engine_left(backend: str, run: Path) -> list:
         return containers_left(backend, run.name)
     process = json.loads((run / "process.json").read_text()) if (run / "process.json").is_file() else {}
     pid = process.get("pid")
-    return [pid] if pid and Path(f"/proc/{pid}").exists() and _state(pid) != "Z" else []
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "Z"
+    return [pid] if pid and alive(pid, process.get("ticks")) else []
 
 
 def containers_left(backend: str, run_id: str) -> list:
@@ -248,7 +243,10 @@ def test_a_failing_run_ends_failed_with_its_exit_code_and_log(project: Path, bac
     assert (run.info.status, run.data.tags["runner.exit_code"]) == ("FAILED", "7")
     assert run.data.tags["runner.reason"] == "exit code 7"
     assert "dying" in read_artifact(project, run.info.run_id, "run.log")
-    assert engine_left(backend, project / ".runner" / "runs" / run.info.run_id) == []
+    run_dir = project / ".runner" / "runs" / run.info.run_id
+    assert engine_left(backend, run_dir) == []
+    # A local run maps its data mounts into this directory: every name it holds is one no mount may take.
+    assert {p.name for p in run_dir.iterdir()} <= set(RunDir.RESERVED)
 
 
 def test_a_run_past_its_time_limit_ends_killed_with_its_outputs(project: Path, backend: str) -> None:

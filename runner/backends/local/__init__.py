@@ -31,7 +31,6 @@ from runner.errors import ConfigError, EnvBuildError
 from runner.spec import RunSpec
 
 # What a run directory holds besides code/ and output/: a dataset mounted over one would collide with it.
-_RUN_DIR_NAMES = ("harness", "run.log", "spool", "state.json", "plan.json", "owner.log", "ended.json")
 # Host variables a run must not inherit: they would leak the host's Python setup into the run's env.
 _HOST_ONLY = ("PYTHON", "VIRTUAL_ENV", "CONDA", "MLFLOW_", "_MLFLOW", "PIP_", "UV_")
 
@@ -105,10 +104,10 @@ class LocalBackend(Backend):
         if spec.env.gpu:
             gpu.require_host_gpus(spec.resources.gpus)
         for ref in parse_all(spec.data):
-            if ref.target.split("/")[1] in _RUN_DIR_NAMES:
+            if ref.target.split("/")[1] in RunDir.RESERVED:
                 raise ConfigError(
                     f"data: mount point '{ref.target}' is taken in a local run's directory "
-                    f"({', '.join('/' + n for n in _RUN_DIR_NAMES)}). Use another folder, e.g. /input/{ref.name}."
+                    f"({', '.join('/' + n for n in RunDir.RESERVED)}). Use another folder, e.g. /input/{ref.name}."
                 )
 
     def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
