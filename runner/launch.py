@@ -124,10 +124,10 @@ def execute(
 
         spec = replace(spec, mounts=resolve(project, spec.data))
     with ThreadPoolExecutor(1) as pool:
-        versioning = pool.submit(code_version, project)  # git's three calls go on while the lock is found
+        versioning = pool.submit(code_version, Path(spec.source))  # git's three calls go on while the lock is found
         if lock is None:  # a reproduction passes the recorded lock
             lock = resolve_lock(
-                requirement_lines(spec.env, project),
+                requirement_lines(spec.env, Path(spec.source)),
                 Target(*backend.lock_target(spec)),
                 spec.env.ca_bundle,
                 os.environ,
@@ -223,7 +223,7 @@ def execute(
 def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:
     """The run's inputs: code snapshot, harness, resolved config; and, for its record (written by the owner
     while the run starts: tracking.record_inputs), the config, lock, package list, diff and params."""
-    snapshot(Path(spec.project_dir), run_dir.code)
+    snapshot(Path(spec.source), run_dir.code)
     harness.copy_to(run_dir.harness)
     run_dir.config.write_text(spec.config_yaml)
     record = run_dir / RECORD

@@ -117,7 +117,7 @@ def _fresh_lock(spec: Any) -> str | None:
 
     try:
         target = Target(*get_backend(spec.backend).lock_target(spec))
-        lines = requirement_lines(spec.env, Path(spec.project_dir))
+        lines = requirement_lines(spec.env, Path(spec.source))
         return resolve_lock(lines, target, spec.env.ca_bundle, os.environ, fresh=True)
     except RunnerError:
         return None  # unresolvable today: the recorded lock is all there is
@@ -145,9 +145,10 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     cfg.data = pinned_data(run.data.tags) or cfg.data
     validate(cfg)
     experiment = run.data.tags.get("runner.experiment", "default")
-    with recorded_tree(project, commit, diff, run_id) as tree:
-        spec = build_spec(cfg, experiment=experiment, project_dir=str(tree), environ=os.environ)
-        spec = replace(spec, tracking_uri=uri)
+    with recorded_tree(project, commit, diff, f"{run_id}-{os.getpid()}") as tree:
+        # the code comes from the recorded tree; the new run lives in the project (the tree goes on return)
+        spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
+        spec = replace(spec, tracking_uri=uri, code_dir=str(tree))
         moved = drift(project, tree, run, lock, _fresh_lock(spec))
         for line in moved or ["no drift: code and packages are as recorded"]:
             print(f"[reproduce] {line}", flush=True)

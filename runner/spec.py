@@ -65,6 +65,12 @@ class RunSpec:
     backend_config: Any = None  # the backend's own typed settings (runner/backends/NAME/config.py)
     detach: bool = False
     mounts: tuple[DataMount, ...] = ()  # `data` resolved to exact versions; filled in by launch.execute
+    code_dir: str = ""  # where the run's code is taken from, when not the project itself (a reproduction)
+
+    @property
+    def source(self) -> str:
+        """The folder the run's code, requirements and version come from; its runs live in project_dir."""
+        return self.code_dir or self.project_dir
 
     @property
     def is_command_mode(self) -> bool:

@@ -96,6 +96,32 @@ def test_reproduce_runs_the_recorded_code_with_the_recorded_lock(project: Path) 
     assert not list((project / ".runner" / "reproduce").glob("*/*"))  # the recorded tree is cleaned up
 
 
+def test_a_detached_reproduction_lives_in_the_project_not_in_the_recorded_tree(project: Path) -> None:
+    (project / "slow.py").write_text(
+        "import os, time\ntime.sleep(3)\nopen(os.environ['RUNNER_OUTPUT'] + '/v', 'w').write('kept')\n"
+    )
+    run_cli(project, *TINY, "command=python slow.py", "detach=true", check=True)  # recorded detached
+    original = only_run(project)
+    wait_ended(project, original.info.run_id)
+    proc = run_cli(project, "reproduce", original.info.run_id, check=True)  # returns while it runs
+    again = next(r for r in all_runs(project) if r.info.run_id != original.info.run_id)
+    assert f"run {again.info.run_id}" in proc.stdout
+    assert (project / ".runner" / "runs" / again.info.run_id / "code" / "slow.py").is_file()
+    assert not list((project / ".runner" / "reproduce").glob("*/*"))  # the tree went, the run did not
+    ended = wait_ended(project, again.info.run_id)
+    assert ended.info.status == "FINISHED", ended.data.tags.get("runner.reason")
+    assert read_artifact(project, again.info.run_id, "output/v") == "kept"
+    assert again.data.tags["mlflow.source.name"] == str(project)
+
+
+def wait_ended(project: Path, run_id: str, timeout: float = 90) -> object:
+    client = MlflowClient(store(project))
+    deadline = time.time() + timeout
+    while (run := client.get_run(run_id)).info.status == "RUNNING" and time.time() < deadline:
+        time.sleep(0.5)
+    return run
+
+
 def test_ls_into_a_closed_pipe_ends_quietly(project: Path) -> None:
     run_cli(project, *TINY, "command=echo done", check=True)
     read, write = os.pipe()
