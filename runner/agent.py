@@ -27,6 +27,7 @@ import signal
 import socket
 import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -462,6 +463,7 @@ class Agent:
                 signal.signal(getattr(signal, name), signal.SIG_IGN)
         os.environ.clear()
         os.environ.update(request["env"])
+        tempfile.tempdir = None  # found again from the requester's TMPDIR, not the agent's
         os.chdir(request["cwd"])
         if command:
             for target, fd in enumerate(fds):

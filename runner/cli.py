@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -41,15 +42,34 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
             sys.exit(code)
         run_with_hydra(argv)
-    except RunnerError as exc:
-        if os.environ.get("RUNNER_TRACEBACK"):
+    except Exception as exc:
+        error = exc if isinstance(exc, RunnerError) else config_value_error(exc)
+        if error is None or os.environ.get("RUNNER_TRACEBACK"):
             raise
-        print(f"runner: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        print(f"runner: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     except BrokenPipeError:
         # The reader went away (`runner ls | head`): end quietly, as a Unix tool killed by SIGPIPE would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
+
+
+def config_value_error(exc: BaseException) -> ConfigError | None:
+    """OmegaConf's errors (an unset variable in `${oc.env:...}`, a value of the wrong type met while a value
+    is read) as one line naming the key; None for any other error."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(exc, OmegaConfBaseException):
+        return None
+    key = getattr(exc, "full_key", None)
+    what = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+    unset = re.search(r"Environment variable '([^']+)' not found", what)
+    if unset:
+        what = (
+            f"the environment variable {unset[1]} is not set. Export it, or give a default: "
+            f"${{oc.env:{unset[1]},default}}"
+        )
+    return ConfigError(f"{key + ': ' if key else ''}{what}.")
 
 
 def _reconcile() -> None:

@@ -19,6 +19,7 @@ class EnvConfig:
     gpu: bool = False
     requirements: list[str] = field(default_factory=list)
     requirements_file: str | None = None  # a floyd_requirements.txt-style file inside the project
+    index_url: str | None = None  # the package index (a PyPI mirror); null: the host's pip setting
     setup: list[str] = field(default_factory=list)  # shell commands baked into the image once
     ca_bundle: str | None = (
         None  # CA file for TLS-intercepting proxies; null: the host's PIP_CERT/SSL_CERT_FILE

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from runner.errors import ConfigError, EnvBuildError
-from runner.spec import EnvSpec
+from runner.spec import EnvSpec, check_requirement
 
 
 def cache_dir() -> Path:
@@ -48,34 +48,39 @@ def content_hash(*parts: str) -> str:
 
 def requirement_lines(env: EnvSpec, project_dir: Path) -> list[str]:
     """The env's requirements (config list plus requirements_file) and the harness's own."""
-    lines = list(env.requirements)
+    lines = [check_requirement(line, "env.requirements") for line in env.requirements]
     if env.requirements_file:
         path = project_dir / env.requirements_file
-        if not path.is_file():
+        inside = path.resolve().is_relative_to(project_dir.resolve())
+        if not inside or not path.is_file():
+            where = "is not a file" if inside else "lies outside the project"
             raise ConfigError(
-                f"env.requirements_file: {env.requirements_file} does not exist in {project_dir}."
+                f"env.requirements_file: {env.requirements_file} {where} ({project_dir}). "
+                "Name a file of the project, e.g. env.requirements_file=requirements.txt."
             )
-        for line in path.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                lines.append(line)
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(check_requirement(line, f"{env.requirements_file}:{n}"))
     return [*lines, *harness_requirements()]
 
 
-def index_args(environ: Mapping[str, str]) -> list[str]:
-    """pip's index settings from the host, in uv's spelling (find-links are host paths: not passed)."""
+def index_args(environ: Mapping[str, str], index_url: str | None = None) -> list[str]:
+    """The package index: env.index_url if the config names one, else pip's settings from the host, in uv's
+    spelling (find-links are host paths: not passed)."""
     args = []
-    if environ.get("PIP_INDEX_URL"):
-        args += ["--index-url", environ["PIP_INDEX_URL"]]
+    if index_url or environ.get("PIP_INDEX_URL"):
+        args += ["--index-url", index_url or environ["PIP_INDEX_URL"]]
     for url in environ.get("PIP_EXTRA_INDEX_URL", "").split():
         args += ["--extra-index-url", url]
     return args
 
 
-def uv_index_env(environ: Mapping[str, str]) -> dict[str, str]:
+def uv_index_env(environ: Mapping[str, str], index_url: str | None = None) -> dict[str, str]:
     """The same index settings as variables, for uv inside a build container."""
     names = {"PIP_INDEX_URL": "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL": "UV_EXTRA_INDEX_URL"}
-    return {uv: environ[pip] for pip, uv in names.items() if environ.get(pip)}
+    found = {uv: environ[pip] for pip, uv in names.items() if environ.get(pip)}
+    return {**found, "UV_INDEX_URL": index_url} if index_url else found
 
 
 def tls_env(ca_bundle: str | None) -> dict[str, str]:
@@ -94,11 +99,16 @@ class Target:
 
 
 def resolve_lock(
-    lines: list[str], target: Target, ca_bundle: str | None, environ: Mapping[str, str], fresh: bool = False
+    lines: list[str],
+    target: Target,
+    ca_bundle: str | None,
+    environ: Mapping[str, str],
+    fresh: bool = False,
+    index_url: str | None = None,
 ) -> str:
     """Exact versions with hashes, resolved once per input and cached: the same spec keeps the same lock.
     `fresh` resolves anew without touching the cache (what would resolve today)."""
-    index = index_args(environ)
+    index = index_args(environ, index_url)
     key = content_hash("\n".join(lines), target.python_version, str(target.platform), *index)
     path = cache_dir() / "locks" / f"{key}.txt"
     if path.is_file() and not fresh:

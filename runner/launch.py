@@ -30,7 +30,7 @@ from runner.datasets import record as data_record
 from runner.environment import Target, content_hash, locked_versions, requirement_lines, resolve_lock
 from runner.errors import ConfigError, RunnerError
 from runner.project import code_version, snapshot
-from runner.shim import write_json
+from runner.shim import MIN_LENGTH, write_json
 from runner.spec import RunSpec, check_ca_bundle
 from runner.tracking import RECORD, Recorder, log_outputs, record_inputs, stage_record
 
@@ -92,6 +92,20 @@ def read_secrets(names: tuple[str, ...]) -> dict[str, str]:
     return {n: os.environ[n] for n in names}
 
 
+def refuse_recorded_secrets(spec: RunSpec, secrets: dict[str, str]) -> None:
+    """A secret reaches a run by name only: its value in a recorded param, the config or the command (through
+    `${oc.env:NAME}`, say) would put it in the record for anyone who reads it."""
+    for name, value in secrets.items():
+        if len(value) < MIN_LENGTH:
+            continue
+        where = [k for k, v in spec.params if value in v]
+        if where or value in spec.config_yaml or any(value in a for a in spec.argv):
+            raise ConfigError(
+                f"{where[0] if where else 'the config'} holds the value of the secret {name} (an ${{oc.env:{name}}} "
+                f"there?); it would be recorded. A secret reaches the run by name only: env.secrets=[{name}]."
+            )
+
+
 class Stop(threading.Event):
     """Set by a sweep to stop its running members (Ctrl-C, fail_fast), with the reason recorded on each."""
 
@@ -115,7 +129,8 @@ def execute(
     backend = get_backend(spec.backend)
     backend.check(spec)
     gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu else []
-    read_secrets(spec.env.secrets)  # all set here: the owner reads them from the environment it inherits
+    # All set here: the owner reads them from the environment it inherits. None may be in the record.
+    refuse_recorded_secrets(spec, read_secrets(spec.env.secrets))
     if spec.env.ca_bundle:  # it is mounted into builds and runs: a file of certificates, and nothing else
         check_ca_bundle(spec.env.ca_bundle)
     project = Path(spec.project_dir)
@@ -131,6 +146,7 @@ def execute(
                 Target(*backend.lock_target(spec)),
                 spec.env.ca_bundle,
                 os.environ,
+                index_url=spec.env.index_url,
             )
         version = versioning.result()
     recorder = Recorder(spec)

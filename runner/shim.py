@@ -1,7 +1,7 @@
 """`python -m runner.shim RUN_DIR CPUS ARGV...`: a local run's process, held apart from any runner process.
 
 The shim leads the run's process group (what `runner stop` signals), sends the run's output to the run's log
-file, and writes the run's exit status to `exit_code` when it ends, so whoever owns the run, now or after an
+file (the values of its secrets masked), and writes the run's exit status to `exit_code` when it ends, so whoever owns the run, now or after an
 owner was lost, learns how it ended. Signals are left to the run: the shim waits for it whatever it is sent
 (short of SIGKILL). Standard library only: it starts in milliseconds.
 """
@@ -13,9 +13,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterable, Mapping
+from typing import IO
 from pathlib import Path
 
 PROCESS = "process.json"
+SECRET_NAMES = "RUNNER_SECRET_NAMES"  # the variables whose values the shim masks (it removes this one)
 EXIT_CODE = "exit_code"
 
 
@@ -44,6 +48,41 @@ def write_json(path: Path, value: object, private: bool = False) -> None:
         fh.write(json.dumps(value))
     os.replace(tmp, path)
 
+# Secret values are masked in the run's output as it is written to its log. Output arrives in pieces: a value
+# split across two is still caught, as the tail of a piece that could begin one is held for the next piece.
+MASK = b"***"
+MIN_LENGTH = 4  # shorter values are not secrets worth the name, and masking them would garble the log
+
+
+def secret_values(names: Iterable[str], environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The values of the named variables that are long enough to mask."""
+    return [environ[n] for n in names if len(environ.get(n, "")) >= MIN_LENGTH]
+
+
+class Scrubber:
+    def __init__(self, values: Iterable[str]):
+        self.values = sorted({v.encode() for v in values if len(v) >= MIN_LENGTH}, key=len, reverse=True)
+        self.held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """What of `held + data` can be written now, masked; the rest is held for the next piece."""
+        if not self.values:
+            return data
+        text = self._mask(self.held + data)
+        keep = max((k for v in self.values for k in range(1, len(v)) if text.endswith(v[:k])), default=0)
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def end(self) -> bytes:
+        """The held tail, at the end of the output."""
+        text, self.held = self.held, b""
+        return self._mask(text)
+
+    def _mask(self, text: bytes) -> bytes:
+        for value in self.values:
+            text = text.replace(value, MASK)
+        return text
+
 
 def main(argv: list[str]) -> int:
     root, cpus, command = Path(argv[0]), argv[1], argv[2:]
@@ -53,22 +92,37 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, lambda *_: None)  # the run gets them too (same group) and decides; we wait
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})  # inherited by every thread of the run
+    scrubber = Scrubber(secret_values(os.environ.pop(SECRET_NAMES, "").split()))
     with open(root / "run.log", "ab", buffering=0) as log:
         try:
-            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            # With secrets, the output passes through us to be masked; else it goes straight to the log.
+            out = subprocess.PIPE if scrubber.values else log
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         except OSError as exc:
             log.write(f"[runner] cannot start {command[0]}: {exc}\n".encode())
             code = 127
         else:
+            pumper = None
+            if child.stdout is not None:
+                pumper = threading.Thread(target=_masked, args=(child.stdout, log, scrubber), daemon=True)
+                pumper.start()
             while True:
                 try:
                     code = child.wait()
                     break
                 except InterruptedError:
                     continue
+            if pumper is not None:
+                pumper.join(timeout=2)  # a leftover background process may hold the pipe: not waited for
     (root / f".{EXIT_CODE}.tmp").write_text(str(code))
     os.replace(root / f".{EXIT_CODE}.tmp", root / EXIT_CODE)
     return 0
+
+
+def _masked(stream: IO[bytes], log: IO[bytes], scrubber: Scrubber) -> None:
+    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+        log.write(scrubber.feed(chunk))
+    log.write(scrubber.end())
 
 
 if __name__ == "__main__":

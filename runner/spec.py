@@ -32,6 +32,7 @@ class EnvSpec:
     image: str
     requirements: tuple[str, ...] = ()
     requirements_file: str | None = None  # relative to the project
+    index_url: str | None = None
     setup: tuple[str, ...] = ()
     gpu: bool = False
     ca_bundle: str | None = None  # absolute host path
@@ -77,6 +78,20 @@ class RunSpec:
         return self.argv != HARNESS_ARGV
 
 
+def check_requirement(line: str, where: str) -> str:
+    """A package requirement, not a pip option (`--index-url`, `-r`, `-e`...) nor a host path or file URL:
+    where packages come from is the config's own keys (env.index_url), recorded."""
+    if line.startswith(("-", "/", ".", "~")) or "file:" in line:
+        raise ConfigError(
+            f"{where}: '{line}' is not a package requirement (pip options and local paths are not taken). "
+            "Write NAME[==VERSION], e.g. numpy==1.26.4; for another package index set env.index_url=URL."
+        )
+    return line
+
+
+MIN_MEMORY = 6 * 1024**2
+
+
 def parse_memory(value: str | None) -> int | None:
     if value is None:
         return None
@@ -85,7 +100,10 @@ def parse_memory(value: str | None) -> int | None:
         raise ConfigError(
             f"resources.memory: '{value}' is not a size. Use a number with k, m, g or t, e.g. 512m or 4g."
         )
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size < MIN_MEMORY:  # below it no Python starts (and Docker refuses the container)
+        raise ConfigError(f"resources.memory: '{value}' is below the least a run can have, 6m. Use e.g. 512m or 4g.")
+    return size
 
 
 def parse_gpus(value: Any) -> int | tuple[str, ...] | None:
@@ -163,6 +181,10 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
     if cfg.sweep.direction not in ("maximize", "minimize"):
         raise ConfigError(f"sweep.direction: '{cfg.sweep.direction}' is not one of: maximize, minimize.")
     parse_all(list(cfg.data))
+    for line in cfg.env.requirements:
+        check_requirement(str(line), "env.requirements")
+    if cfg.env.index_url is not None and not re.match(r"^https?://[^\s'\"]+$", cfg.env.index_url):
+        raise ConfigError(f"env.index_url: '{cfg.env.index_url}' is not an http(s) URL, e.g. https://pypi.org/simple.")
     if cfg.train.steps is not None and cfg.train.steps < 1:
         raise ConfigError(f"train.steps: {cfg.train.steps} must be at least 1 (or null to train by epochs).")
     if cfg.train.schedule not in SCHEDULES:
@@ -261,6 +283,7 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
             image=env.image,
             requirements=tuple(env.requirements),
             requirements_file=env.requirements_file,
+            index_url=env.index_url,
             setup=tuple(env.setup),
             gpu=bool(env.gpu),
             ca_bundle=ca_bundle,

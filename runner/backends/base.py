@@ -36,8 +36,13 @@ class RunDir:
     RESERVED = (
         "code", "output", "harness", "run.log", "spool", "spool.ingested", "state.json", "plan.json", "started",
         "stop", "settled.json", "ended.json", "owner.lock", "owner.json", "owner.log", "endpoint.json",
-        "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes",
+        "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes", "secrets.env",
     )  # fmt: skip
+
+    @property
+    def plan(self) -> Path:
+        """How the run starts (Backend.plan), as JSON: names of secrets, never their values."""
+        return self.root / "plan.json"
 
     @property
     def code(self) -> Path:

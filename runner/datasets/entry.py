@@ -10,7 +10,10 @@ from runner.errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Where the runner puts code, output and its harness: a dataset mounted at, above or below one would hide it.
-RESERVED = ("/code", "/output", "/opt/runner")
+RESERVED = ("/code", "/output", "/opt/runner", "/opt/env")
+# The system's own folders: a dataset over one would hide what every program needs (or the kernel's view).
+SYSTEM = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr", "/var")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # would garble the record's tags and the log
 EXAMPLE = "e.g. data=[mnist@1:/input] or data=[mnist@latest] (mounted at /input/mnist)"
 
 
@@ -58,20 +61,29 @@ def parse(entry: str) -> DataRef:
 
 
 def _check_target(entry: str, target: str) -> str:
-    path = PurePosixPath(target)
+    """The mount point in its one spelling (`//proc/./x/` is `/proc/x`), checked on that spelling."""
     if not target.startswith("/"):
         raise ConfigError(f"data: '{entry}': the mount point '{target}' must be an absolute path, {EXAMPLE}.")
+    path = PurePosixPath("/" + target.lstrip("/"))  # POSIX keeps a leading '//': one slash is the same folder
     if ".." in path.parts:
         raise ConfigError(f"data: '{entry}': the mount point '{target}' must not contain '..'.")
     norm = str(path)
     if norm == "/":
         raise ConfigError(f"data: '{entry}': cannot mount a dataset over '/'. Use a folder, {EXAMPLE}.")
+    if CONTROL.search(norm):
+        raise ConfigError(f"data: {entry!r}: the mount point {norm!r} holds a control character, {EXAMPLE}.")
     for reserved in RESERVED:
         if _overlaps(norm, reserved):
             raise ConfigError(
                 f"data: '{entry}': the mount point '{norm}' overlaps {reserved}, which the runner owns "
                 f"({', '.join(RESERVED)} are taken). Use another folder, e.g. /input."
             )
+    system = next((s for s in SYSTEM if norm == s or norm.startswith(s + "/")), None)
+    if system:
+        raise ConfigError(
+            f"data: '{entry}': the mount point '{norm}' lies in {system}, a system folder a dataset may not hide "
+            f"({', '.join(SYSTEM)}). Use another folder, e.g. /input."
+        )
     return norm
 
 

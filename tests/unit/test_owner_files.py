@@ -26,3 +26,14 @@ def test_a_unique_start_names_the_run_and_an_ambiguous_one_is_refused(tmp_path: 
     assert find_run_dir(tmp_path, "ffff0000").root == runs / "ffff0000"
     with pytest.raises(RunnerError, match="start of 2 runs' ids"):
         find_run_dir(tmp_path, "abcd")
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 64 * 1024])
+def test_secrets_are_masked_however_the_output_is_cut(size: int) -> None:
+    from runner.shim import Scrubber
+
+    text = b"token=hunter22 and again hunter22hunter22; short=abc\r\n" * 3 + b"ends with hunt"
+    scrubber = Scrubber(["hunter22", "abc"])  # "abc" is too short to be a secret worth masking
+    out = b"".join(scrubber.feed(text[i : i + size]) for i in range(0, len(text), size)) + scrubber.end()
+    assert out == text.replace(b"hunter22", b"***")
+    assert b"hunter22" not in out and out.endswith(b"ends with hunt")

@@ -8,7 +8,16 @@ import pytest
 
 from runner.compose import compose_config
 from runner.errors import ConfigError
-from runner.spec import HARNESS_ARGV, EnvSpec, Resources, build_spec, flatten, parse_memory
+from runner.spec import (
+    HARNESS_ARGV,
+    EnvSpec,
+    Resources,
+    build_spec,
+    check_requirement,
+    flatten,
+    parse_memory,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +82,7 @@ def test_gpus_forms() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "size"), [("512m", 512 * 1024**2), ("4g", 4 * 1024**3), ("100", 100), ("2GB", 2 * 1024**3)]
+    ("text", "size"), [("512m", 512 * 1024**2), ("4g", 4 * 1024**3), ("7000000", 7000000), ("2GB", 2 * 1024**3)]
 )
 def test_parse_memory(text: str, size: int) -> None:
     assert parse_memory(text) == size
@@ -84,5 +93,41 @@ def test_parse_memory_rejects_words() -> None:
         parse_memory("lots")
 
 
+def test_parse_memory_rejects_what_no_run_can_live_in() -> None:
+    with pytest.raises(ConfigError, match="'5m' is below the least a run can have, 6m"):
+        parse_memory("5m")
+
+
 def test_flatten() -> None:
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "null"}
+
+
+@pytest.mark.parametrize(
+    ("line", "allowed"),
+    [
+        ("numpy==1.26.4", True),
+        ("torch>=2; python_version >= '3.10'", True),
+        ("--index-url http://elsewhere/simple", False),
+        ("-i http://elsewhere/simple", False),
+        ("--extra-index-url=http://x", False),
+        ("-e /etc", False),
+        ("-r /etc/passwd", False),
+        ("/home/someone/pkg", False),
+        ("./vendored", False),
+        ("pkg @ file:///etc/pkg", False),
+    ],
+)
+def test_requirement_lines_are_packages_not_pip_options(line: str, allowed: bool) -> None:
+    if allowed:
+        assert check_requirement(line, "env.requirements") == line
+    else:
+        with pytest.raises(ConfigError, match="is not a package requirement"):
+            check_requirement(line, "env.requirements")
+
+
+def test_index_url_must_be_a_url() -> None:
+    assert spec_for("env.index_url=https://mirror.example/simple").env.index_url == "https://mirror.example/simple"
+    with pytest.raises(ConfigError, match="env.index_url: 'file:///x' is not an http"):
+        validate(compose_config(ROOT, ["+experiment=keras_mlp", "env.index_url=file:///x"]))
+    with pytest.raises(ConfigError, match="env.requirements: '-r /etc/passwd' is not a package requirement"):
+        validate(compose_config(ROOT, ["+experiment=keras_mlp", "env.requirements=['-r /etc/passwd']"]))

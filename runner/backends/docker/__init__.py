@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import os
+import shlex
 import tempfile
 import threading
 from importlib import metadata
@@ -22,7 +24,8 @@ from typing import Any
 
 from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
 from runner.environment import cache_dir, content_hash, uv_bin, uv_index_env
-from runner.errors import BackendUnavailable, EnvBuildError
+from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
+from runner.shim import Scrubber, secret_values
 from runner.spec import RunSpec
 
 ENV_REPO = "runner-env"
@@ -36,6 +39,8 @@ LEGACY_KIND = "runner.managed"  # one key for both, before the split: still reco
 CA_PATH = "/etc/runner/ca.pem"
 SPOOL_PATH = "/var/spool/runner"  # the harness's records, for the owner (runner.spool)
 HOST_ALIAS = "host.docker.internal"
+SECRETS_FILE = "secrets.env"  # in the run directory (owner-only), for the run's start; gone at its end
+SECRETS_PATH = "/run/runner/secrets.env"
 # Bump when what goes into an env image changes (the build script below): old images are then not reused.
 IN_IMAGE_VERSION = "1"
 BUILD_SCRIPT = """set -eu
@@ -162,9 +167,9 @@ def stream_logs(container: Any, log: Log) -> threading.Thread:
 LOG_OFFSET = "container.log.bytes"  # how much of the container's output is already in run.log
 
 
-def pump_to_file(container: Any, run_dir: RunDir) -> threading.Thread:
-    """The run container's output appended to run.log as it comes. The engine keeps the whole output for
-    the container's life, so an owner that takes over skips what an earlier one already wrote."""
+def pump_to_file(container: Any, run_dir: RunDir, scrubber: Scrubber) -> threading.Thread:
+    """The run container's output appended to run.log as it comes, its secrets masked. The engine keeps the
+    whole output for the container's life, so an owner that takes over skips what an earlier one wrote."""
     offset_file = run_dir / LOG_OFFSET
 
     def run() -> None:
@@ -178,9 +183,10 @@ def pump_to_file(container: Any, run_dir: RunDir) -> threading.Thread:
                 new = chunk[max(0, done - seen) :]
                 seen += len(chunk)
                 if new:
-                    out.write(new)
-                    done = seen
+                    out.write(scrubber.feed(new))
+                    done = seen - len(scrubber.held)  # what is held is written by whoever reads it next
                     offset_file.write_text(str(done))
+            out.write(scrubber.end())
 
     thread = threading.Thread(target=run, name="container-logs", daemon=True)
     thread.start()
@@ -188,10 +194,11 @@ def pump_to_file(container: Any, run_dir: RunDir) -> threading.Thread:
 
 
 class DockerHandle(RunHandle):
-    def __init__(self, run_id: str, container: Any, run_dir: RunDir, keep: bool):
+    def __init__(self, run_id: str, container: Any, run_dir: RunDir, keep: bool, secrets: list[str]):
         super().__init__(run_id)
         self.container = container
-        self.pumper = pump_to_file(container, run_dir)
+        self.run_dir = run_dir
+        self.pumper = pump_to_file(container, run_dir, Scrubber(secret_values(secrets)))
         self.keep = keep
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
@@ -224,6 +231,7 @@ class DockerHandle(RunHandle):
     def release(self) -> None:
         from docker.errors import APIError, NotFound
 
+        (self.run_dir / SECRETS_FILE).unlink(missing_ok=True)
         if self.keep:
             return
         with contextlib.suppress(NotFound, APIError):
@@ -238,8 +246,27 @@ class DockerBackend(Backend):
         self._bases: dict[str, Any] = {}  # base images by name, looked up once per run
 
     def check(self, spec: RunSpec) -> None:
+        """What the engine would refuse, refused first (before any run exists), in one line."""
+        from docker.errors import NotFound
+
+        info = self.docker.info()
+        if spec.resources.cpus and spec.resources.cpus > info.get("NCPU", spec.resources.cpus):
+            raise ConfigError(
+                f"resources.cpus: {spec.resources.cpus:g} is more than this engine's {info['NCPU']} CPUs. "
+                f"Use at most {info['NCPU']}, or null for no limit."
+            )
+        network = spec.backend_config.network
+        if network not in ("bridge", "host", "none"):
+            try:
+                self.docker.networks.get(network)
+            except NotFound:
+                names = sorted(n.name for n in self.docker.networks.list())
+                raise ConfigError(
+                    f"backend.network: no Docker network '{network}' here. Networks: {', '.join(names)} "
+                    f"(or create it: docker network create {network})."
+                ) from None
         if spec.env.gpu:
-            runtimes = self.docker.info().get("Runtimes", {})
+            runtimes = info.get("Runtimes", {})
             if "nvidia" not in runtimes and not _which("nvidia-container-runtime-hook"):
                 raise BackendUnavailable(
                     "env.gpu=true, but this Docker engine has no NVIDIA runtime (install nvidia-container-toolkit "
@@ -323,57 +350,81 @@ class DockerBackend(Backend):
         )
 
     def _build(self, spec: RunSpec, lock: str, tag: str, log: Log) -> Any:
+        """Install the lock with the shared wheel cache mounted; then, in a second container without that
+        cache, the config's `env.setup` commands (a user's command must not be able to change the cache
+        every later build reads from)."""
         wheels = cache_dir() / "uv-docker"  # wheel cache shared by every build
         wheels.mkdir(parents=True, exist_ok=True)
+        tls = tls_env_in_container(bool(spec.env.ca_bundle))
+        ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []
+        changes = [
+            f"ENV PATH={IMAGE_PATH}",
+            "ENV VIRTUAL_ENV=/opt/env",
+            "WORKDIR /code",
+            f"LABEL {IMAGE_KIND}=env",
+            f"LABEL {CONTAINER_KIND}=",  # committed from a build container: not one itself
+            f"LABEL runner.base={spec.env.image}",
+        ]
+        repo, _, version = tag.partition(":")
         with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
             (Path(tmp) / "requirements.lock").write_text(lock)
-            script = BUILD_SCRIPT + "".join(f"{cmd}\n" for cmd in spec.env.setup)
             mounts = [
                 _bind(tmp, "/build", True),
                 _bind(wheels, "/uv-cache", False),
                 _bind(uv_bin(), "/usr/local/bin/uv", True),
+                *ca,
             ]
-            if spec.env.ca_bundle:
-                mounts.append(_bind(spec.env.ca_bundle, CA_PATH, True))
             env = {
-                **tls_env_in_container(bool(spec.env.ca_bundle)),
-                **uv_index_env(os.environ),
+                **tls,
+                **uv_index_env(os.environ, spec.env.index_url),
                 "UV_CACHE_DIR": "/uv-cache",
                 "UV_LINK_MODE": "copy",
                 "UV_NO_PROGRESS": "1",
             }
-            container = self.docker.containers.run(
-                self.base_image(spec.env.image).id,
-                ["sh", "-c", script],
-                detach=True,
-                mounts=mounts,
-                environment=env,
-                labels={CONTAINER_KIND: "build"},
-                network_mode=spec.backend_config.network,
-            )
-            try:
-                pumper = stream_logs(container, log)
-                code = int(container.wait()["StatusCode"])
-                pumper.join(timeout=10)
-                if code != 0:
-                    raise EnvBuildError(
-                        f"Building image {tag} failed (exit {code}); the build log is above and in the run's log."
-                    )
-                repo, _, version = tag.partition(":")
-                return container.commit(
-                    repository=repo,
-                    tag=version,
-                    changes=[
-                        f"ENV PATH={IMAGE_PATH}",
-                        "ENV VIRTUAL_ENV=/opt/env",
-                        "WORKDIR /code",
-                        f"LABEL {IMAGE_KIND}=env",
-                        f"LABEL {CONTAINER_KIND}=",  # committed from a build container: not one itself
-                        f"LABEL runner.base={spec.env.image}",
-                    ],
+            image = self._build_step(
+                spec, self.base_image(spec.env.image).id, BUILD_SCRIPT, mounts, env, log, tag,
+                {"repository": repo, "tag": version} if not spec.env.setup else {}, changes,
+            )  # fmt: skip
+        if not spec.env.setup:
+            return image
+        script = "set -eu\n" + "".join(f"{cmd}\n" for cmd in spec.env.setup)
+        return self._build_step(
+            spec, image.id, script, ca, tls, log, tag, {"repository": repo, "tag": version}, changes
+        )
+
+    def _build_step(
+        self,
+        spec: RunSpec,
+        image: str,
+        script: str,
+        mounts: list[Any],
+        env: dict[str, str],
+        log: Log,
+        tag: str,
+        name: dict[str, str],
+        changes: list[str],
+    ) -> Any:
+        """`script` run in a container of `image`, committed (under `name`, when given)."""
+        container = self.docker.containers.run(
+            image,
+            ["sh", "-c", script],
+            detach=True,
+            mounts=mounts,
+            environment=env,
+            labels={CONTAINER_KIND: "build"},
+            network_mode=spec.backend_config.network,
+        )
+        try:
+            pumper = stream_logs(container, log)
+            code = int(container.wait()["StatusCode"])
+            pumper.join(timeout=10)
+            if code != 0:
+                raise EnvBuildError(
+                    f"Building image {tag} failed (exit {code}); the build log is above and in the run's log."
                 )
-            finally:
-                container.remove(force=True)
+            return container.commit(**name, changes=changes)
+        finally:
+            container.remove(force=True)
 
     def gateway(self, network: str) -> str:
         """The host's address on the container network (where the tracking server listens)."""
@@ -388,7 +439,7 @@ class DockerBackend(Backend):
 
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
         plan = container_spec(spec, run_dir, prepared.env_id, env)
-        if spec.backend_config.network == "host":
+        if spec.backend_config.network in ("host", "none"):  # none: the run reaches no one (its spool still works)
             plan["tracking"] = ["127.0.0.1", "127.0.0.1", []]
         else:
             gateway = self.gateway(spec.backend_config.network)
@@ -402,12 +453,26 @@ class DockerBackend(Backend):
         return bind, reach_as, tuple(names)
 
     def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        from docker.errors import APIError, NotFound
+
         kwargs = {k: v for k, v in plan.items() if k not in ("tracking", "secrets", "keep")}
+        kwargs["environment"] = {**kwargs["environment"], **env}
         secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
-        kwargs["environment"] = {**kwargs["environment"], **secrets, **env}
+        if secrets:  # in a file read at start, not in the container's config (`docker inspect` shows that)
+            fd = os.open(run_dir / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in secrets.items())
+            kwargs["mounts"] = [*kwargs["mounts"], _bind(run_dir / SECRETS_FILE, SECRETS_PATH, True)]
+            kwargs["command"] = ["/bin/sh", "-c", f'. {SECRETS_PATH} && exec "$@"', "run", *kwargs["command"]]
         run_id = kwargs["labels"][RUN_LABEL]
-        container = self.docker.containers.run(**kwargs)
-        return DockerHandle(run_id, container, run_dir, plan["keep"])
+        try:
+            container = self.docker.containers.run(**kwargs)
+        except APIError as exc:  # created but not started: nothing of it may stay
+            with contextlib.suppress(NotFound, APIError):
+                self.docker.api.remove_container(kwargs["name"], force=True)
+            (run_dir / SECRETS_FILE).unlink(missing_ok=True)
+            raise RunnerError(f"Docker could not start the run: {exc.explanation or exc}") from exc
+        return DockerHandle(run_id, container, run_dir, plan["keep"], plan["secrets"])
 
     def gc(self) -> str:
         """Remove the runner's own stopped containers and the env images no container uses; say how much
@@ -420,7 +485,8 @@ class DockerBackend(Backend):
         if not found:
             return None
         keep = found[0].labels.get(KEEP_LABEL) == "true"
-        return DockerHandle(run_id, found[0], run_dir, keep)
+        plan = json.loads(run_dir.plan.read_text()) if run_dir.plan.is_file() else {}
+        return DockerHandle(run_id, found[0], run_dir, keep, plan.get("secrets", []))
 
 
 def _which(name: str) -> bool:

@@ -130,6 +130,7 @@ class LocalBackend(Backend):
 
     def _build(self, spec: RunSpec, env_dir: Path, lock: str, log: Log) -> None:
         tls = tls_env(spec.env.ca_bundle)
+        index = {"UV_INDEX_URL": spec.env.index_url} if spec.env.index_url else {}
         (env_dir.parent / f"{env_dir.name}.txt").write_text(lock)
         steps = [
             [uv_bin(), "venv", "--quiet", "--python", sys.executable, str(env_dir)],
@@ -149,7 +150,7 @@ class LocalBackend(Backend):
                 argv,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **tls, "PATH": path, "VIRTUAL_ENV": str(env_dir)},
+                env={**os.environ, **tls, **index, "PATH": path, "VIRTUAL_ENV": str(env_dir)},
             )
             assert proc.stdout is not None
             pump(proc.stdout, log).join()
@@ -190,7 +191,7 @@ class LocalBackend(Backend):
             # By path, isolated: the shim needs only the standard library, and the run's environment is the run's.
             [sys.executable, "-I", shim.__file__, str(run_dir.root), plan["cpus"], *plan["argv"]],
             cwd=plan["cwd"],
-            env={**base, **plan["env"], **secrets, **env, "PATH": path},
+            env={**base, **plan["env"], **secrets, **env, "PATH": path, shim.SECRET_NAMES: " ".join(secrets)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
