@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
+from runner.errors import RunnerError
 from runner.shim import alive, write_json
 from runner.tracking import is_remote, server_environment
 
@@ -338,7 +339,8 @@ class Owner:
                 self.serve(plan, access)
             outcome = self.supervise()
         except BaseException as exc:
-            outcome = Outcome(FAILED, reason=f"runner error: {type(exc).__name__}: {exc}")
+            said = str(exc) if isinstance(exc, RunnerError) else f"runner error: {type(exc).__name__}: {exc}"
+            outcome = Outcome(FAILED, reason=said)
             if self.handle is not None:
                 with contextlib.suppress(Exception):
                     self.handle.cancel()

@@ -34,10 +34,10 @@ def project(tmp_path: Path) -> Path:
 
 
 def run_cli(
-    project: Path, *args: str, timeout: float = 600, check: bool = False
+    project: Path, *args: str, timeout: float = 600, check: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m runner ARGS` in `project`, as a user would type it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    """`python -m runner ARGS` in `project`, as a user would type it (`env`: variables added to the shell's)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "runner", *args],
         cwd=project,
