@@ -42,16 +42,16 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
             sys.exit(code)
         run_with_hydra(argv)
+    except BrokenPipeError:
+        # The reader went away (`runner ls | head`): end quietly, as a Unix tool killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Exception as exc:
         error = exc if isinstance(exc, RunnerError) else config_value_error(exc)
         if error is None or os.environ.get("RUNNER_TRACEBACK"):
             raise
         print(f"runner: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except BrokenPipeError:
-        # The reader went away (`runner ls | head`): end quietly, as a Unix tool killed by SIGPIPE would.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
 
 
 def config_value_error(exc: BaseException) -> ConfigError | None:

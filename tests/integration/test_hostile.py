@@ -225,3 +225,19 @@ def test_a_container_run_has_no_capability_and_cannot_gain_one(project: Path) ->
     assert "CapEff:\t0000000000000000" in log
     assert "CapPrm:\t0000000000000000" in log
     assert "NoNewPrivs:\t1" in log
+
+
+def test_a_run_cut_off_from_the_network_reaches_no_one(project: Path) -> None:
+    docker_engine()
+    (project / "reach.py").write_text(
+        "import socket\n"
+        "for host in ('host.docker.internal', '1.1.1.1', '127.0.0.1'):\n"
+        "    try:\n"
+        "        socket.create_connection((host, 80), timeout=2); print('reached', host)\n"
+        "    except OSError:\n"
+        "        print('cut off from', host)\n"
+    )
+    run_cli(project, "backend=docker", "env.requirements=[]", "backend.network=none", "command=python3 reach.py", check=True)
+    log = read_artifact(project, only_run(project).info.run_id, "run.log")
+    assert "reached" not in log
+    assert log.count("cut off from") == 3

@@ -412,7 +412,8 @@ class DockerBackend(Backend):
             mounts=mounts,
             environment=env,
             labels={CONTAINER_KIND: "build"},
-            network_mode=spec.backend_config.network,
+            # A build fetches packages: a run cut off from the network (none) still has its image built.
+            network_mode="bridge" if spec.backend_config.network == "none" else spec.backend_config.network,
         )
         try:
             pumper = stream_logs(container, log)
