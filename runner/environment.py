@@ -53,7 +53,11 @@ def requirement_lines(env: EnvSpec, project_dir: Path) -> list[str]:
         path = project_dir / env.requirements_file
         inside = path.resolve().is_relative_to(project_dir.resolve())
         if not inside or not path.is_file():
-            where = ("is not a file" if path.exists() else "does not exist") if inside else "lies outside the project"
+            where = (
+                ("is not a file" if path.exists() else "does not exist")
+                if inside
+                else "lies outside the project"
+            )
             raise ConfigError(
                 f"env.requirements_file: {env.requirements_file} {where} ({project_dir}). "
                 "Name a file of the project, e.g. env.requirements_file=requirements.txt."

@@ -139,7 +139,9 @@ def execute(
 
         spec = replace(spec, mounts=resolve(project, spec.data))
     with ThreadPoolExecutor(1) as pool:
-        versioning = pool.submit(code_version, Path(spec.source))  # git's three calls go on while the lock is found
+        versioning = pool.submit(
+            code_version, Path(spec.source)
+        )  # git's three calls go on while the lock is found
         if lock is None:  # a reproduction passes the recorded lock
             lock = resolve_lock(
                 requirement_lines(spec.env, Path(spec.source)),

@@ -118,7 +118,9 @@ def _fresh_lock(spec: Any) -> str | None:
     try:
         target = Target(*get_backend(spec.backend).lock_target(spec))
         lines = requirement_lines(spec.env, Path(spec.source))
-        return resolve_lock(lines, target, spec.env.ca_bundle, os.environ, fresh=True, index_url=spec.env.index_url)
+        return resolve_lock(
+            lines, target, spec.env.ca_bundle, os.environ, fresh=True, index_url=spec.env.index_url
+        )
     except RunnerError:
         return None  # unresolvable today: the recorded lock is all there is
 

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 PROCESS = "process.json"
 SECRET_NAMES = "RUNNER_SECRET_NAMES"  # the variables whose values the shim masks (it removes this one)
@@ -47,6 +47,7 @@ def write_json(path: Path, value: object, private: bool = False) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(value))
     os.replace(tmp, path)
+
 
 # Secret values are masked in the run's output as it is written to its log. Output arrives in pieces: a value
 # split across two is still caught, as the tail of a piece that could begin one is held for the next piece.

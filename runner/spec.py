@@ -102,7 +102,9 @@ def parse_memory(value: str | None) -> int | None:
         )
     size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
     if size < MIN_MEMORY:  # below it no Python starts (and Docker refuses the container)
-        raise ConfigError(f"resources.memory: '{value}' is below the least a run can have, 6m. Use e.g. 512m or 4g.")
+        raise ConfigError(
+            f"resources.memory: '{value}' is below the least a run can have, 6m. Use e.g. 512m or 4g."
+        )
     return size
 
 
@@ -184,7 +186,9 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
     for line in cfg.env.requirements:
         check_requirement(str(line), "env.requirements")
     if cfg.env.index_url is not None and not re.match(r"^https?://[^\s'\"]+$", cfg.env.index_url):
-        raise ConfigError(f"env.index_url: '{cfg.env.index_url}' is not an http(s) URL, e.g. https://pypi.org/simple.")
+        raise ConfigError(
+            f"env.index_url: '{cfg.env.index_url}' is not an http(s) URL, e.g. https://pypi.org/simple."
+        )
     if cfg.train.steps is not None and cfg.train.steps < 1:
         raise ConfigError(f"train.steps: {cfg.train.steps} must be at least 1 (or null to train by epochs).")
     if cfg.train.schedule not in SCHEDULES:

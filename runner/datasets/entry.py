@@ -12,7 +12,21 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Where the runner puts code, output and its harness: a dataset mounted at, above or below one would hide it.
 RESERVED = ("/code", "/output", "/opt/runner", "/opt/env")
 # The system's own folders: a dataset over one would hide what every program needs (or the kernel's view).
-SYSTEM = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr", "/var")
+SYSTEM = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var",
+)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # would garble the record's tags and the log
 EXAMPLE = "e.g. data=[mnist@1:/input] or data=[mnist@latest] (mounted at /input/mnist)"
 

@@ -81,7 +81,10 @@ def test_links_in_the_output_are_never_followed_into_the_record(
         (("env.requirements=['--index-url http://elsewhere/simple']",), "is not a package requirement"),
         (("env.requirements=['-e /etc']",), "env.requirements: '-e /etc' is not a package requirement"),
         (("env.index_url=ftp://x",), "env.index_url: 'ftp://x' is not an http(s) URL"),
-        (("env.requirements_file=/etc/passwd",), "env.requirements_file: /etc/passwd lies outside the project"),
+        (
+            ("env.requirements_file=/etc/passwd",),
+            "env.requirements_file: /etc/passwd lies outside the project",
+        ),
         (("env.requirements_file=../x.txt",), "env.requirements_file: ../x.txt lies outside the project"),
         (("env.requirements_file=reqs.txt",), "reqs.txt:2: '-r /etc/passwd' is not a package requirement"),
         (("resources.memory=1k",), "resources.memory: '1k' is below the least a run can have, 6m"),
@@ -139,13 +142,18 @@ def containers() -> set[str]:
     return set(out.split())
 
 
-def test_a_container_that_cannot_start_is_removed_and_its_run_ends_failed(dproject: Path, tmp_path: Path) -> None:
+def test_a_container_that_cannot_start_is_removed_and_its_run_ends_failed(
+    dproject: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
     docker_engine()
     src = folder(tmp_path / "src", {"a.txt": "one"})
     run_cli(dproject, "data", "add", "toy", str(src), check=True)
     before = containers()
     # The image has a file there: the engine refuses to put a folder over it when it starts the container.
-    proc = run_cli(dproject, "backend=docker", "env.requirements=[]", "command=echo hi", "data=[toy@1:/root/.bashrc]")
+    proc = run_cli(
+        dproject, "backend=docker", "env.requirements=[]", "command=echo hi", "data=[toy@1:/root/.bashrc]"
+    )
     assert proc.returncode != 0
     run = only_run(dproject)
     assert run.info.status == "FAILED"
@@ -169,10 +177,14 @@ def test_a_secret_is_masked_in_the_log_and_absent_from_the_engine_config(project
         deadline = time.time() + 60
         while time.time() < deadline and not seen:
             ids = subprocess.run(
-                ["docker", "ps", "-q", "--filter", "label=runner.container.kind=run"], capture_output=True, text=True
+                ["docker", "ps", "-q", "--filter", "label=runner.container.kind=run"],
+                capture_output=True,
+                text=True,
             ).stdout.split()
             if ids:
-                seen.append(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True).stdout)
+                seen.append(
+                    subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True).stdout
+                )
             time.sleep(0.2)
 
     watcher = threading.Thread(target=inspect_while_running, daemon=True)
@@ -237,7 +249,14 @@ def test_a_run_cut_off_from_the_network_reaches_no_one(project: Path) -> None:
         "    except OSError:\n"
         "        print('cut off from', host)\n"
     )
-    run_cli(project, "backend=docker", "env.requirements=[]", "backend.network=none", "command=python3 reach.py", check=True)
+    run_cli(
+        project,
+        "backend=docker",
+        "env.requirements=[]",
+        "backend.network=none",
+        "command=python3 reach.py",
+        check=True,
+    )
     log = read_artifact(project, only_run(project).info.run_id, "run.log")
     assert "reached" not in log
     assert log.count("cut off from") == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,8 @@ def test_gpus_forms() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "size"), [("512m", 512 * 1024**2), ("4g", 4 * 1024**3), ("7000000", 7000000), ("2GB", 2 * 1024**3)]
+    ("text", "size"),
+    [("512m", 512 * 1024**2), ("4g", 4 * 1024**3), ("7000000", 7000000), ("2GB", 2 * 1024**3)],
 )
 def test_parse_memory(text: str, size: int) -> None:
     assert parse_memory(text) == size
@@ -126,8 +128,13 @@ def test_requirement_lines_are_packages_not_pip_options(line: str, allowed: bool
 
 
 def test_index_url_must_be_a_url() -> None:
-    assert spec_for("env.index_url=https://mirror.example/simple").env.index_url == "https://mirror.example/simple"
-    with pytest.raises(ConfigError, match="env.index_url: 'file:///x' is not an http"):
+    assert (
+        spec_for("env.index_url=https://mirror.example/simple").env.index_url
+        == "https://mirror.example/simple"
+    )
+    with pytest.raises(ConfigError, match=re.escape("env.index_url: 'file:///x' is not an http")):
         validate(compose_config(ROOT, ["+experiment=keras_mlp", "env.index_url=file:///x"]))
-    with pytest.raises(ConfigError, match="env.requirements: '-r /etc/passwd' is not a package requirement"):
+    with pytest.raises(
+        ConfigError, match=re.escape("env.requirements: '-r /etc/passwd' is not a package requirement")
+    ):
         validate(compose_config(ROOT, ["+experiment=keras_mlp", "env.requirements=['-r /etc/passwd']"]))

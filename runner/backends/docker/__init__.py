@@ -440,7 +440,10 @@ class DockerBackend(Backend):
 
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
         plan = container_spec(spec, run_dir, prepared.env_id, env)
-        if spec.backend_config.network in ("host", "none"):  # none: the run reaches no one (its spool still works)
+        if spec.backend_config.network in (
+            "host",
+            "none",
+        ):  # none: the run reaches no one (its spool still works)
             plan["tracking"] = ["127.0.0.1", "127.0.0.1", []]
         else:
             gateway = self.gateway(spec.backend_config.network)
