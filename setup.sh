@@ -91,7 +91,7 @@ base_image() {
 first_run() {  # a real run in a container, in a throw-away project: engine, image, build, tracking
   local tmp status
   tmp=$(mktemp -d -t runner-setup-XXXXXX)
-  cp -r conf models .gitignore "$tmp/"
+  cp .gitignore "$tmp/"  # the configs come with the installed package
   git -C "$tmp" init -q
   git -C "$tmp" add -A
   git -C "$tmp" -c user.name=setup -c user.email=setup@localhost commit -qm "first run"

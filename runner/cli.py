@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from runner.errors import ConfigError, RunnerError
 
-VERBS = ("ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image")
+VERBS = ("init", "ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image")
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
 _HYDRA_INFO_FLAGS = (
     "--help",
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not MLflow's notes on creating a store
     try:
         _reconcile()
+        if argv and argv[0] == "run":
+            overrides, command = split_command(argv[1:])
+            run_with_hydra(overrides, command=command)
+            return
         if argv and argv[0] in VERBS:
             from runner import commands
 
@@ -75,7 +80,7 @@ def config_value_error(exc: BaseException) -> ConfigError | None:
 def _reconcile() -> None:
     """Every command first gives the runs of this project that lost their owner a new one (runner.owner)."""
     here = Path.cwd().resolve()
-    project = next((p for p in (here, *here.parents) if (p / "conf" / "config.yaml").is_file()), None)
+    project = next((p for p in (here, *here.parents) if (p / ".runner").is_dir()), None)
     if project is not None and (project / ".runner" / "live").is_dir():
         from runner.owner import reconcile
 
@@ -89,7 +94,34 @@ def _preflight_overrides(argv: list[str]) -> list[str] | None:
     return [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
-def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
+RUN_USAGE = "runner run [OVERRIDES...] -- COMMAND [ARGS...], e.g. runner run -- python train.py --lr 0.01"
+
+
+def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`runner run`'s overrides, and the command after `--` (None when there is no `--`)."""
+    if "--" not in argv:
+        return argv, None
+    at = argv.index("--")
+    overrides, command = argv[:at], argv[at + 1 :]
+    if not command:
+        raise ConfigError(f"runner run: nothing after '--' to run. Usage: {RUN_USAGE}")
+    if any(a in ("-m", "--multirun") for a in overrides):
+        raise ConfigError(
+            "runner run: a sweep (-m) changes config values, which a command given after '--' does not read. "
+            "Sweep a config whose command= names them, e.g. command='python train.py --lr ${train.learning_rate}'."
+        )
+    return overrides, command
+
+
+def with_command(cfg: Any, command: list[str] | None) -> Any:
+    """`cfg` running `command` exactly (quoted for the shell word by word; `${` kept from OmegaConf)."""
+    if command is not None:
+        cfg = cfg.copy()
+        cfg.command = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", shlex.join(command))
+    return cfg
+
+
+def run_with_hydra(argv: list[str], resume: str | None = None, command: list[str] | None = None) -> None:
     from runner.compose import (
         compose_config,
         composed_before,
@@ -109,6 +141,7 @@ def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     single = None if multirun else composed_before(project, overrides)
     if single is not None and not any(a.startswith("-") for a in argv):  # composed before: one run, and valid
+        single = with_command(single, command)
         validate(single)
         sys.exit(run_one(single, experiment_of(argv), project, {}))
     variants = sweep_variants(overrides)
@@ -120,7 +153,7 @@ def run_with_hydra(argv: list[str], resume: str | None = None) -> None:
         )
     cfg = None
     for variant in variants:
-        cfg = compose_config(project, variant)
+        cfg = with_command(compose_config(project, variant), command)
         validate(cfg)  # every config error surfaces here: before Hydra, a run, or a build
     assert cfg is not None
     if multirun:
@@ -157,8 +190,11 @@ def _hydra_main(project: Path, argv: list[str]) -> None:
     from runner.config import register_configs
 
     register_configs()
-    sys.argv = [sys.argv[0], *argv]
-    hydra.main(version_base="1.3", config_path=str(project / "conf"), config_name="config")(task)()
+    from runner.compose import hydra_overrides, primary
+
+    sys.argv = [sys.argv[0], *hydra_overrides(project), *argv]  # before any flag: argparse wants them first
+    folder, name = primary(project)
+    hydra.main(version_base="1.3", config_path=str(folder), config_name=name)(task)()
 
 
 def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:

@@ -1,4 +1,4 @@
-"""The management verbs: ls, logs, ui, stop, compare, sweep, reproduce, data, gc, image."""
+"""The management verbs: init, ls, logs, ui, stop, compare, sweep, reproduce, data, gc, image."""
 
 from __future__ import annotations
 
@@ -266,11 +266,22 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce(store_uri(project), project, _full_id(project, args.run_id), check=args.check)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from runner.init import init
+
+    for line in init(Path.cwd()):
+        print(f"[runner] {line}")
+    print("[runner] next: runner run -- python train.py   (or: runner +experiment=example)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="runner", description="Manage runs. Run a config with: runner +experiment=NAME"
     )
     sub = p.add_subparsers(dest="verb", required=True)
+    init = sub.add_parser("init", help="make this git repository a runner project (a starter conf/)")
+    init.set_defaults(fn=cmd_init)
     ls = sub.add_parser("ls", help="recent runs")
     ls.add_argument("--experiment")
     ls.add_argument("--limit", type=int, default=20)

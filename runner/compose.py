@@ -14,24 +14,52 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from runner.config import register_configs
+from runner.config import PACKAGED_ROOT, register_configs
 from runner.environment import cache_dir, content_hash
 from runner.errors import ConfigError, suggest
 
 GROUPS = ("experiment", "model", "dataset", "env", "backend", "tracking")
 
 
+PACKAGED = (
+    Path(__file__).resolve().parent / "conf"
+)  # the groups the runner ships; a project's conf/ comes first
+
+
 def find_project_dir(start: Path | None = None) -> Path:
-    """The nearest directory at or above `start` that holds conf/config.yaml."""
+    """The project: the nearest directory at or above `start` with a conf/ folder, the runner's state (.runner)
+    or a git repository."""
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
-        if (candidate / "conf" / "config.yaml").is_file():
+        if (candidate / "conf").is_dir() or (candidate / ".runner").is_dir() or (candidate / ".git").exists():
             return candidate
-    raise ConfigError(f"No conf/config.yaml in {here} or above: run from inside a runner project.")
+    raise ConfigError(
+        f"{here} is not inside a project (no git repository, conf/ or .runner/ here or above). The runner records "
+        "your code by its commit: git init && git add -A && git commit -m start, then runner init."
+    )
+
+
+def config_dirs(project_dir: Path) -> list[Path]:
+    """Where configs are looked up, first match wins: the project's conf/ (when it has one), then the runner's."""
+    own = project_dir / "conf"
+    return [own, PACKAGED] if own.is_dir() and own.resolve() != PACKAGED else [PACKAGED]
+
+
+def primary(project_dir: Path) -> tuple[Path, str]:
+    """Hydra's config folder and root config's name: the project's conf/ and its config.yaml, or the runner's
+    root config when the project's conf/ has none (or there is no project conf/ at all)."""
+    first = config_dirs(project_dir)[0]
+    return first, "config" if (first / "config.yaml").is_file() else PACKAGED_ROOT
+
+
+def hydra_overrides(project_dir: Path) -> list[str]:
+    """What Hydra needs besides the primary config folder (the first of config_dirs): the rest of the path."""
+    rest = config_dirs(project_dir)[1:]
+    return [f"hydra.searchpath=[{','.join(f'file://{d}' for d in rest)}]"] if rest else []
 
 
 def options(project_dir: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (project_dir / "conf" / group).glob("*.yaml"))
+    return sorted({p.stem for d in config_dirs(project_dir) for p in (d / group).glob("*.yaml")})
 
 
 def _parse(overrides: list[str]) -> list[Any]:
@@ -119,8 +147,7 @@ def _compose_key(project_dir: Path, overrides: list[str]) -> str:
     from runner.agent import fingerprint
 
     parts = [fingerprint(), str(project_dir), *(f"override {o}" for o in overrides)]
-    conf = project_dir / "conf"
-    for dirpath, dirnames, filenames in os.walk(conf):
+    for dirpath, dirnames, filenames in os.walk(project_dir / "conf"):  # the runner's own: in the fingerprint
         dirnames.sort()
         for name in sorted(filenames):
             info = os.stat(os.path.join(dirpath, name))
@@ -131,8 +158,9 @@ def _compose_key(project_dir: Path, overrides: list[str]) -> str:
 def _compose(project_dir: Path, overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(project_dir / "conf"), version_base="1.3"):
-            return compose("config", overrides=overrides)
+        folder, name = primary(project_dir)
+        with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+            return compose(name, overrides=[*overrides, *hydra_overrides(project_dir)])
     finally:
         GlobalHydra.instance().clear()
 

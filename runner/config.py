@@ -7,10 +7,11 @@ misspelt key is an error rather than a silently ignored setting.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -79,6 +80,11 @@ class RunnerConfig:
     data: list[str] = field(default_factory=list)  # NAME@VERSION:MOUNT entries
     detach: bool = False
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    # The project's own modules whose builders and loaders a model or dataset node may name (mypkg.models).
+    allow_targets: list[str] = field(default_factory=list)
+
+
+PACKAGED_ROOT = "runner_root"
 
 
 def register_configs() -> None:
@@ -87,6 +93,9 @@ def register_configs() -> None:
     if "runner_schema.yaml" in cs.repo:
         return
     cs.store(name="runner_schema", node=RunnerConfig)
+    # The runner's root config under a name of its own, for a project whose conf/ has no config.yaml: Hydra
+    # looks for the root config before the runner's conf/ joins its search path (runner.compose.primary).
+    cs.store(name=PACKAGED_ROOT, node=OmegaConf.load(Path(__file__).parent / "conf" / "config.yaml"))
     from runner.backends import NAMES, config_schema
 
     for name in NAMES:

@@ -21,6 +21,7 @@ MODULES = (
     "shim.py",
     "mnist",
     "vqa",
+    "models",
 )
 
 

@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, DataError
 from runner.loaders import Data, Lookup
-from runner.targets import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES, LOADER_PREFIXES, refused_target
+from runner.targets import (
+    ALLOWED_TARGET_PREFIXES,
+    EVALUATE_PREFIXES,
+    LOADER_PREFIXES,
+    refused_target,
+    with_project,
+)
 
 # In-run data loaders a config may name as `dataset._target_`.
 
@@ -157,8 +163,10 @@ def main() -> int:
     output = Path(os.environ.get("RUNNER_OUTPUT", "/output"))
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     try:
-        model = build(cfg.model, ALLOWED_TARGET_PREFIXES)  # before the data: a bad model value fails at once
-        data = build(cfg.dataset, LOADER_PREFIXES, seed=cfg.train.seed)
+        allow = cfg.get("allow_targets")
+        # The model before the data: a bad model value fails at once.
+        model = build(cfg.model, with_project(ALLOWED_TARGET_PREFIXES, allow))
+        data = build(cfg.dataset, with_project(LOADER_PREFIXES, allow), seed=cfg.train.seed)
         return train(cfg, model, data, output)
     except (DataError, ConfigError) as exc:
         print(f"runner.job: {exc}", file=sys.stderr)

@@ -32,7 +32,16 @@ from runner.errors import ConfigError, RunnerError
 from runner.project import code_version, snapshot
 from runner.shim import MIN_LENGTH, write_json
 from runner.spec import RunSpec, check_ca_bundle
-from runner.tracking import RECORD, Recorder, log_outputs, record_inputs, stage_record
+from runner.tracking import (
+    CODE_MANIFEST,
+    RECORD,
+    Recorder,
+    log_outputs,
+    log_the_log,
+    manifest,
+    record_inputs,
+    stage_record,
+)
 
 RUNS_DIR = Path(".runner") / "runs"
 
@@ -81,6 +90,20 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def in_project(module: str, project: Path) -> bool:
+    """True when the dotted `module` is a module or package of the project's own files (found, never imported:
+    the project's code runs in its runs only)."""
+    from importlib.machinery import PathFinder
+
+    path: list[str] | None = [str(project)]
+    for part in module.split("."):
+        found = PathFinder.find_spec(part, path)
+        if found is None or (found.origin is None and not found.submodule_search_locations):
+            return False
+        path = list(found.submodule_search_locations or [])
+    return True
 
 
 def read_secrets(names: tuple[str, ...]) -> dict[str, str]:
@@ -133,6 +156,12 @@ def execute(
     refuse_recorded_secrets(spec, read_secrets(spec.env.secrets))
     if spec.env.ca_bundle:  # it is mounted into builds and runs: a file of certificates, and nothing else
         check_ca_bundle(spec.env.ca_bundle)
+    for module in spec.allow_targets:
+        if not in_project(module, Path(spec.source)):
+            raise ConfigError(
+                f"allow_targets: '{module}' is not a module of the project ({spec.source}): no "
+                f"{module.replace('.', '/')}.py or {module.replace('.', '/')}/__init__.py there."
+            )
     project = Path(spec.project_dir)
     if spec.data:  # exact versions, materialised read-only, before anything of the run exists
         from runner.datasets.mount import resolve
@@ -162,6 +191,7 @@ def execute(
             "runner.command": shlex.join(spec.argv),
             "runner.version": runner.__version__,
             "runner.lock.sha256": content_hash(lock),
+            "runner.requirements_file": spec.env.requirements_file or "none",
             "runner.git.dirty": str(version.dirty).lower(),
             "mlflow.source.git.commit": version.commit or "",
             "mlflow.source.name": spec.project_dir,
@@ -242,6 +272,7 @@ def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: 
     """The run's inputs: code snapshot, harness, resolved config; and, for its record (written by the owner
     while the run starts: tracking.record_inputs), the config, lock, package list, diff and params."""
     snapshot(Path(spec.source), run_dir.code)
+    write_json(run_dir / CODE_MANIFEST, manifest(run_dir.code))  # what the run then writes there is kept
     harness.copy_to(run_dir.harness)
     run_dir.config.write_text(spec.config_yaml)
     record = run_dir / RECORD
@@ -269,7 +300,7 @@ def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: floa
         lambda: recorder.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),
         lambda: recorder.log_metric("duration_s", round(time.time() - started, 3)),
         lambda: log_outputs(recorder.client, recorder.run_id, run_dir.output),
-        lambda: recorder.log_artifacts(run_dir.log),
+        lambda: log_the_log(recorder.client, recorder.run_id, run_dir.log),
     ]
     for step in steps:
         try:

@@ -34,7 +34,7 @@ from typing import Any
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
 from runner.errors import RunnerError
 from runner.shim import alive, write_json
-from runner.tracking import is_remote, server_environment
+from runner.tracking import CODE_MANIFEST, WORKDIR, is_remote, log_outputs, log_the_log, server_environment
 
 STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
     "state.json",
@@ -458,7 +458,7 @@ class Owner:
             ),
             lambda: self.log_outputs(output, logfile),
             lambda: self.say(ending),
-            lambda: self.client.log_artifact(self.run_id, str(logfile)),
+            lambda: log_the_log(self.client, self.run_id, logfile),
         ]
         for step in steps:
             try:
@@ -477,12 +477,17 @@ class Owner:
         stopping.join(timeout=5)
 
     def log_outputs(self, output: Path, logfile: Path) -> None:
-        from runner.tracking import log_outputs
-
+        """/output's files under output/, and what the run wrote in its working directory under workdir/."""
         for skipped in log_outputs(self.client, self.run_id, output):
             self.say(
                 f"[runner] output/{skipped}: a link or special file, not kept (only regular files are)\n"
             )
+        snapshot = read_json(self.run_dir / CODE_MANIFEST)
+        if isinstance(snapshot, dict):  # the code as it was staged: what differs from it, the run wrote
+            for skipped in log_outputs(self.client, self.run_id, self.run_dir.code, WORKDIR, snapshot):
+                self.say(
+                    f"[runner] {WORKDIR}/{skipped}: a link or special file, not kept (only regular files are)\n"
+                )
 
     def say(self, line: str) -> None:
         """A line of the runner's own in the run's log."""

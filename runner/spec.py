@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -17,7 +18,13 @@ from runner.backends import NAMES as BACKENDS
 from runner.backends import config_schema
 from runner.datasets.entry import DataMount, parse_all
 from runner.errors import ConfigError, suggest
-from runner.targets import ALLOWED_TARGET_PREFIXES, EVALUATE_PREFIXES, LOADER_PREFIXES, refused_target
+from runner.targets import (
+    ALLOWED_TARGET_PREFIXES,
+    EVALUATE_PREFIXES,
+    LOADER_PREFIXES,
+    refused_target,
+    with_project,
+)
 
 # Only these module prefixes may appear as a model `_target_`: instantiating arbitrary targets from a
 # config file is code execution.
@@ -66,6 +73,7 @@ class RunSpec:
     backend_config: Any = None  # the backend's own typed settings (runner/backends/NAME/config.py)
     detach: bool = False
     mounts: tuple[DataMount, ...] = ()  # `data` resolved to exact versions; filled in by launch.execute
+    allow_targets: tuple[str, ...] = ()  # the project's own modules a model or dataset node may name
     code_dir: str = ""  # where the run's code is taken from, when not the project itself (a reproduction)
 
     @property
@@ -76,6 +84,26 @@ class RunSpec:
     @property
     def is_command_mode(self) -> bool:
         return self.argv != HARNESS_ARGV
+
+
+REQUIREMENTS_BY_NAME = (
+    "floyd_requirements.txt",
+    "requirements.txt",
+)  # at the project's root, when none is named
+
+
+def requirements_by_name(project: Path) -> str | None:
+    return next((name for name in REQUIREMENTS_BY_NAME if (project / name).is_file()), None)
+
+
+def command_argv(command: str) -> tuple[str, ...]:
+    """A simple command (words only, each quoted as `shlex.join` would: what `runner run -- CMD` writes) runs
+    as those exact arguments, with no shell; anything else (pipes, `$VAR`, `&&`) runs through `sh -c`."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = []
+    return tuple(words) if words and shlex.join(words) == command else ("sh", "-c", command)
 
 
 def check_requirement(line: str, where: str) -> str:
@@ -153,15 +181,24 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         target = cfg.model.get("_target_") if OmegaConf.is_dict(cfg.model) else None
         if not target:
             raise ConfigError(
-                "model._target_ is missing: a model node names its builder, e.g. models.mlp.build."
+                "model._target_ is missing: a model node names its builder, e.g. runner.models.mlp.build."
             )
         if not OmegaConf.is_dict(cfg.dataset) or not cfg.dataset.get("_target_"):
             raise ConfigError(
                 "dataset._target_ is missing: a dataset node names its loader, e.g. runner.loaders.random_binary."
             )
+        for allow in cfg.allow_targets:
+            if (
+                not re.match(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$", str(allow))
+                or str(allow).split(".")[0] == "runner"
+            ):
+                raise ConfigError(
+                    f"allow_targets: '{allow}' is not a module of the project. Name one by its dotted path, e.g. "
+                    "allow_targets=[mypkg.models]."
+                )
         for name, prefixes, what in (
-            ("model", ALLOWED_TARGET_PREFIXES, "Builders"),
-            ("dataset", LOADER_PREFIXES, "Loaders"),
+            ("model", with_project(ALLOWED_TARGET_PREFIXES, cfg.allow_targets), "Builders"),
+            ("dataset", with_project(LOADER_PREFIXES, cfg.allow_targets), "Loaders"),
         ):
             refused = refused_target(OmegaConf.to_container(cfg[name], resolve=False), prefixes, name)
             if refused:
@@ -274,7 +311,7 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
     ca_bundle = env.ca_bundle or environ.get("PIP_CERT") or environ.get("SSL_CERT_FILE") or None
     if ca_bundle:
         ca_bundle = str(Path(project_dir, ca_bundle))  # absolute paths stay as they are
-    argv = HARNESS_ARGV if cfg.command is None else ("sh", "-c", str(cfg.command))
+    argv = HARNESS_ARGV if cfg.command is None else command_argv(str(cfg.command))
     tracking_uri = cfg.tracking.uri or environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(project_dir)
     params = flatten(resolved)
     check_param_names(params)
@@ -286,7 +323,7 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         env=EnvSpec(
             image=env.image,
             requirements=tuple(env.requirements),
-            requirements_file=env.requirements_file,
+            requirements_file=env.requirements_file or requirements_by_name(Path(project_dir)),
             index_url=env.index_url,
             setup=tuple(env.setup),
             gpu=bool(env.gpu),
@@ -303,7 +340,10 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         data=tuple(cfg.data),
         seed=int(cfg.train.seed),
         tracking_uri=tracking_uri,
-        mlflow_experiment=cfg.tracking.experiment or experiment,
+        # A command of the project's own, with no experiment named: the project's name says what it is.
+        mlflow_experiment=cfg.tracking.experiment
+        or (Path(project_dir).name if cfg.command is not None and experiment == "default" else experiment),
+        allow_targets=tuple(str(a) for a in cfg.allow_targets),
         config_yaml=OmegaConf.to_yaml(resolved),
         params=tuple(sorted(params.items())),
         backend_config=backend_settings(cfg.backend),

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-ALLOWED_TARGET_PREFIXES = ("models.",)  # model builders, in the project's models/ package
+ALLOWED_TARGET_PREFIXES = (
+    "runner.models.",
+)  # the runner's model builders; a project adds its own (allow_targets)
 EVALUATE_PREFIXES = ("runner.mnist.report.", "runner.vqa.report.")  # in-run reports
 LOADER_PREFIXES = ("runner.loaders.", "runner.mnist.loader.", "runner.vqa.loader.", *ALLOWED_TARGET_PREFIXES)
+
+
+def with_project(prefixes: tuple[str, ...], allow: Any) -> tuple[str, ...]:
+    """`prefixes` and the project's own modules (`allow_targets`), each as a prefix of whole names."""
+    return (*prefixes, *(f"{str(a).rstrip('.')}." for a in allow or ()))
 
 
 def refused_target(node: Any, prefixes: tuple[str, ...], where: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -145,29 +146,105 @@ def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
     done.touch()
 
 
-def log_outputs(client: Any, run_id: str, folder: Path) -> list[str]:
-    """The regular files a run wrote under `folder`, as artifacts under output/; links (to a host file, say)
-    and other special files are never followed nor copied: they are returned, for the log, and left out.
+WORKDIR = "workdir"  # artifacts: what a run wrote in its working directory (its copy of the code)
+CODE_MANIFEST = "code.manifest.json"  # in the run's folder: the code copy as staged (tracking.manifest)
+
+
+def log_outputs(
+    client: Any,
+    run_id: str,
+    folder: Path,
+    where: str = "output",
+    unchanged: dict[str, list[int]] | None = None,
+) -> list[str]:
+    """The regular files a run wrote under `folder`, as artifacts under `where`/; links (to a host file, say)
+    and other special files are never followed nor copied: they are returned, for the log, and left out. With
+    `unchanged` (a manifest: name -> [size, mtime_ns]), files still as the manifest has them are not kept.
     (The run has ended: nothing changes the folder meanwhile.)"""
     import stat
 
     skipped: list[str] = []
+    unchanged = unchanged or {}
     if not folder.is_dir():
         return skipped
     for dirpath, dirnames, filenames in os.walk(folder):  # a linked folder is listed, never entered
         here = Path(dirpath)
-        where = "/".join(("output", *here.relative_to(folder).parts))
+        into = "/".join((where, *here.relative_to(folder).parts))
         for name in sorted(dirnames):
             if (here / name).is_symlink():
-                skipped.append(str((here / name).relative_to(folder)))
+                if str((here / name).relative_to(folder)) not in unchanged:
+                    skipped.append(str((here / name).relative_to(folder)))
                 dirnames.remove(name)
         for name in sorted(filenames):
             path = here / name
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                skipped.append(str(path.relative_to(folder)))
+            info = os.lstat(path)
+            rel = str(path.relative_to(folder))
+            if unchanged.get(rel) == [info.st_size, info.st_mtime_ns]:
                 continue
-            client.log_artifact(run_id, str(path), where)
+            if not stat.S_ISREG(info.st_mode):
+                skipped.append(rel)
+                continue
+            client.log_artifact(run_id, str(path), into)
     return skipped
+
+
+def manifest(folder: Path) -> dict[str, list[int]]:
+    """Every entry under `folder` (links included, not followed) -> [size, mtime_ns]: what log_outputs leaves out."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in [*filenames, *(d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))]:
+            info = os.lstat(os.path.join(dirpath, name))
+            found[os.path.relpath(os.path.join(dirpath, name), folder)] = [info.st_size, info.st_mtime_ns]
+    return found
+
+
+# An escape sequence (CSI such as colours and "erase line", OSC such as titles, or a two-byte one), a carriage
+# return or a backspace: what a terminal acts on instead of printing.
+TERMINAL = re.compile(r"(\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])|\r|\x08)")
+
+
+def log_the_log(client: Any, run_id: str, logfile: Path) -> None:
+    """The run's log as an artifact (run.log), as a person would read it (readable_log); the file in the run's
+    folder stays as it came, for `runner logs`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="runner-log-") as tmp:
+        readable = Path(tmp) / "run.log"
+        readable.write_text(
+            readable_log(logfile.read_text(encoding="utf-8", errors="replace")), encoding="utf-8"
+        )
+        client.log_artifact(run_id, str(readable))
+
+
+def readable_log(text: str) -> str:
+    """What a terminal would finally show of `text`: ANSI codes gone, carriage-return redraws (progress bars)
+    and backspaces applied, each line at its last state."""
+    lines = []
+    for raw in text.split("\n"):
+        if "\r" not in raw and "\b" not in raw and "\x1b" not in raw:
+            lines.append(raw)
+            continue
+        line: list[str] = []
+        col = 0
+        for piece in TERMINAL.split(raw):
+            if not piece:
+                continue
+            if piece == "\r":
+                col = 0
+            elif piece == "\x08":
+                col = max(0, col - 1)
+            elif piece.startswith("\x1b"):
+                if piece.startswith("\x1b[") and piece.endswith("K"):  # erase to the end of the line
+                    del line[col:]
+            else:
+                for ch in piece:
+                    if col < len(line):
+                        line[col] = ch
+                    else:
+                        line.append(ch)
+                    col += 1
+        lines.append("".join(line).rstrip())
+    return "\n".join(lines)
 
 
 def free_port(host: str) -> int:

@@ -21,11 +21,10 @@ def git(cwd: Path, *args: str) -> str:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A fresh runner project: a git repo holding this repo's conf/ and models/, one commit."""
+    """A fresh project: a git repository of one commit, outside this one; the configs and models it runs are the
+    installed package's."""
     proj = tmp_path / "proj a'b"  # hostile characters: spaces and quotes must survive every path
     proj.mkdir()
-    for name in ("conf", "models"):
-        shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".gitignore", proj / ".gitignore")
     git(proj, "init", "-q")
     git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")

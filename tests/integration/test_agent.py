@@ -146,7 +146,8 @@ def test_the_client_imports_no_mlflow_and_the_command_keeps_its_terminal(project
 
 
 def test_exit_code_stderr_and_working_folder_are_the_commands(project: Path) -> None:
-    proc = run_cli(project / "conf", "train.epoch=3")  # from a sub-folder, as a user would
+    (project / "src").mkdir()
+    proc = run_cli(project / "src", "train.epoch=3")  # from a sub-folder, as a user would
     assert proc.returncode == 2
     assert proc.stderr.startswith("runner: Unknown key 'train.epoch'. Did you mean 'epochs'?")
     assert proc.stdout == ""

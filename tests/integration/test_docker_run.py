@@ -56,7 +56,7 @@ def test_container_layout_user_and_tracking(project: Path, engine) -> None:
     (project / "probe.py").write_text(
         "import os, mlflow\n"
         "ro = os.access('/code', os.W_OK)\n"
-        "try:\n    open('/code/x', 'w'); ro = 'writable'\nexcept OSError:\n    ro = 'read-only'\n"
+        "try:\n    open('/code/x', 'w').write('written'); ro = 'writable'\nexcept OSError:\n    ro = 'read-only'\n"
         "open('/output/probe.txt', 'w').write(f\"{os.getcwd()} {ro} {os.getuid()}:{os.getgid()}\")\n"
         "mlflow.log_metric('from_user_code', 7.0)\n"
     )
@@ -65,8 +65,10 @@ def test_container_layout_user_and_tracking(project: Path, engine) -> None:
     assert run.info.status == "FINISHED"
     assert (
         read_artifact(project, run.info.run_id, "output/probe.txt")
-        == f"/code read-only {os.getuid()}:{os.getgid()}"
+        == f"/code writable {os.getuid()}:{os.getgid()}"
     )
+    assert read_artifact(project, run.info.run_id, "workdir/x") == "written"  # kept, as a file of its own
+    assert not (project / "x").exists()  # the run wrote into its own copy of the code, not the project
     out = project / ".runner" / "runs" / run.info.run_id / "output" / "probe.txt"
     assert (out.stat().st_uid, out.stat().st_gid) == (os.getuid(), os.getgid())
     assert run.data.metrics["from_user_code"] == 7.0  # a user's own mlflow call lands in the same run
@@ -75,7 +77,7 @@ def test_container_layout_user_and_tracking(project: Path, engine) -> None:
 def test_second_run_builds_nothing_and_code_changes_never_rebuild(project: Path, engine) -> None:
     run_cli(project, *TINY, "command=echo one", check=True)
     before = env_images(engine)
-    (project / "models" / "extra.py").write_text("X = 1\n")  # a code change
+    (project / "extra.py").write_text("X = 1\n")  # a code change
     run_cli(project, *TINY, "command=echo two", check=True)
     assert env_images(engine) == before  # no image built or re-tagged
     first, second = sorted(all_runs(project), key=lambda r: r.info.start_time)

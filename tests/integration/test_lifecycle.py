@@ -266,7 +266,7 @@ def test_a_second_run_of_an_environment_builds_nothing_even_after_a_code_change(
     project: Path, backend: str
 ) -> None:
     run_on(project, backend, "command=echo one")
-    (project / "models" / "extra.py").write_text("X = 1\n")  # a code change: code is mounted, never baked
+    (project / "extra.py").write_text("X = 1\n")  # a code change: code is mounted, never baked
     run_on(project, backend, "command=echo two")
     first, second = sorted(all_runs(project), key=lambda r: r.info.start_time)
     assert (first.info.status, second.info.status) == ("FINISHED", "FINISHED")

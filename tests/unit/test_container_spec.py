@@ -35,7 +35,7 @@ def test_container_spec_in_full() -> None:
     assert kw["working_dir"] == "/code"
     assert kw["labels"] == {"runner.container.kind": "run", "runner.run_id": "abc123", "runner.keep": "false"}
     assert kw["mounts"] == [
-        Mount("/code", "/runs/a b'c/code", type="bind", read_only=True),
+        Mount("/code", "/runs/a b'c/code", type="bind", read_only=False),
         Mount("/output", "/runs/a b'c/output", type="bind", read_only=False),
         Mount("/opt/runner", "/runs/a b'c/harness", type="bind", read_only=True),
         Mount("/var/spool/runner", "/runs/a b'c/spool", type="bind", read_only=False),

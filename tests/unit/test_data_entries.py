@@ -84,7 +84,7 @@ def test_container_gets_each_dataset_read_only() -> None:
     spec = replace(build_spec(cfg, experiment="e", project_dir="/p", environ={}), mounts=(MOUNT,))
     kw = container_spec(spec, RunDir(Path("/r")), "img", {"MLFLOW_RUN_ID": "x"})
     assert kw["mounts"] == [
-        Mount("/code", "/r/code", type="bind", read_only=True),
+        Mount("/code", "/r/code", type="bind", read_only=False),
         Mount("/output", "/r/output", type="bind", read_only=False),
         Mount("/opt/runner", "/r/harness", type="bind", read_only=True),
         Mount("/var/spool/runner", "/r/spool", type="bind", read_only=False),

@@ -3,8 +3,8 @@
 Concepts: an environment is an image tagged `runner-env:<hash>`, the hash of (base image id, lock, setup
 commands, the runner's in-image pieces). It is built by running the base image once with uv and a shared
 wheel cache mounted, then committed; a second run of the same environment finds the tag and builds nothing.
-A run is a container labelled with its MLflow run id: the code snapshot at /code (read-only, the working
-directory), /output a bind mount, the harness at /opt/runner (read-only), each dataset at its mount point
+A run is a container labelled with its MLflow run id: its own copy of the code snapshot at /code (the working
+directory: what the run writes there is kept), /output a bind mount, the harness at /opt/runner (read-only), each dataset at its mount point
 (read-only), as the invoking user's UID/GID.
 """
 
@@ -102,7 +102,7 @@ def device_requests(spec: RunSpec) -> list[Any]:
 def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, str]) -> dict[str, Any]:
     """Keyword arguments for `containers.run`: the whole container, decided before anything starts."""
     mounts = [
-        _bind(run_dir.code, "/code", True),
+        _bind(run_dir.code, "/code", False),  # the run's own copy: what it writes there is kept (workdir/)
         _bind(run_dir.output, "/output", False),
         _bind(run_dir.harness, "/opt/runner", True),
         _bind(run_dir.spool, SPOOL_PATH, False),

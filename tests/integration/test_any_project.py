@@ -1,0 +1,245 @@
+"""A researcher's own project, outside this repository, with the runner installed from a built wheel (not
+editable: a file the wheel lacks fails these tests): `runner init`, `runner run -- CMD`, requirements found by
+name, what the run writes kept, a readable log, the project's own model builder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, all_runs, docker_engine, git
+from tests.integration.test_local_run import artifacts, only_run, read_artifact
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with the runner installed from its wheel. The heavy dependencies (MLflow,
+    TensorFlow) come from the interpreter's own site-packages; the runner itself only from the wheel."""
+    where = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(where),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(where.glob("runner-*.whl"))
+    env = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], check=True)
+    subprocess.run(
+        [str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    found = subprocess.run(
+        [str(env / "bin" / "python"), "-c", "import runner; print(runner.__file__)"],
+        cwd=where,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert found.startswith(str(env)), found  # the wheel's copy, not this checkout
+    return env
+
+
+@pytest.fixture
+def mine(tmp_path: Path) -> Path:
+    """Someone's project: a git repository with a training script, nothing of the runner in it."""
+    proj = tmp_path / "my-study"
+    proj.mkdir()
+    (proj / ".gitignore").write_text("__pycache__/\n")
+    git(proj, "init", "-q")
+    git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "mine")
+    return proj
+
+
+def runner(venv: Path, cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """The installed `runner` command, as a user types it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTHONPATH"))}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+    return subprocess.run(
+        [str(venv / "bin" / "runner"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_init_writes_a_starter_conf_and_refuses_to_overwrite(venv: Path, mine: Path) -> None:
+    first = runner(venv, mine, "init")
+    assert first.returncode == 0, first.stderr
+    assert (mine / "conf" / "experiment" / "example.yaml").read_text().startswith("# @package _global_")
+    ignored = (mine / ".gitignore").read_text()
+    assert "__pycache__/" in ignored and all(p in ignored for p in ("mlflow.db", "mlruns/", ".runner/"))
+    assert git(mine, "status", "--porcelain").splitlines() == [" M .gitignore", "?? conf/"]
+    before = (mine / "conf" / "experiment" / "example.yaml").read_text()
+    again = runner(venv, mine, "init")
+    assert again.returncode == 2
+    assert "conf exists already (conf/experiment/example.yaml): nothing was changed" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    assert (mine / "conf" / "experiment" / "example.yaml").read_text() == before
+    # The example experiment composes from the installed package's groups and the project's own.
+    shown = runner(venv, mine, "+experiment=example", "--cfg", "job")
+    assert shown.returncode == 0, shown.stderr
+    assert "command: python train.py" in shown.stdout
+
+
+def test_init_outside_a_git_repository_says_how_to_make_one(venv: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    proc = runner(venv, plain, "init")
+    assert proc.returncode == 2
+    assert "is not a git repository" in proc.stderr and "git init" in proc.stderr
+    assert list(plain.iterdir()) == []
+
+
+def test_run_a_script_as_it_is(venv: Path, mine: Path) -> None:
+    docker_engine()
+    (mine / "floyd_requirements.txt").write_text("tabulate==0.9.0\n")
+    (mine / "train.py").write_text(
+        "import json, os, sys, tabulate\n"
+        "os.makedirs('checkpoints', exist_ok=True)\n"
+        "open('checkpoints/last.txt', 'w').write('epoch 3')\n"  # into its working directory, as Kaggle scripts do
+        "open('/output/predictions.csv', 'w').write('id,label\\n1,7\\n')\n"
+        "print(json.dumps(sys.argv[1:]))\n"
+        "print(tabulate.__version__)\n"
+    )
+    args = ["--name", "a b", "--quote", "it's", "$HOME", "${HOME}", "x\\"]
+    proc = runner(venv, mine, "run", "env.requirements=[]", "--", "python", "train.py", *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = only_run(mine)
+    assert run.info.status == "FINISHED"
+    log = read_artifact(mine, run.info.run_id, "run.log")
+    assert json.dumps(args) in log  # every argument exactly as typed: no shell, no second quoting
+    assert "0.9.0" in log  # the package named only in floyd_requirements.txt
+    assert run.data.tags["runner.requirements_file"] == "floyd_requirements.txt"
+    kept = artifacts(mine, run.info.run_id)
+    assert {"output/predictions.csv", "workdir/checkpoints/last.txt"} <= kept
+    assert not {p for p in kept if p.startswith("workdir/") and not p.startswith("workdir/checkpoints/")}
+    assert not (mine / "checkpoints").exists()  # the project itself is untouched
+    from mlflow import MlflowClient
+
+    from tests.conftest import store
+
+    experiment = MlflowClient(store(mine)).get_experiment(run.info.experiment_id)
+    assert experiment.name == "my-study"
+
+
+def test_a_failed_script_keeps_what_it_wrote(venv: Path, mine: Path) -> None:
+    docker_engine()
+    (mine / "train.py").write_text(
+        "open('partial.txt', 'w').write('three epochs in')\nraise SystemExit('out of patience')\n"
+    )
+    proc = runner(venv, mine, "run", "env.requirements=[]", "--", "python", "train.py")
+    assert proc.returncode == 1
+    run = only_run(mine)
+    assert (run.info.status, run.data.tags["runner.exit_code"]) == ("FAILED", "1")
+    assert read_artifact(mine, run.info.run_id, "workdir/partial.txt") == "three epochs in"
+    assert run.data.tags["runner.requirements_file"] == "none"
+
+
+def test_the_stored_log_is_what_a_terminal_would_show(venv: Path, mine: Path) -> None:
+    docker_engine()
+    # A progress bar drawn as Keras and tqdm draw it on a terminal: carriage-return redraws and colours.
+    (mine / "bars.py").write_text(
+        "import sys\n"
+        "for i in range(1, 6):\n"
+        "    sys.stdout.write(f'\\r{i}/5 [' + '=' * i + ' ' * (5 - i) + ']'); sys.stdout.flush()\n"
+        "print()\n"
+        "print('\\x1b[1m\\x1b[32mdone\\x1b[0m')\n"
+    )
+    runner(venv, mine, "run", "env.requirements=[]", "--", "python", "bars.py")
+    run = only_run(mine)
+    from mlflow import MlflowClient
+
+    from tests.conftest import store
+
+    # As bytes: reading text would turn each carriage return into a newline on the way.
+    stored = Path(MlflowClient(store(mine)).download_artifacts(run.info.run_id, "run.log")).read_bytes()
+    assert b"\r" not in stored and b"\x1b" not in stored
+    assert b"\n5/5 [=====]\ndone\n" in stored
+    raw = (mine / ".runner" / "runs" / run.info.run_id / "run.log").read_bytes()
+    assert b"\r1/5 [=    ]\r2/5" in raw  # `runner logs -f` shows what came, as it came
+
+
+def test_the_projects_own_model_builder_through_an_experiment(venv: Path, mine: Path) -> None:
+    docker_engine()
+    (mine / "mypkg").mkdir()
+    (mine / "mypkg" / "__init__.py").write_text("")
+    (mine / "mypkg" / "nets.py").write_text(
+        "import keras\n\n\n"
+        "def tiny(input_dim: int = 20, hidden: int = 8):\n"
+        "    return keras.Sequential([keras.Input((input_dim,)), keras.layers.Dense(hidden, activation='relu'),\n"
+        "                             keras.layers.Dense(1, activation='sigmoid')])\n"
+    )
+    # The project's own groups sit beside the installed package's: a model of its own, an experiment using it.
+    for group in ("model", "experiment"):
+        (mine / "conf" / group).mkdir(parents=True)
+    (mine / "conf" / "model" / "tiny.yaml").write_text("_target_: mypkg.nets.tiny\nhidden: 4\n")
+    (mine / "conf" / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /model: tiny\n"
+        "allow_targets: [mypkg]\n"
+        "train:\n  epochs: 1\n"
+    )
+    proc = runner(venv, mine, "+experiment=mine")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = only_run(mine)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model._target_"] == "mypkg.nets.tiny"
+    assert "test_accuracy" in run.data.metrics
+    refused = runner(venv, mine, "+experiment=mine", "allow_targets=[mypkg,mypkg.nope]")
+    assert refused.returncode == 2
+    assert "allow_targets: 'mypkg.nope' is not a module of the project" in refused.stderr
+    assert len(all_runs(mine)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("run", "--"), "runner run: nothing after '--' to run. Usage: runner run [OVERRIDES...] -- COMMAND"),
+        (
+            ("run", "-m", "train.epochs=1,2", "--", "python", "x.py"),
+            "runner run: a sweep (-m) changes config",
+        ),
+        (("+experiment=x", "allow_targets=[os]"), "Unknown experiment 'x'"),
+        (
+            ("run", "allow_targets=[runner.job]", "--", "true"),
+            "allow_targets: 'runner.job' is not a module of the",
+        ),
+    ],
+)
+def test_bad_input_says_how_in_one_line(venv: Path, mine: Path, args: tuple[str, ...], message: str) -> None:
+    proc = runner(venv, mine, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert all_runs(mine) == []
+
+
+def test_outside_any_project_it_says_how_to_make_one(venv: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    proc = runner(venv, plain, "run", "--", "python", "train.py")
+    assert proc.returncode == 2
+    assert "is not inside a project" in proc.stderr and "git init" in proc.stderr
+    assert list(plain.iterdir()) == []

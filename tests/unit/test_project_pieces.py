@@ -1,0 +1,97 @@
+"""The pieces that let the runner work in any project: where configs come from, a command as argv, requirements
+found by name, the project's own modules, a log a person can read."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from runner.cli import split_command, with_command
+from runner.compose import PACKAGED, compose_config, config_dirs, options
+from runner.errors import ConfigError
+from runner.launch import in_project
+from runner.spec import command_argv, requirements_by_name
+from runner.tracking import readable_log
+
+
+def test_a_project_without_conf_composes_from_the_package_and_its_own_conf_comes_first(
+    tmp_path: Path,
+) -> None:
+    assert config_dirs(tmp_path) == [PACKAGED]
+    assert compose_config(tmp_path, ["+experiment=keras_mlp"]).model._target_ == "runner.models.mlp.build"
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "mlp.yaml").write_text("_target_: mine.build\n")  # replaces the runner's
+    (tmp_path / "conf" / "model" / "extra.yaml").write_text("_target_: mine.extra\n")  # beside the runner's
+    assert config_dirs(tmp_path) == [tmp_path / "conf", PACKAGED]
+    assert {"mlp", "extra", "mnist_cnn"} <= set(options(tmp_path, "model"))
+    assert compose_config(tmp_path, []).model._target_ == "mine.build"
+    assert compose_config(tmp_path, ["model=extra"]).model._target_ == "mine.extra"
+    assert compose_config(tmp_path, ["model=mnist_cnn"]).model._target_ == "runner.models.mnist_cnn.build"
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("python train.py", ("python", "train.py")),
+        (shlex.join(["python", "t.py", "a b", "it's", "$HOME"]), ("python", "t.py", "a b", "it's", "$HOME")),
+        ("echo $HOME", ("sh", "-c", "echo $HOME")),  # shell syntax: the shell runs it
+        ("a && b", ("sh", "-c", "a && b")),
+        ("python t.py | tee x", ("sh", "-c", "python t.py | tee x")),
+        ("echo 'unbalanced", ("sh", "-c", "echo 'unbalanced")),
+    ],
+)
+def test_a_simple_command_runs_as_its_words_and_anything_else_through_the_shell(
+    command: str, argv: tuple[str, ...]
+) -> None:
+    assert command_argv(command) == argv
+
+
+def test_a_command_after_the_separator_arrives_intact_through_the_config() -> None:
+    words = ["python", "t.py", "--name", "a b", "it's", "$HOME", "${HOME}", "\\${x}", "x\\", "${oc.env:HOME}"]
+    overrides, command = split_command(["env.gpu=false", "--", *words])
+    assert overrides == ["env.gpu=false"]
+    cfg = with_command(OmegaConf.create({"command": None}), command)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert command_argv(resolved["command"]) == tuple(words)  # interpolation-looking words stay words
+    assert split_command(["a=1"]) == (["a=1"], None)
+    with pytest.raises(ConfigError, match="nothing after '--' to run"):
+        split_command(["a=1", "--"])
+
+
+def test_requirements_are_found_by_name(tmp_path: Path) -> None:
+    assert requirements_by_name(tmp_path) is None
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    assert requirements_by_name(tmp_path) == "requirements.txt"
+    (tmp_path / "floyd_requirements.txt").write_text("numpy\n")
+    assert requirements_by_name(tmp_path) == "floyd_requirements.txt"
+
+
+def test_the_projects_own_modules_are_found_without_importing_them(tmp_path: Path) -> None:
+    (tmp_path / "mypkg" / "sub").mkdir(parents=True)
+    (tmp_path / "mypkg" / "__init__.py").write_text("raise SystemExit('imported!')\n")
+    (tmp_path / "mypkg" / "nets.py").write_text("")
+    (tmp_path / "top.py").write_text("")
+    for module in ("mypkg", "mypkg.nets", "mypkg.sub", "top"):
+        assert in_project(module, tmp_path), module
+    for module in ("os", "json", "mypkg.nope", "nope", "runner"):
+        assert not in_project(module, tmp_path), module
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("plain\nlines\n", "plain\nlines\n"),
+        ("\r1/3 [=  ]\r2/3 [== ]\r3/3 [===]\ndone\n", "3/3 [===]\ndone\n"),
+        ("\x1b[1m\x1b[32mgreen\x1b[0m text\n", "green text\n"),
+        ("long line here\rshort\n", "shortline here\n"),  # as a terminal leaves it
+        ("50%\r\x1b[Kdone\n", "done\n"),  # erase to the end of the line
+        ("abc\x08\x08XY\n", "aXY\n"),
+        ("\x1b]0;a title\x07visible\n", "visible\n"),
+        ("windows\r\n", "windows\n"),
+    ],
+)
+def test_the_stored_log_is_what_a_terminal_would_finally_show(raw: str, shown: str) -> None:
+    assert readable_log(raw) == shown
