@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,33 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def spool_callback(spool: Any) -> Any:
-    """Spools every epoch's metrics as they happen; the run's owner writes them into the record."""
+    """Spools every epoch's metrics as they happen (the run's owner writes them into the record), with the
+    epoch's own timing: `epoch_seconds`, and `steps_per_second` from the end of its first step (so that graph
+    tracing is not counted); at the end, `train_seconds` and `logging_seconds` (what this logging took)."""
     import keras
 
     class SpoolMetrics(keras.callbacks.Callback):
+        logging = trained = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            self.began, self.first, self.steps = time.perf_counter(), None, 0
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            self.steps += 1
+            if self.first is None:
+                self.first = time.perf_counter()
+
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            if logs:
-                spool.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)
+            now = time.perf_counter()
+            self.trained += now - self.began
+            timing = {"epoch_seconds": now - self.began}
+            if self.first is not None and self.steps > 1 and now > self.first:
+                timing["steps_per_second"] = (self.steps - 1) / (now - self.first)
+            spool.log_metrics({**{k: float(v) for k, v in (logs or {}).items()}, **timing}, step=epoch)
+            self.logging += time.perf_counter() - now
+
+        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+            spool.log_metrics({"train_seconds": self.trained, "logging_seconds": self.logging})
 
     return SpoolMetrics()
 

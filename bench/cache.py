@@ -1,0 +1,102 @@
+"""Environment cache: a run whose environment was built before against the run that builds it (the second must
+build nothing), and uv against pip installing the same lock into a fresh environment.
+
+    python bench/cache.py [--quick] [--requirements "tensorflow-cpu>=2.16,<3" "keras>=3,<4"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, Figure, last_run, make_project, runner, spread, timed
+
+sys.path.insert(0, str(ROOT))
+
+from runner.environment import Target, resolve_lock, uv_bin  # noqa: E402
+
+FULL = ["tensorflow-cpu>=2.16,<3", "keras>=3,<4"]
+QUICK = ["six", "idna"]
+
+
+def steps_time(steps: list[list[str]], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    for argv in steps:
+        subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def measure(quick: bool, requirements: list[str] | None = None) -> list[Figure]:
+    proj = make_project()
+    colds, warms = [], []
+    for _ in range(1 if quick else 5):
+        setup = f"env.setup=['echo {time.time_ns()}']"  # a new environment each round: built, then reused
+        args = ("backend=docker", "env.requirements=[]", setup, "command=python -c pass")
+        colds.append(timed(runner(*args), proj))
+        assert last_run(proj)[1]["runner.env.reused"] == "false"
+        warms.append(timed(runner(*args), proj))
+        if last_run(proj)[1]["runner.env.reused"] != "true":
+            raise RuntimeError("the second run of an unchanged environment built it again")
+    figures = [
+        Figure(
+            "cache: an environment built before",
+            "the run that builds its environment (one `env.setup` step)",
+            "the same run again (builds nothing: `runner.env.reused=true`)",
+            colds,
+            warms,
+        )
+    ]
+    reqs = requirements or (QUICK if quick else FULL)
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        lock = root / "lock.txt"
+        lock.write_text(resolve_lock(reqs, Target(py), None, os.environ))
+        env = {**os.environ, "UV_CACHE_DIR": str(root / "uv-cache")}
+        pip = steps_time(
+            [
+                [sys.executable, "-m", "venv", str(root / "p")],
+                [str(root / "p/bin/pip"), "install", "-q", "--require-hashes", "-r", str(lock)],
+            ],
+            env,
+        )
+
+        def sync(name: str) -> list[list[str]]:
+            return [
+                [uv_bin(), "venv", "-q", "--python", sys.executable, str(root / name)],
+                [uv_bin(), "pip", "sync", "-q", "--python", str(root / name / "bin/python"), str(lock)],
+            ]
+
+        cold = steps_time(sync("u1"), env)
+        warm = steps_time(sync("u2"), env)
+    what = " + ".join(reqs)
+    figures.append(
+        Figure(
+            f"cache: uv against pip ({what}, one lock)",
+            "`python -m venv` + `pip install --require-hashes -r lock`",
+            "`uv venv` + `uv pip sync lock`, empty uv cache",
+            [pip],
+            [cold],
+            extra={"uv, a second environment linked from uv's cache": f"{warm:.1f} s ({warm / pip:.2f} of pip)"},
+            note="One round each: a round takes minutes with TensorFlow.",
+        )
+    )
+    return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--requirements", nargs="+")
+    args = ap.parse_args()
+    for f in measure(args.quick, args.requirements):
+        print(f"{f.name}: {spread(f.base)} -> {spread(f.times)}  ratio {f.ratio:.2f}  {f.extra}")
+
+
+if __name__ == "__main__":
+    main()
