@@ -87,7 +87,7 @@ def main() -> int:
         "repeated; ratio: runner / baseline of the medians unless said otherwise).\n"
     )
     text = f"{head}\n{table(figures)}\n\n{details(figures)}\n"
-    if facts["GPU"] == "none" and args.quick:
+    if facts["GPU"] == "none":
         text += "\n**GPU**: no GPU on this machine: the GPU figure (mnist_cnn's epoch time on a GPU) stays open here.\n"
     if failed:
         text += "\n**Could not run**: " + "; ".join(failed) + "\n"
