@@ -57,7 +57,7 @@ def measure(quick: bool, requirements: list[str] | None = None) -> list[Figure]:
         root = Path(tmp)
         lock = root / "lock.txt"
         lock.write_text(resolve_lock(reqs, Target(py), None, os.environ))
-        env = {**os.environ, "UV_CACHE_DIR": str(root / "uv-cache")}
+        env = {**os.environ, "UV_CACHE_DIR": str(root / "uv-cache"), "PIP_CACHE_DIR": str(root / "pip-cache")}
         pip = steps_time(
             [
                 [sys.executable, "-m", "venv", str(root / "p")],
@@ -79,7 +79,7 @@ def measure(quick: bool, requirements: list[str] | None = None) -> list[Figure]:
         Figure(
             f"cache: uv against pip ({what}, one lock)",
             "`python -m venv` + `pip install --require-hashes -r lock`",
-            "`uv venv` + `uv pip sync lock`, empty uv cache",
+            "`uv venv` + `uv pip sync lock`, empty uv cache (pip's empty too)",
             [pip],
             [cold],
             extra={"uv, a second environment linked from uv's cache": f"{warm:.1f} s ({warm / pip:.2f} of pip)"},

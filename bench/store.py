@@ -60,26 +60,26 @@ def measure(quick: bool, runs: int = 8, points: int | None = None) -> list[Figur
     if any(p.wait() != 0 for p in procs):
         raise RuntimeError("a run did not start")
     db = proj / "mlflow.db"
+    deadline = time.time() + 600
     while True:
         with sqlite3.connect(db, timeout=30) as con:
-            statuses = [s for (s,) in con.execute("select status from runs order by start_time desc limit ?", (runs,))]
+            newest = con.execute("select run_uuid, status from runs order by start_time desc limit ?", (runs,))
+            ids, statuses = zip(*newest.fetchall(), strict=True)
         if all(s != "RUNNING" for s in statuses):
             break
+        if time.time() > deadline:
+            raise RuntimeError(f"runs still RUNNING after 10 minutes: {statuses}")
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     with sqlite3.connect(db, timeout=30) as con:
         counts = [
-            n
-            for (n,) in con.execute(
-                "select count(*) from metrics m join runs r on m.run_uuid = r.run_uuid where m.key = 'x' "
-                "group by r.run_uuid order by r.start_time desc limit ?",
-                (runs,),
-            )
+            con.execute("select count(*) from metrics where run_uuid = ? and key = 'x'", (run_id,)).fetchone()[0]
+            for run_id in ids
         ]
-    lost = runs * points - sum(counts[:runs])
+    lost = runs * points - sum(counts)
     if lost:
         raise RuntimeError(f"{lost} metric points lost")
-    if statuses.count("FINISHED") != runs:
+    if list(statuses).count("FINISHED") != runs:
         raise RuntimeError(f"runs ended {statuses}")
     rate = runs * points / wall
     return [

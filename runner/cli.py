@@ -110,14 +110,21 @@ def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
             "runner run: a sweep (-m) changes config values, which a command given after '--' does not read. "
             "Sweep a config whose command= names them, e.g. command='python train.py --lr ${train.learning_rate}'."
         )
+    flags = [a for a in overrides if a.startswith("-")]
+    if flags:
+        raise ConfigError(
+            f"runner run: '{flags[0]}' before '--': only config overrides go there (KEY=VALUE). Usage: {RUN_USAGE}"
+        )
     return overrides, command
 
 
 def with_command(cfg: Any, command: list[str] | None) -> Any:
     """`cfg` running `command` exactly (quoted for the shell word by word; `${` kept from OmegaConf)."""
+    from runner.spec import escaped
+
     if command is not None:
         cfg = cfg.copy()
-        cfg.command = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", shlex.join(command))
+        cfg.command = escaped(shlex.join(command))
     return cfg
 
 

@@ -27,12 +27,13 @@ PACKAGED = (
 
 
 def find_project_dir(start: Path | None = None) -> Path:
-    """The project: the nearest directory at or above `start` with a conf/ folder, the runner's state (.runner)
-    or a git repository."""
+    """The project: the nearest directory at or above `start` with the runner's state (.runner) or a git
+    repository; else (a folder that is no git repository) the nearest with a conf/ folder."""
     here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "conf").is_dir() or (candidate / ".runner").is_dir() or (candidate / ".git").exists():
-            return candidate
+    for marks in ((".runner", ".git"), ("conf",)):
+        for candidate in (here, *here.parents):
+            if any((candidate / mark).exists() for mark in marks):
+                return candidate
     raise ConfigError(
         f"{here} is not inside a project (no git repository, conf/ or .runner/ here or above). The runner records "
         "your code by its commit: git init && git add -A && git commit -m start, then runner init."
@@ -49,13 +50,23 @@ def primary(project_dir: Path) -> tuple[Path, str]:
     """Hydra's config folder and root config's name: the project's conf/ and its config.yaml, or the runner's
     root config when the project's conf/ has none (or there is no project conf/ at all)."""
     first = config_dirs(project_dir)[0]
-    return first, "config" if (first / "config.yaml").is_file() else PACKAGED_ROOT
+    return first, "config" if own_root(first / "config.yaml") else PACKAGED_ROOT
+
+
+def own_root(path: Path) -> bool:
+    """Whether `path` is a root config for the runner (it builds on the runner's schema), not the root config of
+    the project's own Hydra application, which many projects keep at conf/config.yaml too."""
+    try:
+        return path == PACKAGED / "config.yaml" or "runner_schema" in path.read_text()
+    except OSError:
+        return False
 
 
 def hydra_overrides(project_dir: Path) -> list[str]:
     """What Hydra needs besides the primary config folder (the first of config_dirs): the rest of the path."""
     rest = config_dirs(project_dir)[1:]
-    return [f"hydra.searchpath=[{','.join(f'file://{d}' for d in rest)}]"] if rest else []
+    quoted = ",".join("'file://" + str(d).replace("\\", "\\\\").replace("'", "\\'") + "'" for d in rest)
+    return [f"hydra.searchpath=[{quoted}]"] if rest else []
 
 
 def options(project_dir: Path, group: str) -> list[str]:

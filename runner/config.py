@@ -19,7 +19,9 @@ class EnvConfig:
     image: str = "runner-base:bookworm"  # base image; `runner image base` builds it without a registry
     gpu: bool = False
     requirements: list[str] = field(default_factory=list)
-    requirements_file: str | None = None  # a floyd_requirements.txt-style file inside the project
+    # A floyd_requirements.txt-style file inside the project; null: floyd_requirements.txt, else requirements.txt,
+    # when there is one; "none": no file.
+    requirements_file: str | None = None
     index_url: str | None = None  # the package index (a PyPI mirror); null: the host's pip setting
     setup: list[str] = field(default_factory=list)  # shell commands baked into the image once
     ca_bundle: str | None = (

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from runner.errors import ConfigError, EnvBuildError
-from runner.spec import EnvSpec, check_requirement
+from runner.spec import EnvSpec, check_requirement, requirement_file_lines
 
 
 def cache_dir() -> Path:
@@ -62,10 +62,11 @@ def requirement_lines(env: EnvSpec, project_dir: Path) -> list[str]:
                 f"env.requirements_file: {env.requirements_file} {where} ({project_dir}). "
                 "Name a file of the project, e.g. env.requirements_file=requirements.txt."
             )
-        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            line = line.split(" #", 1)[0].strip()
-            if line and not line.startswith("#"):
+        for n, line in requirement_file_lines(path.read_text(errors="replace")):
+            try:
                 lines.append(check_requirement(line, f"{env.requirements_file}:{n}"))
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (env.requirements_file=none leaves the file out.)") from None
     return [*lines, *harness_requirements()]
 
 

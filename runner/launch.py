@@ -239,6 +239,7 @@ def execute(
                     "MLFLOW_RUN_ID": run_id,
                     "MLFLOW_EXPERIMENT_ID": recorder.experiment_id,
                     "PYTHONHASHSEED": str(spec.seed),
+                    "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ among what the run wrote in its folder
                     "PYTHONUNBUFFERED": "1",
                 }
                 write_json(run_dir / owner.PLAN, backend.plan(spec, run_dir, prepared, env), private=True)

@@ -34,7 +34,7 @@ from typing import Any
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
 from runner.errors import RunnerError
 from runner.shim import alive, write_json
-from runner.tracking import CODE_MANIFEST, WORKDIR, is_remote, log_outputs, log_the_log, server_environment
+from runner.tracking import CODE_MANIFEST, WORKDIR, WORKDIR_LIMIT, is_remote, log_outputs, log_the_log, server_environment
 
 STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
     "state.json",
@@ -478,16 +478,13 @@ class Owner:
 
     def log_outputs(self, output: Path, logfile: Path) -> None:
         """/output's files under output/, and what the run wrote in its working directory under workdir/."""
-        for skipped in log_outputs(self.client, self.run_id, output):
-            self.say(
-                f"[runner] output/{skipped}: a link or special file, not kept (only regular files are)\n"
-            )
+        for line in log_outputs(self.client, self.run_id, output):
+            self.say(f"[runner] {line}\n")
         snapshot = read_json(self.run_dir / CODE_MANIFEST)
         if isinstance(snapshot, dict):  # the code as it was staged: what differs from it, the run wrote
-            for skipped in log_outputs(self.client, self.run_id, self.run_dir.code, WORKDIR, snapshot):
-                self.say(
-                    f"[runner] {WORKDIR}/{skipped}: a link or special file, not kept (only regular files are)\n"
-                )
+            code = self.run_dir.code
+            for line in log_outputs(self.client, self.run_id, code, WORKDIR, snapshot, WORKDIR_LIMIT):
+                self.say(f"[runner] {line}\n")
 
     def say(self, line: str) -> None:
         """A line of the runner's own in the run's log."""
@@ -513,6 +510,7 @@ class Owner:
         if self.handle is not None:
             with contextlib.suppress(Exception):
                 self.handle.release()
+        self.run_dir.secrets.unlink(missing_ok=True)  # whatever became of the engine's copy of the run
 
     def set_tags(self, tags: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         """Tags (those not None) and metrics, in one write."""

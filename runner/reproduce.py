@@ -125,6 +125,13 @@ def _fresh_lock(spec: Any) -> str | None:
         return None  # unresolvable today: the recorded lock is all there is
 
 
+def renamed(cfg: DictConfig) -> None:
+    """Targets recorded before the model builders moved into the package (`models.X` is `runner.models.X`)."""
+    for node in (cfg.model, cfg.dataset):
+        if OmegaConf.is_dict(node) and str(node.get("_target_", "")).startswith("models."):
+            node._target_ = "runner." + str(node._target_)
+
+
 def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     """Run `run_id` again from its record; with `check`, only report the drift (exit 1 if there is any)."""
     from mlflow import MlflowClient
@@ -145,6 +152,10 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     cfg = OmegaConf.merge(OmegaConf.structured(RunnerConfig), OmegaConf.create(config))  # typed, struct mode
     assert isinstance(cfg, DictConfig)
     cfg.data = pinned_data(run.data.tags) or cfg.data
+    renamed(cfg)
+    recorded_file = run.data.tags.get("runner.requirements_file")
+    if recorded_file and cfg.env.requirements_file is None:  # found by name then: the same file, or none
+        cfg.env.requirements_file = recorded_file
     validate(cfg)
     experiment = run.data.tags.get("runner.experiment", "default")
     with recorded_tree(project, commit, diff, f"{run_id}-{os.getpid()}") as tree:

@@ -70,9 +70,20 @@ class Scrubber:
         if not self.values:
             return data
         text = self._mask(self.held + data)
-        keep = max((k for v in self.values for k in range(1, len(v)) if text.endswith(v[:k])), default=0)
+        keep = max((self._partial(text, v) for v in self.values), default=0)
         self.held = text[len(text) - keep :]
         return text[: len(text) - keep]
+
+    @staticmethod
+    def _partial(text: bytes, value: bytes) -> int:
+        """The length of the longest tail of `text` that begins `value` (0 if none); only the places where
+        `value`'s first byte occurs are tried."""
+        at = text.find(value[:1], max(0, len(text) - len(value) + 1))
+        while at != -1:
+            if value.startswith(text[at:]):
+                return len(text) - at
+            at = text.find(value[:1], at + 1)
+        return 0
 
     def end(self) -> bytes:
         """The held tail, at the end of the output."""

@@ -92,29 +92,76 @@ REQUIREMENTS_BY_NAME = (
 )  # at the project's root, when none is named
 
 
-def requirements_by_name(project: Path) -> str | None:
+def requirements_by_name(project: Path, named: str | None) -> str | None:
+    """The requirements file: the one the config names ("none": no file), else the first of REQUIREMENTS_BY_NAME
+    at the project's root."""
+    if named is not None:
+        return None if named == "none" else named
     return next((name for name in REQUIREMENTS_BY_NAME if (project / name).is_file()), None)
+
+
+# Words the shell itself acts on: a command starting with one needs the shell.
+SHELL_WORDS = frozenset(
+    "! . : [ alias break case cd command continue eval exec exit export for if read readonly return set shift "
+    "source test times trap ulimit umask unset until wait while {".split()
+)
 
 
 def command_argv(command: str) -> tuple[str, ...]:
     """A simple command (words only, each quoted as `shlex.join` would: what `runner run -- CMD` writes) runs
-    as those exact arguments, with no shell; anything else (pipes, `$VAR`, `&&`) runs through `sh -c`."""
+    as those exact arguments, with no shell; anything else (pipes, `$VAR`, `&&`, `A=1 cmd`, a builtin such as
+    `cd` or `exit`) runs through `sh -c`."""
     try:
         words = shlex.split(command)
     except ValueError:
         words = []
-    return tuple(words) if words and shlex.join(words) == command else ("sh", "-c", command)
+    simple = words and shlex.join(words) == command and "=" not in words[0] and words[0] not in SHELL_WORDS
+    return tuple(words) if simple else ("sh", "-c", command)
+
+
+def escaped(value: Any) -> Any:
+    """`value` with every `${` in its strings escaped, so that a resolved config reads back as the same values
+    (a command's literal `${HOME}` is not an interpolation when the record is composed again)."""
+    if isinstance(value, dict):
+        return {k: escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escaped(v) for v in value]
+    if isinstance(value, str) and "${" in value:
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+    return value
 
 
 def check_requirement(line: str, where: str) -> str:
     """A package requirement, not a pip option (`--index-url`, `-r`, `-e`...) nor a host path or file URL:
-    where packages come from is the config's own keys (env.index_url), recorded."""
-    if line.startswith(("-", "/", ".", "~")) or "file:" in line:
+    where packages come from is the config's own keys (env.index_url), recorded. A `--hash` a pinned line carries
+    is dropped (the lock gets its own hashes)."""
+    line = re.sub(r"\s--hash[=\s]\S+", "", line).strip()
+    url = re.search(r"@\s*(\S+)", line)
+    local = ("/" in line or "\\" in line) and not (url and re.match(r"^(https?|git\+https?)://", url[1]))
+    if line.startswith(("-", "/", ".", "~")) or "file:" in line or local:
         raise ConfigError(
             f"{where}: '{line}' is not a package requirement (pip options and local paths are not taken). "
             "Write NAME[==VERSION], e.g. numpy==1.26.4; for another package index set env.index_url=URL."
         )
     return line
+
+
+def requirement_file_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, requirement) of a requirements file: comments dropped, `\\` continuations joined."""
+    found, pending, start = [], "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not pending:
+            start = n
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = (pending + line).strip(), ""
+        if line:
+            found.append((start, line))
+    if pending.strip():
+        found.append((start, pending.strip()))
+    return found
 
 
 MIN_MEMORY = 6 * 1024**2
@@ -323,7 +370,7 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         env=EnvSpec(
             image=env.image,
             requirements=tuple(env.requirements),
-            requirements_file=env.requirements_file or requirements_by_name(Path(project_dir)),
+            requirements_file=requirements_by_name(Path(project_dir), env.requirements_file),
             index_url=env.index_url,
             setup=tuple(env.setup),
             gpu=bool(env.gpu),
@@ -344,7 +391,7 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         mlflow_experiment=cfg.tracking.experiment
         or (Path(project_dir).name if cfg.command is not None and experiment == "default" else experiment),
         allow_targets=tuple(str(a) for a in cfg.allow_targets),
-        config_yaml=OmegaConf.to_yaml(resolved),
+        config_yaml=OmegaConf.to_yaml(escaped(resolved)),
         params=tuple(sorted(params.items())),
         backend_config=backend_settings(cfg.backend),
         detach=bool(cfg.detach),

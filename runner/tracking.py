@@ -147,6 +147,7 @@ def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
 
 
 WORKDIR = "workdir"  # artifacts: what a run wrote in its working directory (its copy of the code)
+WORKDIR_LIMIT = (1000, 1_000_000_000)  # files, bytes: a script that downloads its data there keeps it out of the record
 CODE_MANIFEST = "code.manifest.json"  # in the run's folder: the code copy as staged (tracking.manifest)
 
 
@@ -156,24 +157,28 @@ def log_outputs(
     folder: Path,
     where: str = "output",
     unchanged: dict[str, list[int]] | None = None,
+    limit: tuple[int, int] | None = None,
 ) -> list[str]:
     """The regular files a run wrote under `folder`, as artifacts under `where`/; links (to a host file, say)
-    and other special files are never followed nor copied: they are returned, for the log, and left out. With
-    `unchanged` (a manifest: name -> [size, mtime_ns]), files still as the manifest has them are not kept.
-    (The run has ended: nothing changes the folder meanwhile.)"""
+    and other special files are never followed nor copied. With `unchanged` (a manifest: name -> [size,
+    mtime_ns]), files still as the manifest has them are not kept; with `limit` (files, bytes), no more than that
+    is kept. Returns what was left out, one line each for the log. (The run has ended: nothing changes the folder
+    meanwhile.)"""
     import stat
 
-    skipped: list[str] = []
+    said: list[str] = []
     unchanged = unchanged or {}
+    files, size, over, over_size = 0, 0, 0, 0
     if not folder.is_dir():
-        return skipped
+        return said
     for dirpath, dirnames, filenames in os.walk(folder):  # a linked folder is listed, never entered
+        dirnames.sort()
         here = Path(dirpath)
         into = "/".join((where, *here.relative_to(folder).parts))
         for name in sorted(dirnames):
             if (here / name).is_symlink():
                 if str((here / name).relative_to(folder)) not in unchanged:
-                    skipped.append(str((here / name).relative_to(folder)))
+                    said.append(f"{where}/{(here / name).relative_to(folder)}: a link, not kept (only regular files are)")
                 dirnames.remove(name)
         for name in sorted(filenames):
             path = here / name
@@ -182,10 +187,19 @@ def log_outputs(
             if unchanged.get(rel) == [info.st_size, info.st_mtime_ns]:
                 continue
             if not stat.S_ISREG(info.st_mode):
-                skipped.append(rel)
+                said.append(f"{where}/{rel}: a link or special file, not kept (only regular files are)")
+                continue
+            if limit and (files + 1 > limit[0] or size + info.st_size > limit[1]):
+                over, over_size = over + 1, over_size + info.st_size
                 continue
             client.log_artifact(run_id, str(path), into)
-    return skipped
+            files, size = files + 1, size + info.st_size
+    if over:
+        said.append(
+            f"{where}/: {over} more file(s) ({over_size / 1e6:.1f} MB) not kept, past {limit[0]} files or "
+            f"{limit[1] / 1e9:g} GB: write what matters to /output"
+        )
+    return said
 
 
 def manifest(folder: Path) -> dict[str, list[int]]:

@@ -41,6 +41,11 @@ class RunDir:
     )  # fmt: skip
 
     @property
+    def secrets(self) -> Path:
+        """The run's secrets for its start (owner-only; gone when the run ends): `export NAME=VALUE` lines."""
+        return self.root / "secrets.env"
+
+    @property
     def plan(self) -> Path:
         """How the run starts (Backend.plan), as JSON: names of secrets, never their values."""
         return self.root / "plan.json"

@@ -92,6 +92,11 @@ def _check_target(entry: str, target: str) -> str:
                 f"data: '{entry}': the mount point '{norm}' overlaps {reserved}, which the runner owns "
                 f"({', '.join(RESERVED)} are taken). Use another folder, e.g. /input."
             )
+    if norm == "/tmp":
+        raise ConfigError(
+            f"data: '{entry}': the mount point '/tmp' is the run's home (caches go there): it must stay writable. "
+            "Use another folder, e.g. /input."
+        )
     system = next((s for s in SYSTEM if norm == s or norm.startswith(s + "/")), None)
     if system:
         raise ConfigError(

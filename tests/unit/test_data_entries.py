@@ -48,6 +48,7 @@ def test_entry_forms() -> None:
         (["mnist@1:/usr/lib/x"], "lies in /usr"),
         (["mnist@1:/dev/shm"], "lies in /dev"),
         (["mnist@1:/input/a\nb"], "holds a control character"),
+        (["mnist@1:/tmp"], "the mount point '/tmp' is the run's home"),
         (["a@1:/input", "b@1:/input"], "share the mount point"),
         (["a@1:/input", "b@1:/input/b"], "'/input/b' \\(b\\) lies inside '/input'"),
         (["a@1:/x", "a@2:/y"], "listed twice"),

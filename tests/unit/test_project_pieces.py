@@ -10,11 +10,19 @@ import pytest
 from omegaconf import OmegaConf
 
 from runner.cli import split_command, with_command
-from runner.compose import PACKAGED, compose_config, config_dirs, options
+from runner.compose import PACKAGED, compose_config, config_dirs, find_project_dir, options
 from runner.errors import ConfigError
 from runner.launch import in_project
-from runner.spec import command_argv, requirements_by_name
+from runner.spec import (
+    build_spec,
+    check_requirement,
+    command_argv,
+    requirement_file_lines,
+    requirements_by_name,
+)
 from runner.tracking import readable_log
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_project_without_conf_composes_from_the_package_and_its_own_conf_comes_first(
@@ -41,6 +49,9 @@ def test_a_project_without_conf_composes_from_the_package_and_its_own_conf_comes
         ("a && b", ("sh", "-c", "a && b")),
         ("python t.py | tee x", ("sh", "-c", "python t.py | tee x")),
         ("echo 'unbalanced", ("sh", "-c", "echo 'unbalanced")),
+        ("PYTHONPATH=src python t.py", ("sh", "-c", "PYTHONPATH=src python t.py")),  # an assignment
+        ("exit 3", ("sh", "-c", "exit 3")),  # a builtin
+        ("cd sub", ("sh", "-c", "cd sub")),
     ],
 )
 def test_a_simple_command_runs_as_its_words_and_anything_else_through_the_shell(
@@ -59,14 +70,49 @@ def test_a_command_after_the_separator_arrives_intact_through_the_config() -> No
     assert split_command(["a=1"]) == (["a=1"], None)
     with pytest.raises(ConfigError, match="nothing after '--' to run"):
         split_command(["a=1", "--"])
+    with pytest.raises(ConfigError, match="'-cn' before '--': only config overrides go there"):
+        split_command(["-cn", "other", "--", "python", "x.py"])
 
 
 def test_requirements_are_found_by_name(tmp_path: Path) -> None:
-    assert requirements_by_name(tmp_path) is None
+    assert requirements_by_name(tmp_path, None) is None
     (tmp_path / "requirements.txt").write_text("numpy\n")
-    assert requirements_by_name(tmp_path) == "requirements.txt"
+    assert requirements_by_name(tmp_path, None) == "requirements.txt"
     (tmp_path / "floyd_requirements.txt").write_text("numpy\n")
-    assert requirements_by_name(tmp_path) == "floyd_requirements.txt"
+    assert requirements_by_name(tmp_path, None) == "floyd_requirements.txt"
+    assert requirements_by_name(tmp_path, "reqs/gpu.txt") == "reqs/gpu.txt"  # the config's own choice
+    assert requirements_by_name(tmp_path, "none") is None  # and none at all
+
+
+def test_a_hashed_requirements_file_reads_as_its_packages() -> None:
+    text = (
+        "# pip-compile --generate-hashes\n"
+        "numpy==1.26.4 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+        "    # via pandas\n"
+        "six==1.16.0 --hash=sha256:cc  # a comment\n"
+        "wheel @ https://example.org/wheel-0.1-py3-none-any.whl\n"
+    )
+    lines = [(n, check_requirement(line, "f")) for n, line in requirement_file_lines(text)]
+    assert lines == [(2, "numpy==1.26.4"), (6, "six==1.16.0"), (7, "wheel @ https://example.org/wheel-0.1-py3-none-any.whl")]
+    for line in ("x @ /home/someone/x", "vendor/pkg", "x @ file:///x"):
+        with pytest.raises(ConfigError, match="is not a package requirement"):
+            check_requirement(line, "f")
+
+
+def test_the_root_config_of_a_projects_own_hydra_app_is_not_taken_for_the_runners(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("db:\n  driver: mysql\n")  # the project's app's own
+    assert compose_config(tmp_path, []).model._target_ == "runner.models.mlp.build"
+    (tmp_path / "src" / "conf").mkdir(parents=True)  # a conf/ deeper down: the git repository is the project
+    assert find_project_dir(tmp_path / "src") == tmp_path
+
+
+def test_a_recorded_command_reads_back_as_it_was() -> None:
+    cfg = with_command(compose_config(ROOT, []), ["sh", "-c", "echo ${HOME} $USER"])
+    spec = build_spec(cfg, experiment="default", project_dir="/p", environ={})
+    again = OmegaConf.create(spec.config_yaml)
+    assert command_argv(again.command) == ("sh", "-c", "echo ${HOME} $USER")
 
 
 def test_the_projects_own_modules_are_found_without_importing_them(tmp_path: Path) -> None:

@@ -39,7 +39,6 @@ LEGACY_KIND = "runner.managed"  # one key for both, before the split: still reco
 CA_PATH = "/etc/runner/ca.pem"
 SPOOL_PATH = "/var/spool/runner"  # the harness's records, for the owner (runner.spool)
 HOST_ALIAS = "host.docker.internal"
-SECRETS_FILE = "secrets.env"  # in the run directory (owner-only), for the run's start; gone at its end
 SECRETS_PATH = "/run/runner/secrets.env"
 # Bump when what goes into an env image changes (the build script below): old images are then not reused.
 IN_IMAGE_VERSION = "1"
@@ -195,10 +194,11 @@ def pump_to_file(container: Any, run_dir: RunDir, scrubber: Scrubber) -> threadi
 
 class DockerHandle(RunHandle):
     def __init__(self, run_id: str, container: Any, run_dir: RunDir, keep: bool, secrets: list[str]):
+        """`secrets`: the values to mask in the run's output."""
         super().__init__(run_id)
         self.container = container
         self.run_dir = run_dir
-        self.pumper = pump_to_file(container, run_dir, Scrubber(secret_values(secrets)))
+        self.pumper = pump_to_file(container, run_dir, Scrubber(secrets))
         self.keep = keep
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
@@ -231,7 +231,7 @@ class DockerHandle(RunHandle):
     def release(self) -> None:
         from docker.errors import APIError, NotFound
 
-        (self.run_dir / SECRETS_FILE).unlink(missing_ok=True)
+        self.run_dir.secrets.unlink(missing_ok=True)
         if self.keep:
             return
         with contextlib.suppress(NotFound, APIError):
@@ -388,9 +388,14 @@ class DockerBackend(Backend):
         if not spec.env.setup:
             return image
         script = "set -eu\n" + "".join(f"{cmd}\n" for cmd in spec.env.setup)
-        return self._build_step(
-            spec, image.id, script, ca, tls, log, tag, {"repository": repo, "tag": version}, changes
-        )
+        try:
+            return self._build_step(
+                spec, image.id, script, ca, tls, log, tag, {"repository": repo, "tag": version}, changes
+            )
+        except EnvBuildError:  # the installed first step is untagged: nothing would ever remove it
+            with contextlib.suppress(Exception):
+                self.docker.images.remove(image.id, force=True)
+            raise
 
     def _build_step(
         self,
@@ -463,10 +468,10 @@ class DockerBackend(Backend):
         kwargs["environment"] = {**kwargs["environment"], **env}
         secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
         if secrets:  # in a file read at start, not in the container's config (`docker inspect` shows that)
-            fd = os.open(run_dir / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(run_dir.secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in secrets.items())
-            kwargs["mounts"] = [*kwargs["mounts"], _bind(run_dir / SECRETS_FILE, SECRETS_PATH, True)]
+            kwargs["mounts"] = [*kwargs["mounts"], _bind(run_dir.secrets, SECRETS_PATH, True)]
             kwargs["command"] = ["/bin/sh", "-c", f'. {SECRETS_PATH} && exec "$@"', "run", *kwargs["command"]]
         run_id = kwargs["labels"][RUN_LABEL]
         try:
@@ -474,9 +479,9 @@ class DockerBackend(Backend):
         except APIError as exc:  # created but not started: nothing of it may stay
             with contextlib.suppress(NotFound, APIError):
                 self.docker.api.remove_container(kwargs["name"], force=True)
-            (run_dir / SECRETS_FILE).unlink(missing_ok=True)
+            run_dir.secrets.unlink(missing_ok=True)
             raise RunnerError(f"Docker could not start the run: {exc.explanation or exc}") from exc
-        return DockerHandle(run_id, container, run_dir, plan["keep"], plan["secrets"])
+        return DockerHandle(run_id, container, run_dir, plan["keep"], secret_values(secrets, secrets))
 
     def gc(self) -> str:
         """Remove the runner's own stopped containers and the env images no container uses; say how much
@@ -489,8 +494,19 @@ class DockerBackend(Backend):
         if not found:
             return None
         keep = found[0].labels.get(KEEP_LABEL) == "true"
+        return DockerHandle(run_id, found[0], run_dir, keep, started_secrets(run_dir))
+
+
+def started_secrets(run_dir: RunDir) -> list[str]:
+    """The secret values the run started with, to mask: read back from its secrets file (the shell of a later
+    owner may not have them), else from this environment by the plan's names."""
+    try:
+        lines = run_dir.secrets.read_text().splitlines()
+        found = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines if "=" in line)
+        return secret_values(found, found)
+    except (OSError, ValueError):
         plan = json.loads(run_dir.plan.read_text()) if run_dir.plan.is_file() else {}
-        return DockerHandle(run_id, found[0], run_dir, keep, plan.get("secrets", []))
+        return secret_values(plan.get("secrets", []))
 
 
 def _which(name: str) -> bool:
