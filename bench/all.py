@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cache
@@ -37,7 +37,9 @@ def table(figures: list[Figure]) -> str:
         verdict = "" if f.met is None else (" **met**" if f.met else " **missed**")
         ratio = "-" if f.ratio is None else f"{f.ratio:.3g}"
         base = f"{f.baseline}: {spread(f.base, f.unit)}" if f.base else f.baseline or "-"
-        rows.append(f"| {f.name} | {base} | {f.subject}: {spread(f.times, f.unit)} | {ratio} | {f.goal}{verdict} |")
+        rows.append(
+            f"| {f.name} | {base} | {f.subject}: {spread(f.times, f.unit)} | {ratio} | {f.goal}{verdict} |"
+        )
     return "\n".join(rows)
 
 
@@ -81,7 +83,7 @@ def main() -> int:
     facts = machine()
     head = (
         f"# Benchmarks\n\nOne command: `python bench/all.py{' --quick' if args.quick else ''}`, "
-        f"{datetime.now(timezone.utc):%Y-%m-%d}, {took / 60:.0f} minutes. "
+        f"{datetime.now(UTC):%Y-%m-%d}, {took / 60:.0f} minutes. "
         + "; ".join(f"{k}: {v}" for k, v in facts.items())
         + ".\n\nEach figure is the runner against a baseline measured in the same run (min / median / max where "
         "repeated; ratio: runner / baseline of the medians unless said otherwise).\n"

@@ -18,7 +18,7 @@ from common import ROOT, Figure, last_run, make_project, runner, spread, timed
 
 sys.path.insert(0, str(ROOT))
 
-from runner.environment import Target, resolve_lock, uv_bin  # noqa: E402
+from runner.environment import Target, resolve_lock, uv_bin
 
 FULL = ["tensorflow-cpu>=2.16,<3", "keras>=3,<4"]
 QUICK = ["six", "idna"]
@@ -82,7 +82,9 @@ def measure(quick: bool, requirements: list[str] | None = None) -> list[Figure]:
             "`uv venv` + `uv pip sync lock`, empty uv cache (pip's empty too)",
             [pip],
             [cold],
-            extra={"uv, a second environment linked from uv's cache": f"{warm:.1f} s ({warm / pip:.2f} of pip)"},
+            extra={
+                "uv, a second environment linked from uv's cache": f"{warm:.1f} s ({warm / pip:.2f} of pip)"
+            },
             note="One round each: a round takes minutes with TensorFlow.",
         )
     )

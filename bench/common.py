@@ -88,14 +88,25 @@ def last_run(project: Path) -> tuple[str, dict[str, str], dict[str, float]]:
 def machine() -> dict[str, str]:
     """What the figures were taken on."""
     cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in ln
+        ),
         platform.processor() or "unknown",
     )
-    mem = next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
-    docker = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True)
-    gpu = shutil.which("nvidia-smi") and subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-    ).stdout.strip()
+    mem = next(
+        ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
+    )
+    docker = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True
+    )
+    gpu = (
+        shutil.which("nvidia-smi")
+        and subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        ).stdout.strip()
+    )
     return {
         "CPU": f"{cpu}, {len(os.sched_getaffinity(0))} cores",
         "memory": f"{int(mem) / 1024**2:.1f} GiB",

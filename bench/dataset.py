@@ -105,7 +105,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     for f in measure(ap.parse_args().quick):
-        print(f"{f.name}: {spread(f.base, f.unit)} -> {spread(f.times, f.unit)}  ratio {f.ratio:.3f}  {f.extra}")
+        print(
+            f"{f.name}: {spread(f.base, f.unit)} -> {spread(f.times, f.unit)}  ratio {f.ratio:.3f}  {f.extra}"
+        )
 
 
 if __name__ == "__main__":

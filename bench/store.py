@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from common import Figure, clean_env, make_project, runner, spread, timed
 
@@ -63,7 +62,9 @@ def measure(quick: bool, runs: int = 8, points: int | None = None) -> list[Figur
     deadline = time.time() + 600
     while True:
         with sqlite3.connect(db, timeout=30) as con:
-            newest = con.execute("select run_uuid, status from runs order by start_time desc limit ?", (runs,))
+            newest = con.execute(
+                "select run_uuid, status from runs order by start_time desc limit ?", (runs,)
+            )
             ids, statuses = zip(*newest.fetchall(), strict=True)
         if all(s != "RUNNING" for s in statuses):
             break
@@ -73,7 +74,9 @@ def measure(quick: bool, runs: int = 8, points: int | None = None) -> list[Figur
     wall = time.perf_counter() - t0
     with sqlite3.connect(db, timeout=30) as con:
         counts = [
-            con.execute("select count(*) from metrics where run_uuid = ? and key = 'x'", (run_id,)).fetchone()[0]
+            con.execute(
+                "select count(*) from metrics where run_uuid = ? and key = 'x'", (run_id,)
+            ).fetchone()[0]
             for run_id in ids
         ]
     lost = runs * points - sum(counts)
@@ -105,7 +108,9 @@ def main() -> None:
     ap.add_argument("--points", type=int)
     a = ap.parse_args()
     for f in measure(a.quick, a.runs, a.points):
-        print(f"{f.name}: {spread(f.base, f.unit)} -> {spread(f.times, f.unit)}  ratio {f.ratio:.2f}  {f.extra}")
+        print(
+            f"{f.name}: {spread(f.base, f.unit)} -> {spread(f.times, f.unit)}  ratio {f.ratio:.2f}  {f.extra}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ def measure(quick: bool, mnist: str | None = None, steps: int = 300, rounds: int
     args, proj = training(quick, mnist, steps)
     host, container, logging_share = [], [], []
     for backend in ("local", "docker"):  # environments built first, so that neither round pays for it
-        timed(runner(f"backend={backend}", *args, "train.steps=1" if not quick else "train.epochs=0.01"), proj)
+        timed(
+            runner(f"backend={backend}", *args, "train.steps=1" if not quick else "train.epochs=0.01"), proj
+        )
     for _ in range(1 if quick else rounds):
         for backend, into in (("local", host), ("docker", container)):
             timed(runner(f"backend={backend}", *args), proj)
-            _, tags, metrics = last_run(proj)
+            metrics = last_run(proj)[2]
             into.append(metrics["steps_per_second"])
             if backend == "docker":
                 logging_share.append(100 * metrics["logging_seconds"] / metrics["train_seconds"])
@@ -72,16 +74,20 @@ def measure(quick: bool, mnist: str | None = None, steps: int = 300, rounds: int
     headline = ["+experiment=keras_mlp"] if quick else ["+experiment=mnist_cnn"]
     timed(runner(*headline), proj)
     wall = time.perf_counter() - t0
-    _, tags, metrics = last_run(proj)
+    metrics = last_run(proj)[2]
     figures.append(
         Figure(
-            f"headline: `python -m runner {headline[0]}`" + (" (quick stand-in for mnist_cnn)" if quick else ""),
+            f"headline: `python -m runner {headline[0]}`"
+            + (" (quick stand-in for mnist_cnn)" if quick else ""),
             "",
             "test accuracy and wall time",
             [],
             [wall],
             ratio=metrics.get("test_accuracy"),
-            extra={"test accuracy": f"{metrics.get('test_accuracy', float('nan')):.4f}", "wall": f"{wall:.0f} s"},
+            extra={
+                "test accuracy": f"{metrics.get('test_accuracy', float('nan')):.4f}",
+                "wall": f"{wall:.0f} s",
+            },
         )
     )
     return figures

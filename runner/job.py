@@ -63,7 +63,9 @@ def spool_callback(spool: Any) -> Any:
     import keras
 
     class SpoolMetrics(keras.callbacks.Callback):
-        logging = trained = 0.0
+        logging = trained = began = 0.0
+        first: float | None = None
+        steps = 0
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             self.began, self.first, self.steps = time.perf_counter(), None, 0

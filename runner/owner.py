@@ -34,7 +34,15 @@ from typing import Any
 from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
 from runner.errors import RunnerError
 from runner.shim import alive, write_json
-from runner.tracking import CODE_MANIFEST, WORKDIR, WORKDIR_LIMIT, is_remote, log_outputs, log_the_log, server_environment
+from runner.tracking import (
+    CODE_MANIFEST,
+    WORKDIR,
+    WORKDIR_LIMIT,
+    is_remote,
+    log_outputs,
+    log_the_log,
+    server_environment,
+)
 
 STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
     "state.json",

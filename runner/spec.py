@@ -102,8 +102,40 @@ def requirements_by_name(project: Path, named: str | None) -> str | None:
 
 # Words the shell itself acts on: a command starting with one needs the shell.
 SHELL_WORDS = frozenset(
-    "! . : [ alias break case cd command continue eval exec exit export for if read readonly return set shift "
-    "source test times trap ulimit umask unset until wait while {".split()
+    [
+        "!",
+        ".",
+        ":",
+        "[",
+        "alias",
+        "break",
+        "case",
+        "cd",
+        "command",
+        "continue",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "for",
+        "if",
+        "read",
+        "readonly",
+        "return",
+        "set",
+        "shift",
+        "source",
+        "test",
+        "times",
+        "trap",
+        "ulimit",
+        "umask",
+        "unset",
+        "until",
+        "wait",
+        "while",
+        "{",
+    ]
 )
 
 

@@ -147,7 +147,10 @@ def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
 
 
 WORKDIR = "workdir"  # artifacts: what a run wrote in its working directory (its copy of the code)
-WORKDIR_LIMIT = (1000, 1_000_000_000)  # files, bytes: a script that downloads its data there keeps it out of the record
+WORKDIR_LIMIT = (
+    1000,
+    1_000_000_000,
+)  # files, bytes: a script that downloads its data there keeps it out of the record
 CODE_MANIFEST = "code.manifest.json"  # in the run's folder: the code copy as staged (tracking.manifest)
 
 
@@ -178,7 +181,9 @@ def log_outputs(
         for name in sorted(dirnames):
             if (here / name).is_symlink():
                 if str((here / name).relative_to(folder)) not in unchanged:
-                    said.append(f"{where}/{(here / name).relative_to(folder)}: a link, not kept (only regular files are)")
+                    said.append(
+                        f"{where}/{(here / name).relative_to(folder)}: a link, not kept (only regular files are)"
+                    )
                 dirnames.remove(name)
         for name in sorted(filenames):
             path = here / name
@@ -194,7 +199,7 @@ def log_outputs(
                 continue
             client.log_artifact(run_id, str(path), into)
             files, size = files + 1, size + info.st_size
-    if over:
+    if over and limit:
         said.append(
             f"{where}/: {over} more file(s) ({over_size / 1e6:.1f} MB) not kept, past {limit[0]} files or "
             f"{limit[1] / 1e9:g} GB: write what matters to /output"

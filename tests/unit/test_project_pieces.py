@@ -93,7 +93,11 @@ def test_a_hashed_requirements_file_reads_as_its_packages() -> None:
         "wheel @ https://example.org/wheel-0.1-py3-none-any.whl\n"
     )
     lines = [(n, check_requirement(line, "f")) for n, line in requirement_file_lines(text)]
-    assert lines == [(2, "numpy==1.26.4"), (6, "six==1.16.0"), (7, "wheel @ https://example.org/wheel-0.1-py3-none-any.whl")]
+    assert lines == [
+        (2, "numpy==1.26.4"),
+        (6, "six==1.16.0"),
+        (7, "wheel @ https://example.org/wheel-0.1-py3-none-any.whl"),
+    ]
     for line in ("x @ /home/someone/x", "vendor/pkg", "x @ file:///x"):
         with pytest.raises(ConfigError, match="is not a package requirement"):
             check_requirement(line, "f")

@@ -502,7 +502,9 @@ def started_secrets(run_dir: RunDir) -> list[str]:
     owner may not have them), else from this environment by the plan's names."""
     try:
         lines = run_dir.secrets.read_text().splitlines()
-        found = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines if "=" in line)
+        found = dict(
+            shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines if "=" in line
+        )
         return secret_values(found, found)
     except (OSError, ValueError):
         plan = json.loads(run_dir.plan.read_text()) if run_dir.plan.is_file() else {}
