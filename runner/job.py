@@ -56,6 +56,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+# Metrics of how long training took, not of what it learned: they differ between two runs of one config.
+TIMING = ("epoch_seconds", "steps_per_second", "train_seconds", "logging_seconds")
+
+
 def spool_callback(spool: Any) -> Any:
     """Spools every epoch's metrics as they happen (the run's owner writes them into the record), with the
     epoch's own timing: `epoch_seconds`, and `steps_per_second` from the end of its first step (so that graph

@@ -153,15 +153,18 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     assert isinstance(cfg, DictConfig)
     cfg.data = pinned_data(run.data.tags) or cfg.data
     renamed(cfg)
-    recorded_file = run.data.tags.get("runner.requirements_file")
-    if recorded_file and cfg.env.requirements_file is None:  # found by name then: the same file, or none
-        cfg.env.requirements_file = recorded_file
     validate(cfg)
     experiment = run.data.tags.get("runner.experiment", "default")
     with recorded_tree(project, commit, diff, f"{run_id}-{os.getpid()}") as tree:
         # the code comes from the recorded tree; the new run lives in the project (the tree goes on return)
         spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
         spec = replace(spec, tracking_uri=uri, code_dir=str(tree))
+        recorded_file = run.data.tags.get("runner.requirements_file")
+        if recorded_file:  # the file the run used (found by name, perhaps), or none: not what is here today
+            spec = replace(
+                spec,
+                env=replace(spec.env, requirements_file=None if recorded_file == "none" else recorded_file),
+            )
         moved = drift(project, tree, run, lock, _fresh_lock(spec))
         for line in moved or ["no drift: code and packages are as recorded"]:
             print(f"[reproduce] {line}", flush=True)

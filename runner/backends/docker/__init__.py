@@ -249,7 +249,7 @@ class DockerBackend(Backend):
         """What the engine would refuse, refused first (before any run exists), in one line."""
         from docker.errors import NotFound
 
-        info = self.docker.info()
+        info = self.docker.info() if spec.resources.cpus or spec.env.gpu else {}  # asked only when needed
         if spec.resources.cpus and spec.resources.cpus > info.get("NCPU", spec.resources.cpus):
             raise ConfigError(
                 f"resources.cpus: {spec.resources.cpus:g} is more than this engine's {info['NCPU']} CPUs. "
