@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on 127.0.0.1, with job accounting (sacct), for trying and testing the runner's cluster
+# use on one machine. Debian's own packages: slurmctld, slurmd, slurmdbd, munge, and MariaDB for the accounting
+# database (slurmdbd stores into MySQL/MariaDB only). No cgroups needed: process tracking by /proc.
+#
+#   scripts/cluster.sh up      # install what is missing, start munge, the database, slurmdbd, slurmctld, slurmd
+#   scripts/cluster.sh down    # stop them (the state stays in the cluster folder)
+#   source "$RUNNER_CLUSTER_DIR/env"   # SLURM_CONF for sbatch, squeue, sacct, scancel
+#
+# The cluster folder is $RUNNER_CLUSTER_DIR (default /tmp/runner-cluster). Runs as root (the daemons' user).
+set -euo pipefail
+
+DIR=${RUNNER_CLUSTER_DIR:-/tmp/runner-cluster}
+DB_PORT=${RUNNER_CLUSTER_DB_PORT:-3307}
+NAME=runner
+HOST=$(hostname -s)
+CONF=$DIR/etc/slurm.conf
+export SLURM_CONF=$CONF
+
+say() { echo "[cluster] $*"; }
+fail() { echo "[cluster] $*" >&2; exit 1; }
+
+packages() {
+  local missing=()
+  for pair in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client slurmdbd:slurmdbd munged:munge \
+      mariadbd:mariadb-server; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt-get update -q >"$DIR/apt.log" 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$DIR/apt.log" 2>&1 \
+      || { tail -5 "$DIR/apt.log" >&2; fail "could not install ${missing[*]} (see $DIR/apt.log)"; }
+  fi
+}
+
+munge_up() {
+  if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then return; fi
+  install -d -o munge -g munge -m 0755 /run/munge
+  chown -R munge:munge /var/log/munge /var/lib/munge /etc/munge
+  [ -s /etc/munge/munge.key ] || su -s /bin/sh munge -c "mungekey --create" >/dev/null
+  su -s /bin/sh munge -c munged
+  munge -n | unmunge >/dev/null || fail "munged does not answer"
+}
+
+database_up() {
+  install -d -o mysql -g mysql "$DIR/mysql" "$DIR/mysqld"
+  if [ ! -d "$DIR/mysql/mysql" ]; then
+    mariadb-install-db --user=mysql --datadir="$DIR/mysql" >"$DIR/log/mariadb-init.log" 2>&1 \
+      || fail "could not create the accounting database (see $DIR/log/mariadb-init.log)"
+  fi
+  if ! mariadb --socket="$DIR/mysqld/mysqld.sock" -e "select 1" >/dev/null 2>&1; then
+    mariadbd --user=mysql --datadir="$DIR/mysql" --socket="$DIR/mysqld/mysqld.sock" --bind-address=127.0.0.1 \
+      --port="$DB_PORT" --pid-file="$DIR/mysqld/mysqld.pid" >>"$DIR/log/mariadb.log" 2>&1 &
+    for _ in $(seq 50); do
+      mariadb --socket="$DIR/mysqld/mysqld.sock" -e "select 1" >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+  fi
+  mariadb --socket="$DIR/mysqld/mysqld.sock" -e "
+    create database if not exists slurm_acct_db;
+    create user if not exists 'slurm'@'127.0.0.1' identified by 'slurm';
+    grant all on slurm_acct_db.* to 'slurm'@'127.0.0.1';" || fail "the accounting database does not answer"
+}
+
+configure() {
+  local cpus mem
+  cpus=$(nproc)
+  mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
+  cat >"$CONF" <<EOF
+# Written by scripts/cluster.sh: one node, this machine, on 127.0.0.1.
+ClusterName=$NAME
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+JobAcctGatherType=jobacct_gather/linux
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+ReturnToService=2
+SlurmdTimeout=30
+MinJobAge=300
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+  cat >"$DIR/etc/slurmdbd.conf" <<EOF
+AuthType=auth/munge
+DbdHost=$HOST
+DbdAddr=127.0.0.1
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageLoc=slurm_acct_db
+StorageUser=slurm
+StoragePass=slurm
+LogFile=$DIR/log/slurmdbd.log
+PidFile=$DIR/slurmdbd.pid
+EOF
+  chmod 600 "$DIR/etc/slurmdbd.conf"
+  echo "export SLURM_CONF=$CONF" >"$DIR/env"
+}
+
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+up() {
+  mkdir -p "$DIR"/{etc,state,spool,log}
+  packages
+  munge_up
+  database_up
+  configure
+  alive "$DIR/slurmdbd.pid" || slurmdbd
+  for _ in $(seq 50); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.2; done
+  sacctmgr -n -P list cluster format=cluster | grep -qx "$NAME" || sacctmgr -i add cluster "$NAME" >/dev/null
+  alive "$DIR/slurmctld.pid" || slurmctld
+  alive "$DIR/slurmd.pid" || slurmd
+  for _ in $(seq 100); do
+    [ "$(sinfo -h -o %t 2>/dev/null)" = "idle" ] || [ "$(sinfo -h -o %t 2>/dev/null)" = "mix" ] && break
+    sleep 0.2
+  done
+  state=$(sinfo -h -o %t 2>/dev/null || true)
+  case "$state" in
+    idle|mix|alloc) say "up: partition debug, node $HOST ($state); source $DIR/env" ;;
+    *) tail -5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2; fail "the node is '$state', not idle" ;;
+  esac
+}
+
+down() {
+  scontrol shutdown >/dev/null 2>&1 || true
+  for pid in "$DIR/slurmdbd.pid" "$DIR/mysqld/mysqld.pid"; do
+    alive "$pid" && kill "$(cat "$pid")"
+  done
+  say "down"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: scripts/cluster.sh up|down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,99 @@
+"""The one-node SLURM cluster that scripts/cluster.sh starts (the ground the SLURM backend stands on): jobs run, can
+reach the Docker engine, array throttles hold, and SLURM's accounting (sacct) reports how each job ended."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The cluster's environment (SLURM_CONF), the cluster started (or found up) by the project's script."""
+    if os.geteuid() != 0 and not os.environ.get("RUNNER_REQUIRE_ALL"):
+        pytest.skip("the cluster's daemons run as root; scripts/cluster.sh up starts them")
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "cluster.sh"), "up"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster")
+    return {**os.environ, "SLURM_CONF": f"{folder}/etc/slurm.conf"}
+
+
+def sbatch(env: dict[str, str], cwd: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["sbatch", "--parsable", *args], env=env, cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().split(";")[0]
+
+
+def ended(env: dict[str, str], job: str, timeout: float = 120) -> list[tuple[str, str, str]]:
+    """(job id, state, exit code) of the job (and its array tasks) from SLURM's accounting, once all ended."""
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(
+            ["sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,State,ExitCode"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rows = [tuple(line.split("|")) for line in out.splitlines() if line]
+        done = rows and all(r[1] not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING") for r in rows)
+        if done or time.time() > deadline:
+            return rows  # type: ignore[return-value]
+        time.sleep(0.5)
+
+
+def test_a_job_runs_and_its_ending_is_accounted(slurm: dict[str, str], tmp_path: Path) -> None:
+    ok = sbatch(
+        slurm,
+        tmp_path,
+        "-o",
+        "ok.out",
+        "--wrap",
+        "echo on $SLURMD_NODENAME; docker ps -q >/dev/null && echo engine",
+    )
+    failed = sbatch(slurm, tmp_path, "--wrap", "exit 3")
+    assert ended(slurm, ok) == [(ok, "COMPLETED", "0:0")]
+    assert ended(slurm, failed) == [(failed, "FAILED", "3:0")]
+    out = (tmp_path / "ok.out").read_text()
+    assert "engine" in out  # a job on the node reaches the Docker engine: where the runner's containers start
+
+
+def test_scancel_ends_a_job_cancelled(slurm: dict[str, str], tmp_path: Path) -> None:
+    job = sbatch(slurm, tmp_path, "--wrap", "sleep 300")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T"], env=slurm, capture_output=True, text=True
+        )
+        if state.stdout.strip() == "RUNNING":
+            break
+        time.sleep(0.2)
+    subprocess.run(["scancel", job], env=slurm, check=True)
+    [(_, state, _)] = ended(slurm, job)
+    assert state.startswith("CANCELLED")
+
+
+def test_an_array_keeps_to_its_throttle(slurm: dict[str, str], tmp_path: Path) -> None:
+    script = (
+        'date +%s.%N > "t-$SLURM_ARRAY_TASK_ID.start"; sleep 2; date +%s.%N > "t-$SLURM_ARRAY_TASK_ID.end"'
+    )
+    job = sbatch(slurm, tmp_path, "--array=0-3%2", "-c", "1", "--wrap", script)
+    rows = ended(slurm, job)
+    assert sorted(r[1] for r in rows) == ["COMPLETED"] * 4
+    spans = [
+        (float((tmp_path / f"t-{i}.start").read_text()), float((tmp_path / f"t-{i}.end").read_text()))
+        for i in range(4)
+    ]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2  # never more than the throttle at once
