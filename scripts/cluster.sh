@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on 127.0.0.1, with job accounting (sacct), for trying and testing the runner's cluster
-# use on one machine. Debian's own packages: slurmctld, slurmd, slurmdbd, munge, and MariaDB for the accounting
-# database (slurmdbd stores into MySQL/MariaDB only). No cgroups needed: process tracking by /proc.
+# A one-node SLURM cluster on 127.0.0.1, with job accounting (sacct), and a team's MLflow tracking server on
+# PostgreSQL, for trying and testing the runner's cluster use on one machine. Debian's own packages: slurmctld,
+# slurmd, slurmdbd, munge, MariaDB for the accounting database (slurmdbd stores into MySQL/MariaDB only) and
+# PostgreSQL for MLflow's. No cgroups needed: process tracking by /proc.
 #
-#   scripts/cluster.sh up      # install what is missing, start munge, the database, slurmdbd, slurmctld, slurmd
+#   scripts/cluster.sh up      # install what is missing, start munge, the databases, slurmdbd, slurmctld, slurmd
+#                              # and `mlflow server` (PostgreSQL store, artifacts in the cluster folder)
 #   scripts/cluster.sh down    # stop them (the state stays in the cluster folder)
-#   source "$RUNNER_CLUSTER_DIR/env"   # SLURM_CONF for sbatch, squeue, sacct, scancel
+#   source "$RUNNER_CLUSTER_DIR/env"   # SLURM_CONF for sbatch, squeue, sacct, scancel; MLFLOW_TRACKING_URI
 #
-# The cluster folder is $RUNNER_CLUSTER_DIR (default /tmp/runner-cluster). Runs as root (the daemons' user).
+# The cluster folder is $RUNNER_CLUSTER_DIR (default /tmp/runner-cluster); on a real cluster the artifact folder
+# is on the shared filesystem. Runs as root (the daemons' user).
 set -euo pipefail
 
 DIR=${RUNNER_CLUSTER_DIR:-/tmp/runner-cluster}
 DB_PORT=${RUNNER_CLUSTER_DB_PORT:-3307}
+PG_PORT=${RUNNER_CLUSTER_PG_PORT:-5433}
+MLFLOW_PORT=${RUNNER_CLUSTER_MLFLOW_PORT:-5055}
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+PYTHON=${PYTHON:-python3}
 NAME=runner
 HOST=$(hostname -s)
 CONF=$DIR/etc/slurm.conf
@@ -23,7 +30,7 @@ fail() { echo "[cluster] $*" >&2; exit 1; }
 packages() {
   local missing=()
   for pair in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client slurmdbd:slurmdbd munged:munge \
-      mariadbd:mariadb-server; do
+      mariadbd:mariadb-server pg_lsclusters:postgresql; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -61,6 +68,36 @@ database_up() {
     create database if not exists slurm_acct_db;
     create user if not exists 'slurm'@'127.0.0.1' identified by 'slurm';
     grant all on slurm_acct_db.* to 'slurm'@'127.0.0.1';" || fail "the accounting database does not answer"
+}
+
+tracking_up() {  # MLflow's own server, its store in PostgreSQL
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  install -d -o postgres -g postgres -m 0700 "$DIR/pg"
+  install -d -o postgres -g postgres "$DIR/pgrun"
+  [ -f "$DIR/pg/PG_VERSION" ] || su -s /bin/sh postgres -c "$PG_BIN/initdb -D $DIR/pg -A trust -U postgres" \
+    >"$DIR/log/pg-init.log" 2>&1 || fail "could not create the tracking database (see $DIR/log/pg-init.log)"
+  if ! "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -q; then
+    su -s /bin/sh postgres -c "$PG_BIN/pg_ctl -D $DIR/pg -l $DIR/pgrun/postgres.log -w \
+      -o '-p $PG_PORT -k $DIR/pgrun -c listen_addresses=127.0.0.1' start" >/dev/null \
+      || fail "PostgreSQL did not start (see $DIR/pgrun/postgres.log)"
+  fi
+  "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "select 1 from pg_database where datname='mlflow'" \
+    | grep -q 1 || "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres mlflow
+  "$PYTHON" -c "import psycopg2" 2>/dev/null || "$PYTHON" -m pip install -q psycopg2-binary >>"$DIR/log/pip.log" 2>&1 \
+    || fail "could not install psycopg2-binary (see $DIR/log/pip.log)"
+  mkdir -p "$DIR/artifacts"
+  if ! alive "$DIR/mlflow.pid"; then
+    MLFLOW_SERVER_ALLOWED_HOSTS="*" nohup "$PYTHON" -m mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" \
+      --backend-store-uri "postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/mlflow" \
+      --artifacts-destination "$DIR/artifacts" --workers 1 >>"$DIR/log/mlflow.log" 2>&1 &
+    echo $! >"$DIR/mlflow.pid"
+  fi
+  for _ in $(seq 150); do
+    curl -fs "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null && return
+    sleep 0.2
+  done
+  tail -5 "$DIR/log/mlflow.log" >&2
+  fail "the MLflow server does not answer on 127.0.0.1:$MLFLOW_PORT"
 }
 
 configure() {
@@ -108,7 +145,7 @@ LogFile=$DIR/log/slurmdbd.log
 PidFile=$DIR/slurmdbd.pid
 EOF
   chmod 600 "$DIR/etc/slurmdbd.conf"
-  echo "export SLURM_CONF=$CONF" >"$DIR/env"
+  printf 'export SLURM_CONF=%s\nexport MLFLOW_TRACKING_URI=http://127.0.0.1:%s\n' "$CONF" "$MLFLOW_PORT" >"$DIR/env"
 }
 
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -130,16 +167,19 @@ up() {
   done
   state=$(sinfo -h -o %t 2>/dev/null || true)
   case "$state" in
-    idle|mix|alloc) say "up: partition debug, node $HOST ($state); source $DIR/env" ;;
+    idle|mix|alloc) ;;
     *) tail -5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2; fail "the node is '$state', not idle" ;;
   esac
+  tracking_up
+  say "up: partition debug, node $HOST ($state); MLflow on http://127.0.0.1:$MLFLOW_PORT; source $DIR/env"
 }
 
 down() {
   scontrol shutdown >/dev/null 2>&1 || true
-  for pid in "$DIR/slurmdbd.pid" "$DIR/mysqld/mysqld.pid"; do
+  for pid in "$DIR/slurmdbd.pid" "$DIR/mysqld/mysqld.pid" "$DIR/mlflow.pid"; do
     alive "$pid" && kill "$(cat "$pid")"
   done
+  [ -f "$DIR/pg/postmaster.pid" ] && su -s /bin/sh postgres -c "$PG_BIN/pg_ctl -D $DIR/pg -m fast stop" >/dev/null || true
   say "down"
 }
 

@@ -97,3 +97,47 @@ def test_an_array_keeps_to_its_throttle(slurm: dict[str, str], tmp_path: Path) -
     ]
     most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert most <= 2  # never more than the throttle at once
+
+
+def test_a_job_records_into_the_teams_tracking_server(slurm: dict[str, str], tmp_path: Path) -> None:
+    """MLflow's own server on PostgreSQL, as the cluster's runs will record into it: never a SQLite file."""
+    import sys
+
+    from mlflow import MlflowClient
+
+    folder = os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster")
+    uri = next(
+        line.split("=", 1)[1]
+        for line in Path(folder, "env").read_text().splitlines()
+        if line.startswith("export MLFLOW_TRACKING_URI=")
+    )
+    marker = f"job-{time.time_ns()}"
+    code = (
+        "import mlflow; mlflow.set_experiment('cluster-test'); "
+        f"r = mlflow.start_run(run_name='{marker}'); mlflow.log_metric('x', 3.0); mlflow.log_text('kept', 'a.txt');"
+        " mlflow.end_run()"
+    )
+    job = sbatch(
+        {**slurm, "MLFLOW_TRACKING_URI": uri},
+        tmp_path,
+        "-o",
+        "j.out",
+        "--wrap",
+        f'{sys.executable} -c "{code}"',
+    )
+    assert ended(slurm, job) == [(job, "COMPLETED", "0:0")], (tmp_path / "j.out").read_text()
+    client = MlflowClient(uri)
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("cluster-test").experiment_id], f"attributes.run_name = '{marker}'"
+    )
+    assert run.data.metrics["x"] == 3.0
+    assert run.info.status == "FINISHED"
+    assert Path(client.download_artifacts(run.info.run_id, "a.txt")).read_text() == "kept"
+    # The record is in PostgreSQL's database itself.
+    psql = next(Path("/usr/lib/postgresql").glob("*/bin/psql"))
+    rows = subprocess.run(
+        [str(psql), "-h", "127.0.0.1", "-p", "5433", "-U", "postgres", "mlflow", "-tAc",
+         f"select status from runs where run_uuid = '{run.info.run_id}'"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert rows == ["FINISHED"]
