@@ -28,6 +28,7 @@ def test_links_in_the_output_are_never_followed_into_the_record(
     secret = tmp_path / "host-secret.txt"
     secret.write_text("the host's secret")
     (project / "links.sh").write_text(
+        f"ln -s '{secret}' wleak\n"  # in its working directory too, which is kept as workdir/
         'cd "$RUNNER_OUTPUT"\n'
         f"ln -s '{secret}' leak\n"  # a host file, named from inside the run
         f"ln -s '{tmp_path}' leakdir\n"
@@ -38,9 +39,11 @@ def test_links_in_the_output_are_never_followed_into_the_record(
     kept = artifacts(project, run.info.run_id, "output") | artifacts(project, run.info.run_id, "output/sub")
     assert "output/sub/result.txt" in kept
     assert not {"output/leak", "output/leakdir"} & kept
+    assert "workdir/wleak" not in artifacts(project, run.info.run_id, "workdir")
     assert read_artifact(project, run.info.run_id, "output/sub/result.txt").strip() == "kept"
     log = read_artifact(project, run.info.run_id, "run.log")
     assert "output/leak: a link or special file, not kept" in log
+    assert "workdir/wleak: a link or special file, not kept" in log
     assert "the host's secret" not in log
 
 
@@ -86,6 +89,7 @@ def test_links_in_the_output_are_never_followed_into_the_record(
             "env.requirements_file: /etc/passwd lies outside the project",
         ),
         (("env.requirements_file=../x.txt",), "env.requirements_file: ../x.txt lies outside the project"),
+        (("env.requirements_file=linked.txt",), "env.requirements_file: linked.txt lies outside the project"),
         (("env.requirements_file=reqs.txt",), "reqs.txt:2: '-r /etc/passwd' is not a package requirement"),
         (("resources.memory=1k",), "resources.memory: '1k' is below the least a run can have, 6m"),
         # A secret's value in a recorded value would put it in the record: refused, whatever way it got there.
@@ -104,6 +108,7 @@ def test_config_values_that_would_reach_a_mount_or_the_record_are_refused(
 ) -> None:
     (project / "key.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----BEGIN PRIVATE KEY-----\ny\n")
     (project / "reqs.txt").write_text("numpy\n-r /etc/passwd\n")
+    (project / "linked.txt").symlink_to("/etc/passwd")  # a file of the project by name, a host file in fact
     env = {"RUNNER_TEST_TOKEN": "tok-4f9a2c"}
     proc = run_cli(project, "backend=local", "command=true", *args, env=env)  # the last command= wins
     assert_refused(project, proc, message)
@@ -117,7 +122,7 @@ def assert_refused(project: Path, proc: subprocess.CompletedProcess[str], messag
     assert all_runs(project) == []
     assert not list((project / ".runner" / "runs").glob("*"))
     status = git(project, "status", "--porcelain", "--untracked-files=all").splitlines()
-    assert [line for line in status if line[3:] not in ("key.pem", "reqs.txt")] == []
+    assert [line for line in status if line[3:] not in ("key.pem", "reqs.txt", "linked.txt")] == []
 
 
 @pytest.mark.parametrize(
