@@ -207,6 +207,7 @@ def _hydra_main(project: Path, argv: list[str]) -> None:
 def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:
     """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
     from runner import sweep
+    from runner.backends import is_scheduler
     from runner.compose import experiment_of
     from runner.launch import sigterm_as_interrupt
     from runner.spec import build_spec
@@ -232,20 +233,33 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
     print(
         f"[sweep {sweep_id}] parent run {parent_id}; resume with: runner sweep resume {sweep_id}", flush=True
     )
-    interrupted, error = False, None
+    interrupted, error, submitted = False, None, False
     try:
         with sigterm_as_interrupt():
             _hydra_main(project, argv)
+        submitted = is_scheduler(spec.backend)
     except KeyboardInterrupt:
         interrupted = True
     except SystemExit as exc:
         if exc.code not in (0, None):
             error = f"the sweep stopped early (exit {exc.code})"
+        submitted = error is None and is_scheduler(spec.backend)
     finally:
-        status = sweep.finish_parent(spec.tracking_uri, parent_id, interrupted, error)
-        owner.release_sweep(project, sweep_id, driver)
-        print(sweep.summary(spec.tracking_uri, parent_id, cfg.sweep.objective))
-        print(f"[sweep {sweep_id}] {status}", flush=True)
+        if submitted:  # its members are jobs now: the last to end closes the sweep
+            owner.release_sweep(project, sweep_id, driver, submitted=True)
+            owner.settle_sweeps(project)  # (at once, if none was left to run)
+        else:
+            status = sweep.finish_parent(spec.tracking_uri, parent_id, interrupted, error)
+            owner.release_sweep(project, sweep_id, driver)
+            print(sweep.summary(spec.tracking_uri, parent_id, cfg.sweep.objective))
+            print(f"[sweep {sweep_id}] {status}", flush=True)
+    if submitted:
+        print(
+            f"[sweep {sweep_id}] submitted: its parent run {parent_id} ends when its last member does. The "
+            f"terminal may close.\n  follow: runner ls   compare: runner compare --sweep {sweep_id}",
+            flush=True,
+        )
+        sys.exit(0)
     sys.exit(0 if status == "FINISHED" else 130 if interrupted else 1)
 
 
@@ -289,6 +303,14 @@ def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> i
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    if result.job is not None:  # submitted: a job on the cluster owns it
+        print(
+            f"[runner] run {result.run_id} submitted: SLURM job {result.job}. The terminal may close.\n"
+            f"  follow it: runner logs -f {result.run_id}   (list: runner ls)\n"
+            f"  stop it:   runner stop {result.run_id}",
+            flush=True,
+        )
+        return 0
     if result.outcome is None:  # detached: it goes on under its owner
         print(
             f"[runner] run {result.run_id} started in the background.\n"

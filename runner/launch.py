@@ -25,7 +25,7 @@ from typing import TextIO
 import runner
 from runner import gpu, harness, owner
 from runner.backends import get_backend
-from runner.backends.base import FAILED, KILLED, Outcome, RunDir
+from runner.backends.base import FAILED, KILLED, Backend, Outcome, RunDir
 from runner.datasets import record as data_record
 from runner.environment import Target, content_hash, locked_versions, requirement_lines, resolve_lock
 from runner.errors import ConfigError, RunnerError
@@ -50,6 +50,7 @@ RUNS_DIR = Path(".runner") / "runs"
 class Result:
     run_id: str
     outcome: Outcome | None  # None for a detached run: it goes on
+    job: str | None = None  # the scheduler's job, for a submitted run
 
 
 class Tee:
@@ -146,12 +147,15 @@ def execute(
     stop: Stop | None = None,
     adopt: str | None = None,
     lock: str | None = None,
+    batch: list[tuple[RunDir, int]] | None = None,
 ) -> Result:
     """Prepare `spec`'s run, hand it to its owner (runner.owner) and follow it to its end (or, detached, to
-    its start). Raises RunnerError (before any run exists) on bad input."""
+    its start). Raises RunnerError (before any run exists) on bad input. A scheduler's run is submitted and
+    not followed; with `batch` (a sweep's), it is added there, its ownership lock held, for `submit`."""
     backend = get_backend(spec.backend)
     backend.check(spec)
-    gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu else []
+    # A scheduler's nodes have the GPUs, not this machine: SLURM itself checks those (backend.check).
+    gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu and not backend.scheduler else []
     # All set here: the owner reads them from the environment it inherits. None may be in the record.
     refuse_recorded_secrets(spec, read_secrets(spec.env.secrets))
     if spec.env.ca_bundle:  # it is mounted into builds and runs: a file of certificates, and nothing else
@@ -245,6 +249,15 @@ def execute(
                 write_json(run_dir / owner.PLAN, backend.plan(spec, run_dir, prepared, env), private=True)
                 log.close()
                 offset = run_dir.log.stat().st_size
+                if batch is not None and backend.scheduler:
+                    batch.append((run_dir, os.dup(lock_fd)))
+                    handed_over = True
+                    return Result(run_id, None)
+                if backend.scheduler:
+                    (job,) = backend.submit([run_dir], None)
+                    recorder.set_tags({"runner.slurm.job": job})
+                    handed_over = True
+                    return Result(run_id, None, job)
                 owner.spawn(run_dir, lock_fd)
                 handed_over = True
             except KeyboardInterrupt:
@@ -267,6 +280,40 @@ def execute(
         return Result(run_id, None)
     with sigterm_as_interrupt():
         return Result(run_id, owner.follow(run_dir, echo, offset, stop))
+
+
+def submit(backend: Backend, batch: list[tuple[RunDir, int]], parallel: int | None, uri: str) -> list[str]:
+    """Hand a sweep's staged runs to the scheduler at once (one job array); their job ids. If the scheduler
+    refuses, every run ends FAILED with its words."""
+    from mlflow import MlflowClient
+
+    try:
+        jobs = backend.submit([run_dir for run_dir, _ in batch], parallel)
+    except BaseException as exc:
+        abandon(batch, exc)
+        raise
+    for _, fd in batch:
+        os.close(fd)
+    client = MlflowClient(uri)
+    for (run_dir, _), job in zip(batch, jobs, strict=True):
+        client.set_tag(run_dir.root.name, "runner.slurm.job", job)
+    return jobs
+
+
+def abandon(batch: list[tuple[RunDir, int]], exc: BaseException) -> None:
+    """Staged runs that will never be submitted: each ends KILLED (interrupted) or FAILED (why), its lock let go."""
+    if isinstance(exc, KeyboardInterrupt):
+        outcome = Outcome(KILLED, reason="interrupted")
+    else:
+        said = str(exc) if isinstance(exc, RunnerError) else f"runner error: {type(exc).__name__}: {exc}"
+        outcome = Outcome(FAILED, reason=said)
+    for run_dir, fd in batch:
+        try:
+            if owner.ending(run_dir) is None:
+                owner.Owner(run_dir).finish(outcome)
+        finally:
+            os.close(fd)
+    batch.clear()
 
 
 def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:

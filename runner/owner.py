@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import FAILED, KILLED, Outcome, RunDir, RunHandle
+from runner.backends.base import FAILED, KILLED, Backend, Outcome, RunDir, RunHandle
 from runner.errors import RunnerError
 from runner.shim import alive, write_json
 from runner.tracking import (
@@ -53,6 +53,7 @@ STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
     "owner.lock",
     "owner.log",
 )
+JOB = "job.json"  # the scheduler's job that owns the run, where one does
 SETTLED = "settled.json"  # the engine's account of the ending, kept before the engine's copy of the run goes
 SPOOL_OFFSET = "spool.ingested"  # how much of the spool is in the store: beside it, out of the run's reach
 LIVE = Path(".runner") / "live"
@@ -166,11 +167,10 @@ def follow(
                     request_stop(run_dir, stop.reason)
                 if time.monotonic() - last_check > 2:
                     last_check = time.monotonic()
-                    if not owned(run_dir) and ending(run_dir) is None:
+                    if not owned(run_dir) and ending(run_dir) is None and adopt(run_dir):
                         replaced += 1
                         if replaced > 3:
                             raise RuntimeError(f"the run's owner keeps failing: see {run_dir / OWNER_LOG}")
-                        adopt(run_dir)
                 if not chunk:
                     time.sleep(0.01)
             except KeyboardInterrupt:
@@ -197,8 +197,20 @@ def wait_started(run_dir: RunDir, timeout: float = 120) -> bool:
 # -- reconciling (every command) --------------------------------------------------------------------------
 
 
+def owned_elsewhere(run_dir: RunDir) -> bool:
+    """True while another machine's process owns the run: its job is queued or running on a cluster."""
+    from runner.backends import get_backend
+
+    if not (run_dir / JOB).exists():  # only a run handed to a scheduler has a job
+        return False
+    return get_backend((read_json(run_dir / STATE) or {})["backend"]).owned_elsewhere(run_dir)
+
+
 def adopt(run_dir: RunDir, wait: float = 60) -> bool:
-    """Hand an unowned run to a new owner; return once it has settled what the run is (or `wait` passed)."""
+    """Hand an unowned run to a new owner; return once it has settled what the run is (or `wait` passed).
+    False where the run is owned (here, or by a job elsewhere)."""
+    if owned_elsewhere(run_dir):
+        return False
     fd = try_claim(run_dir)
     if fd is None:
         return False
@@ -227,13 +239,20 @@ def hold_sweep(project: Path, sweep_id: str, parent_id: str, uri: str) -> int:
     return fd
 
 
-def release_sweep(project: Path, sweep_id: str, fd: int) -> None:
-    (project / SWEEPS / sweep_id / "live").unlink(missing_ok=True)
+def release_sweep(project: Path, sweep_id: str, fd: int, submitted: bool = False) -> None:
+    """The driver is done. `submitted`: its members went to a scheduler and go on; the last of them to end (or
+    the first command after) closes the sweep."""
+    folder = project / SWEEPS / sweep_id
+    if submitted:
+        write_json(folder / STATE, {**read_json(folder / STATE), "submitted": True})
+    else:
+        (folder / "live").unlink(missing_ok=True)
     os.close(fd)
 
 
-def _settle_sweeps(project: Path) -> None:
-    """A sweep whose driver died ends once none of its members runs: FAILED, reason `lost`."""
+def settle_sweeps(project: Path) -> None:
+    """A sweep whose driver died ends once none of its members runs: FAILED, reason `lost`. A sweep submitted to
+    a scheduler ends once none of its members runs, FINISHED when each of them did (from any machine)."""
     from runner import sweep
 
     sweeps = project / SWEEPS
@@ -245,11 +264,17 @@ def _settle_sweeps(project: Path) -> None:
         running.add(state.get("sweep_parent"))
     for folder in sweeps.iterdir():
         state = read_json(folder / STATE)
-        if not (folder / "live").exists() or not state or state.get("host") != socket.gethostname():
+        if not (folder / "live").exists() or not state:
+            continue
+        if not state.get("submitted") and state.get("host") != socket.gethostname():
             continue
         if state["parent"] in running or owned(RunDir(folder)):
             continue
-        why = f"lost: the sweep's runner process ended; run the rest with: runner sweep resume {state['sweep_id']}"
+        why = (
+            None
+            if state.get("submitted")
+            else f"lost: the sweep's runner process ended; run the rest with: runner sweep resume {state['sweep_id']}"
+        )
         sweep.finish_parent(state["tracking_uri"], state["parent"], interrupted=False, error=why)
         (folder / "live").unlink(missing_ok=True)
 
@@ -274,7 +299,7 @@ def reconcile(project: Path) -> list[str]:
             continue
         if adopt(run_dir):
             adopted.append(marker.name)
-    _settle_sweeps(project)
+    settle_sweeps(project)
     return adopted
 
 
@@ -282,13 +307,14 @@ def reconcile(project: Path) -> list[str]:
 
 
 class Owner:
-    def __init__(self, run_dir: RunDir):
+    def __init__(self, run_dir: RunDir, backend: Backend | None = None):
+        """`backend`: where the run is not the recorded backend's on this machine (a cluster job's node)."""
         from runner.backends import get_backend
 
         self.run_dir = run_dir
         self.state: dict[str, Any] = read_json(run_dir / STATE)
         self.run_id: str = self.state["run_id"]
-        self.backend = get_backend(self.state["backend"])
+        self.backend = backend or get_backend(self.state["backend"])
         self.endpoint: Any = None
         self.handle: RunHandle | None = None
         self._client: Any = None
@@ -482,6 +508,11 @@ class Owner:
             {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
         )
         (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
+        if self.backend.scheduler and self.state.get("sweep_parent"):  # the last member to end closes it
+            try:
+                settle_sweeps(Path(self.state["project"]))
+            except Exception as exc:
+                print(f"[owner] could not close the sweep: {exc}", file=sys.stderr, flush=True)
         stopping.join(timeout=5)
 
     def log_outputs(self, output: Path, logfile: Path) -> None:

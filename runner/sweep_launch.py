@@ -20,9 +20,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 
 from runner import gpu
-from runner.backends.base import FINISHED, Outcome
+from runner.backends import is_scheduler
+from runner.backends.base import FINISHED, Outcome, RunDir
 from runner.compose import compose_config, experiment_of
-from runner.launch import Result, Stop, execute
+from runner.errors import ConfigError
+from runner.launch import Result, Stop, abandon, execute, submit
 from runner.spec import RunSpec, build_spec, validate
 from runner.sweep import (
     ENV_PARENT,
@@ -107,6 +109,8 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     Path(launcher.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)  # sweepers write results there
     members = load_members(launcher, job_overrides, initial_job_idx)
     first = members[0].spec
+    if is_scheduler(first.backend):
+        return submit_members(launcher, members)
     host_gpus = gpu.require_host_gpus(first.resources.gpus) if first.env.gpu else []
     gpus_each = first.resources.gpus if isinstance(first.resources.gpus, int) else None
     slots = plan_slots(
@@ -171,6 +175,51 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
             wait(pending, timeout=120)
             raise
     return [_job_return(m, results.get(m.index), launcher) for m in members]
+
+
+def submit_members(launcher: Any, members: list[Member]) -> list[JobReturn]:
+    """A scheduler's sweep: every member staged (its MLflow run, inputs and image), then all submitted at once as
+    one job array with `sweep.parallel` as its throttle. Returns without waiting: the members end on the
+    cluster, and the last of them closes the sweep."""
+    from runner.backends import get_backend
+
+    if os.environ.get("RUNNER_SWEEPER", "basic") != "basic":
+        raise ConfigError(
+            "a sweep on a cluster is submitted at once, so a sweeper that waits for results to choose the next "
+            "trials (optuna) cannot drive it: use the basic sweeper with backend=slurm, or backend=docker."
+        )
+    first = members[0]
+    backend = get_backend(first.spec.backend)
+    done = finished_before(members)
+    batch: list[tuple[RunDir, int]] = []
+    results: dict[int, Result] = {}
+    try:
+        for m in members:
+            if member_key(m.overrides) in done:
+                say(f"[sweep] member {m.index} already FINISHED: {m.label}")
+                continue
+            tags = {
+                SWEEP_ID: os.environ.get(ENV_SWEEP, ""),
+                PARENT: os.environ.get(ENV_PARENT, ""),
+                MEMBER: member_key(m.overrides),
+                "runner.sweep.index": str(m.index),
+            }
+            results[m.index] = execute(m.spec, extra_tags=tags, echo=None, batch=batch)
+    except BaseException as exc:
+        abandon(batch, exc)
+        raise
+    parallel = first.cfg.sweep.parallel
+    if batch:
+        jobs = submit(backend, batch, parallel, first.spec.tracking_uri)
+        array = jobs[0].split("_")[0]
+        say(
+            f"[sweep] {len(batch)} member(s) submitted as SLURM job array {array}"
+            + (f", {parallel} at a time" if parallel else "")
+        )
+        for m in members:
+            if m.index in results:
+                say(f"  member {m.index}: run {results[m.index].run_id} ({m.label})")
+    return [_job_return(m, None, launcher) for m in members]
 
 
 def _report(m: Member, fut: Future[Result | None], total: int) -> Result | None:

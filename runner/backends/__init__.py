@@ -12,7 +12,7 @@ from runner.errors import ConfigError, suggest
 if TYPE_CHECKING:
     from runner.backends.base import Backend
 
-NAMES = ("docker", "local")
+NAMES = ("docker", "local", "slurm")
 
 
 def _module(name: str, part: str = "") -> Any:
@@ -30,3 +30,8 @@ def config_schema(name: str) -> type:
     """The dataclass of `backend=NAME`'s settings."""
     schema: type = _module(name, ".config").CONFIG
     return schema
+
+
+def is_scheduler(name: str) -> bool:
+    """True for a backend whose runs a cluster's scheduler owns (they are submitted, not followed)."""
+    return bool(_module(name).BACKEND.scheduler)

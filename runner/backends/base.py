@@ -37,7 +37,7 @@ class RunDir:
         "code", "output", "harness", "run.log", "spool", "spool.ingested", "state.json", "plan.json", "started",
         "stop", "settled.json", "ended.json", "owner.lock", "owner.json", "owner.log", "endpoint.json",
         "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes", "secrets.env",
-        "code.manifest.json",
+        "code.manifest.json", "job.json", "container.env",
     )  # fmt: skip
 
     @property
@@ -108,6 +108,7 @@ class Backend(abc.ABC):
     """Lifecycle: check (no side effects) -> prepare (build or reuse the env) -> launch (start the run)."""
 
     name: str
+    scheduler = False  # True where a cluster's scheduler runs the owner (submit), not this machine
 
     @abc.abstractmethod
     def check(self, spec: RunSpec) -> None:
@@ -135,6 +136,17 @@ class Backend(abc.ABC):
     def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         """The run as the engine has it now (running or ended but not yet released), or None if the engine
         has nothing of it."""
+
+    def submit(self, run_dirs: list[RunDir], parallel: int | None) -> list[str]:
+        """A scheduler's backend: hand the planned runs to the scheduler, whose jobs own them; their job ids."""
+        raise NotImplementedError(f"backend {self.name} hands its runs to an owner on this machine")
+
+    def owned_elsewhere(self, run_dir: RunDir) -> bool:
+        """True while a process on another machine owns the run (a queued or running job): none here may."""
+        return False
+
+    def cancel(self, run_dir: RunDir) -> None:  # noqa: B027 (only a scheduler has anything to cancel)
+        """Besides the stop request its owner obeys: cancel what a scheduler holds of the run (a queued job)."""
 
     def gc(self) -> str | None:
         """Remove what the engine keeps of ended runs and environments no run uses; say what, or None where

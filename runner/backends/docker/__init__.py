@@ -192,6 +192,21 @@ def pump_to_file(container: Any, run_dir: RunDir, scrubber: Scrubber) -> threadi
     return thread
 
 
+def with_secrets(kwargs: dict[str, Any], run_dir: RunDir, secrets: dict[str, str]) -> dict[str, Any]:
+    """The container with its secrets in a file read at start, not in its config (`docker inspect` shows that):
+    the file is the owner's only, mounted read-only, sourced by `sh` before the command."""
+    if not secrets:
+        return kwargs
+    fd = os.open(run_dir.secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in secrets.items())
+    return {
+        **kwargs,
+        "mounts": [*kwargs["mounts"], _bind(run_dir.secrets, SECRETS_PATH, True)],
+        "command": ["/bin/sh", "-c", f'. {SECRETS_PATH} && exec "$@"', "run", *kwargs["command"]],
+    }
+
+
 class DockerHandle(RunHandle):
     def __init__(self, run_id: str, container: Any, run_dir: RunDir, keep: bool, secrets: list[str]):
         """`secrets`: the values to mask in the run's output."""
@@ -467,12 +482,7 @@ class DockerBackend(Backend):
         kwargs = {k: v for k, v in plan.items() if k not in ("tracking", "secrets", "keep")}
         kwargs["environment"] = {**kwargs["environment"], **env}
         secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
-        if secrets:  # in a file read at start, not in the container's config (`docker inspect` shows that)
-            fd = os.open(run_dir.secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in secrets.items())
-            kwargs["mounts"] = [*kwargs["mounts"], _bind(run_dir.secrets, SECRETS_PATH, True)]
-            kwargs["command"] = ["/bin/sh", "-c", f'. {SECRETS_PATH} && exec "$@"', "run", *kwargs["command"]]
+        kwargs = with_secrets(kwargs, run_dir, secrets)
         run_id = kwargs["labels"][RUN_LABEL]
         try:
             container = self.docker.containers.run(**kwargs)

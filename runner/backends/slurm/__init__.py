@@ -1,0 +1,208 @@
+"""The SLURM backend: each run a SLURM job, whose process on the node is the run's owner (runner.owner), and
+the run a container there, exactly as the Docker backend makes it.
+
+On the submitting machine (the login node), a run goes as far as a Docker run does before its hand-over: checks
+(SLURM's own, through `sbatch --test-only`), the MLflow run on the team's tracking server, the staged inputs in
+the project (on the shared filesystem), the env image built once per content hash and saved to the shared image
+cache. Then, instead of an owner forked here, one `sbatch`: a job per run, or a job array for a sweep with
+`sweep.parallel` as its throttle. The command returns; the terminal may close.
+
+On the node (runner.backends.slurm.node), the job's process owns the run: it loads the image from the shared
+cache when the node's engine (Docker or Podman) lacks it, starts the container, records what the run logs, and
+records its ending: scancel and the time limit reach it as SIGTERM, a node failure through the controller's word.
+Whatever the owner could not record (it was killed), reconciliation on the login node records from SLURM's
+accounting (sacct) once the job has ended: never RUNNING after the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from runner.backends.base import Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.slurm import jobs
+from runner.environment import cache_dir
+from runner.errors import ConfigError, RunnerError
+from runner.owner import JOB
+from runner.shim import write_json
+from runner.spec import RunSpec
+from runner.tracking import is_remote
+
+JOBS = Path(".runner") / "jobs"  # in the project: job scripts' run lists and the owners' own output
+ENGINES = ("docker", "podman")
+
+
+def job_of(run_dir: RunDir) -> str | None:
+    try:
+        return str(json.loads((run_dir / JOB).read_text())["job"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def archive_path(cfg: Any, project: str, tag: str) -> Path:
+    """The env image's file in the shared image cache."""
+    folder = Path(cfg.image_cache).expanduser() if cfg.image_cache else cache_dir() / "image-archives"
+    return Path(project, folder) / f"{tag.replace(':', '-')}.tar"
+
+
+class JobHandle(RunHandle):
+    """A run whose job has ended without its owner recording the ending: SLURM says how it ended."""
+
+    def __init__(self, run_id: str, job: str, run_dir: RunDir):
+        super().__init__(run_id)
+        self.job, self.run_dir = job, run_dir
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        from runner.owner import SETTLED, STOP, read_json
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            settled = read_json(self.run_dir / SETTLED)  # the node's owner knew the ending, then died
+            if isinstance(settled, dict):
+                return Outcome(settled["status"], settled.get("exit_code"), settled.get("reason"))
+            found = jobs.state(self.job)
+            if found is None or found.over:
+                stop = self.run_dir / STOP
+                return jobs.outcome(self.job, found, stop.read_text().strip() if stop.exists() else None)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(2)
+
+    def cancel(self) -> None:
+        jobs.cancel(self.job)
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+    scheduler = True
+
+    def __init__(self) -> None:
+        self._docker: Any = None
+
+    @property
+    def docker(self) -> Any:
+        """The Docker backend that builds the env image on this machine (made when first needed)."""
+        if self._docker is None:
+            from runner.backends.docker import DockerBackend
+
+            self._docker = DockerBackend()
+        return self._docker
+
+    def options(self, spec: RunSpec) -> list[str]:
+        cfg = spec.backend_config
+        time_limit = jobs.time_limit(cfg.time, spec.resources.timeout)
+        settings = type(cfg)(**{**vars(cfg), "time": time_limit})
+        return jobs.options(
+            settings, spec.resources.cpus, spec.resources.memory_bytes, spec.resources.gpus, spec.env.gpu
+        )
+
+    def check(self, spec: RunSpec) -> None:
+        cfg = spec.backend_config
+        if not is_remote(spec.tracking_uri):
+            raise ConfigError(
+                f"backend=slurm records to a tracking server, not to '{spec.tracking_uri}': jobs on many nodes "
+                "writing one SQLite file or folder over a shared filesystem corrupt it, and not every node can "
+                "reach it. Give the team's server: tracking.uri=http://HOST:PORT (or export MLFLOW_TRACKING_URI); "
+                "scripts/cluster.sh starts one on PostgreSQL."
+            )
+        if cfg.engine not in ENGINES:
+            raise ConfigError(f"backend.engine: '{cfg.engine}' is not one of {', '.join(ENGINES)}.")
+        jobs.check(self.options(spec))  # partition, account, QOS, GPUs, time: SLURM's own verdict
+        self.docker.base_image(spec.env.image)  # the image is built here, on the submitting machine
+
+    def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
+        return self.docker.lock_target(spec)  # type: ignore[no-any-return]
+
+    def prepare(self, spec: RunSpec, lock: str, log: Log) -> Prepared:
+        """The env image, built here once per content hash (as for Docker runs), and saved once to the shared
+        image cache, from which a node that lacks it loads it."""
+        prepared: Prepared = self.docker.prepare(spec, lock, log)
+        tag = prepared.tags["runner.image"]
+        archive = archive_path(spec.backend_config, spec.project_dir, tag)
+        if not archive.is_file():
+            log.write(f"[runner] image {tag}: saving it to the shared image cache {archive.parent}\n")
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            partial = archive.with_name(f".{archive.name}.{os.getpid()}")
+            try:
+                with open(partial, "wb") as fh:
+                    for chunk in self.docker.docker.images.get(prepared.env_id).save(named=True):
+                        fh.write(chunk)
+                partial.rename(archive)  # whole or absent: a node never loads half an image
+            finally:
+                partial.unlink(missing_ok=True)
+        return Prepared(prepared.env_id, {**prepared.tags, "runner.image.archive": str(archive)})
+
+    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
+        from runner.backends.docker import container_spec
+
+        cfg = spec.backend_config
+        return {
+            "container": container_spec(spec, run_dir, prepared.env_id, env),
+            "engine": cfg.engine,
+            "archive": prepared.tags["runner.image.archive"],
+            "keep": cfg.keep_container,
+            "secrets": list(spec.env.secrets),
+            "sbatch": self.options(spec),
+            "name": f"runner-{spec.experiment}"[:64],
+        }
+
+    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        # Only a node's owner starts a SLURM run (runner.backends.slurm.node); here, it was never submitted.
+        raise RunnerError("lost: the runner process ended before the run's job was submitted")
+
+    def submit(self, run_dirs: list[RunDir], parallel: int | None) -> list[str]:
+        """One job for one run, one job array for several (at most `parallel` at once): each task the owner of
+        its run. The job id of each run, in order."""
+        plans = [json.loads(d.plan.read_text()) for d in run_dirs]
+        if any(p["sbatch"] != plans[0]["sbatch"] for p in plans):
+            raise ConfigError(
+                "a SLURM sweep is one job array, so its members must ask SLURM for the same resources: do not "
+                "sweep over resources.* or backend.* with backend=slurm."
+            )
+        project = Path(json.loads((run_dirs[0] / "state.json").read_text())["project"])
+        folder = project / JOBS
+        folder.mkdir(parents=True, exist_ok=True)
+        listing = folder / f"{run_dirs[0].root.name}.runs"
+        listing.write_text("".join(f"{d.root}\n" for d in run_dirs))
+        output = folder / ("%A_%a.out" if len(run_dirs) > 1 else "%j.out")
+        script = (
+            "#!/bin/sh\n"
+            "# The owner of this task's run (runner.backends.slurm.node): it starts the run's container here and\n"
+            "# records the run until it ends.\n"
+            f"exec {sys.executable} -m runner.backends.slurm.node {listing}\n"
+        )
+        opts = [*plans[0]["sbatch"], f"--job-name={plans[0]['name']}", f"--output={output}", "--export=ALL"]
+        job = jobs.submit(opts, script, len(run_dirs), parallel, str(project))
+        ids = [f"{job}_{i}" if len(run_dirs) > 1 else job for i in range(len(run_dirs))]
+        for run_dir, job_id in zip(run_dirs, ids, strict=True):
+            write_json(run_dir / JOB, {"job": job_id, "listing": str(listing)})
+        return ids
+
+    def owned_elsewhere(self, run_dir: RunDir) -> bool:
+        """True while the run's job is queued or running: its owner is (or will be) the job's process."""
+        job = job_of(run_dir)
+        if job is None:
+            return False
+        try:
+            found = jobs.state(job)
+        except RunnerError:  # SLURM does not answer: nothing can be told, so nothing is settled
+            return True
+        return found is not None and not found.over
+
+    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+        job = job_of(run_dir)
+        return None if job is None else JobHandle(run_id, job, run_dir)
+
+    def cancel(self, run_dir: RunDir) -> None:
+        job = job_of(run_dir)
+        if job is not None:
+            with contextlib.suppress(RunnerError):
+                jobs.cancel(job)
+
+
+BACKEND = SlurmBackend

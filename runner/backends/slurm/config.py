@@ -1,0 +1,27 @@
+"""`backend=slurm`: where and how a run's job is submitted. CPUs, memory and GPUs come from `resources.*`,
+as for every backend (`--cpus-per-task`, `--mem`, `--gres=gpu:N`), so one config runs anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SlurmConfig:
+    name: str = "slurm"
+    partition: str | None = None  # null: the cluster's default partition
+    time: str | None = (
+        None  # SLURM's time limit ("30", "2:00:00", "1-00:00:00"); null: from resources.timeout
+    )
+    account: str | None = None
+    qos: str | None = None
+    sbatch_options: list[str] = field(default_factory=list)  # more sbatch options, e.g. ["--constraint=a100"]
+    engine: str = "docker"  # the nodes' container engine: docker, or podman where users have no Docker daemon
+    network: str = "host"  # as cluster container runtimes do: the node's network (the team's tracking server)
+    image_cache: str | None = (
+        None  # a folder every node reads (shared filesystem); null: ~/.cache/runner/images
+    )
+    keep_container: bool = False
+
+
+CONFIG = SlurmConfig

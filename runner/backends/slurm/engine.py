@@ -1,0 +1,209 @@
+"""A run's container on a cluster node, through the engine's own command line: `docker` or `podman` (the same
+words for both). The container is the one the Docker backend would start (runner.backends.docker.container_spec),
+written as `ENGINE run` options; its image comes from the shared image cache when the node lacks it.
+
+The command line rather than an API client: Podman serves Docker's API only through a service a user would have
+to start on each node, and a job must not leave one behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from runner.backends.base import FAILED, FINISHED, Outcome, RunDir, RunHandle
+from runner.errors import RunnerError
+from runner.shim import Scrubber
+
+LOG_OFFSET = "container.log.bytes"  # how much of the container's output is already in run.log
+
+
+def run_options(kwargs: dict[str, Any], engine: str, env_file: Path) -> list[str]:
+    """`containers.run` keyword arguments (the Docker backend's container_spec) as `ENGINE run` options; the
+    environment goes in `env_file` (see write_env_file), never on a command line."""
+    opts = [
+        "--detach",
+        "--name",
+        kwargs["name"],
+        "--user",
+        kwargs["user"],
+        "--workdir",
+        kwargs["working_dir"],
+    ]
+    for key, value in kwargs["labels"].items():
+        opts += ["--label", f"{key}={value}"]
+    for mount in kwargs["mounts"]:
+        spec = f"type=bind,source={mount['Source']},target={mount['Target']}"
+        opts += ["--mount", spec + (",readonly" if mount.get("ReadOnly") else "")]
+    opts += ["--env-file", str(env_file)]
+    opts += ["--network", kwargs["network_mode"]]
+    if kwargs.get("init"):
+        opts.append("--init")
+    for cap in kwargs.get("cap_drop", []):
+        opts += ["--cap-drop", cap]
+    for opt in kwargs.get("security_opt", []):
+        opts += ["--security-opt", opt]
+    for host, address in (kwargs.get("extra_hosts") or {}).items():
+        opts += ["--add-host", f"{host}:{address}"]
+    if kwargs.get("cpuset_cpus"):
+        opts += ["--cpuset-cpus", kwargs["cpuset_cpus"]]
+    if kwargs.get("nano_cpus"):
+        opts += ["--cpus", f"{kwargs['nano_cpus'] / 1e9:g}"]
+    if kwargs.get("mem_limit"):
+        opts += ["--memory", str(kwargs["mem_limit"]), "--memory-swap", str(kwargs["memswap_limit"])]
+    if kwargs.get("device_requests"):
+        # The GPUs SLURM gave the job (it sets CUDA_VISIBLE_DEVICES to them on the node), and no other.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+        if engine == "podman":  # Podman names GPUs through CDI (nvidia-ctk cdi generate)
+            ids = visible.split(",") if visible != "all" else ["all"]
+            for gpu in ids:
+                opts += ["--device", f"nvidia.com/gpu={gpu}"]
+        else:
+            opts += ["--gpus", "all" if visible == "all" else f'"device={visible}"']
+    return [*opts, kwargs["image"], *kwargs["command"]]
+
+
+def engine_call(engine: str, *args: str, timeout: float | None = 120) -> str:
+    """The engine's output; a RunnerError with its own last line when it fails."""
+    try:
+        proc = subprocess.run(
+            [engine, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise RunnerError(
+            f"No '{engine}' on this node's PATH: install it there, or set backend.engine"
+        ) from None
+    if proc.returncode != 0:
+        said = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
+        raise RunnerError(f"{engine} {args[0]}: {said}")
+    return proc.stdout
+
+
+def write_env_file(path: Path, environment: dict[str, str]) -> None:
+    """The container's environment as the engines' `--env-file` reads it (owner-only; one NAME=VALUE a line)."""
+    for name, value in environment.items():
+        if "\n" in value or "\n" in name or "=" in name:
+            raise RunnerError(
+                f"env.variables: {name} holds a line break (or '='), which a container's env file cannot carry"
+            )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(f"{name}={value}\n" for name, value in environment.items())
+
+
+def has_container(engine: str, container: str) -> bool:
+    try:
+        engine_call(engine, "container", "inspect", "--format", "{{.Id}}", container, timeout=60)
+        return True
+    except RunnerError:
+        return False
+
+
+def remove(engine: str, container: str) -> None:
+    with contextlib.suppress(RunnerError):
+        engine_call(engine, "rm", "--force", container)
+
+
+def has_image(engine: str, image: str) -> bool:
+    try:
+        engine_call(engine, "image", "inspect", "--format", "{{.Id}}", image, timeout=60)
+        return True
+    except RunnerError:
+        return False
+
+
+class EngineHandle(RunHandle):
+    """A started container, followed by the engine's own `logs -f` and `wait`."""
+
+    def __init__(
+        self, run_id: str, engine: str, container: str, run_dir: RunDir, keep: bool, secrets: list[str]
+    ):
+        super().__init__(run_id)
+        self.engine, self.container, self.run_dir, self.keep = engine, container, run_dir, keep
+        self.exit_code: int | None = None
+        self.waiter = threading.Thread(target=self._wait, name="engine-wait", daemon=True)
+        self.waiter.start()
+        self.pumper = threading.Thread(target=self._pump, args=(Scrubber(secrets),), name="logs", daemon=True)
+        self.pumper.start()
+
+    def _wait(self) -> None:
+        with contextlib.suppress(RunnerError, ValueError):
+            self.exit_code = int(engine_call(self.engine, "wait", self.container, timeout=None).split()[-1])
+
+    def _pump(self, scrubber: Scrubber) -> None:
+        """The container's output appended to run.log, its secrets masked; an owner that takes over skips
+        what an earlier one wrote (the engine keeps the whole output for the container's life)."""
+        offset_file = self.run_dir / LOG_OFFSET
+        try:
+            done = int(offset_file.read_text() or 0)
+        except (OSError, ValueError):
+            done = 0
+        seen = 0
+        proc = subprocess.Popen(
+            [self.engine, "logs", "--follow", self.container],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        with open(self.run_dir.log, "ab", buffering=0) as out:
+            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+                new = chunk[max(0, done - seen) :]
+                seen += len(chunk)
+                if new:
+                    out.write(scrubber.feed(new))
+                    done = seen - len(scrubber.held)
+                    offset_file.write_text(str(done))
+            out.write(scrubber.end())
+        proc.wait()
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        self.waiter.join(timeout)
+        if self.waiter.is_alive():
+            return None
+        self.pumper.join(timeout=10)
+        state = engine_call(
+            self.engine, "inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", self.container
+        )
+        code_text, oom = ([*state.split(), "", ""])[:2]
+        code = self.exit_code if self.exit_code is not None else int(code_text or -1)
+        if oom == "true":
+            return Outcome(FAILED, code, "OOMKilled")
+        return Outcome(FINISHED, 0) if code == 0 else Outcome(FAILED, code, f"exit code {code}")
+
+    def cancel(self) -> None:
+        with contextlib.suppress(RunnerError):
+            engine_call(self.engine, "kill", "--signal", "SIGINT", self.container)  # as Ctrl-C would
+        self.waiter.join(5)
+        if self.waiter.is_alive():
+            with contextlib.suppress(RunnerError):
+                engine_call(self.engine, "stop", "--time", "3", self.container)
+
+    def release(self) -> None:
+        self.run_dir.secrets.unlink(missing_ok=True)
+        if not self.keep:
+            remove(self.engine, self.container)
+
+
+def load_image(engine: str, image: str, archive: Path) -> bool:
+    """Make sure the node's engine has `image`; load it from the shared cache's `archive` if not. True when it
+    was loaded."""
+    if has_image(engine, image):
+        return False
+    if not archive.is_file():
+        raise RunnerError(
+            f"The node's {engine} lacks image {image} and the shared cache has no {archive}: is "
+            "backend.image_cache on a filesystem every node mounts?"
+        )
+    engine_call(engine, "load", "--input", str(archive), timeout=1800)
+    if not has_image(engine, image):
+        raise RunnerError(f"{engine} load of {archive} did not give image {image}")
+    return True

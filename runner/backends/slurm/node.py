@@ -1,0 +1,145 @@
+"""A SLURM job's process on its node: the owner of the job's run (runner.owner), with the run's container on
+the node's engine.
+
+`python -m runner.backends.slurm.node LISTING` (the job script): LISTING names one run directory per line, the
+array task's line is this task's run. The process claims the run's ownership lock and owns it as an owner on a
+single machine does, with these differences: the container starts on this node's engine (its image loaded from
+the shared cache first if the engine lacks it); SIGTERM (scancel, or the time limit) is a stop request whose
+reason says which; and the controller is asked every few seconds whether the job still runs, so that a job
+SLURM has ended (a node failure) ends its run with SLURM's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from runner.backends.base import RunDir, RunHandle
+from runner.backends.slurm import SlurmBackend, engine, jobs
+from runner.errors import RunnerError
+from runner.shim import secret_values
+
+CONTAINER_ENV = "container.env"  # the container's environment, for the engine's --env-file: gone once started
+WATCH_EVERY = 10.0  # seconds between asking the controller how the job stands
+
+
+class NodeHandle(RunHandle):
+    """The run's container, and the job around it: when SLURM ends the job (a failed node), the run ends."""
+
+    def __init__(self, container: engine.EngineHandle, job: str):
+        super().__init__(container.run_id)
+        self.container, self.job = container, job
+        self.asked = time.monotonic()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        outcome = self.container.wait(timeout)
+        if outcome is not None or time.monotonic() - self.asked < WATCH_EVERY:
+            return outcome
+        self.asked = time.monotonic()
+        try:
+            found = jobs.controller_state(self.job)
+        except RunnerError:  # the controller away for a while: the run goes on
+            return None
+        if found is not None and not found.over:
+            return None
+        self.container.cancel()
+        return jobs.outcome(self.job, found, None)
+
+    def cancel(self) -> None:
+        self.container.cancel()
+
+    def release(self) -> None:
+        self.container.release()
+
+
+class NodeBackend(SlurmBackend):
+    """The SLURM backend as its job's process on the node sees it: the run is a container here."""
+
+    def __init__(self, job: str):
+        super().__init__()
+        self.job = job
+
+    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        from runner.backends.docker import with_secrets
+        from runner.tracking import stage_record
+
+        name = plan["engine"]
+        kwargs = plan["container"]
+        loaded = engine.load_image(name, kwargs["image"], Path(plan["archive"]))
+        where = {
+            "runner.image.source": "shared cache" if loaded else "node",
+            "runner.node": os.uname().nodename,
+        }
+        stage_record(run_dir.root, {}, where)
+        secrets = {n: os.environ[n] for n in plan["secrets"] if n in os.environ}
+        kwargs = with_secrets({**kwargs, "environment": {**kwargs["environment"], **env}}, run_dir, secrets)
+        env_file = run_dir / CONTAINER_ENV
+        engine.write_env_file(env_file, kwargs["environment"])
+        try:
+            container = engine.engine_call(name, "run", *engine.run_options(kwargs, name, env_file)).strip()
+        except RunnerError as exc:  # created but not started: nothing of it may stay
+            engine.remove(name, kwargs["name"])
+            run_dir.secrets.unlink(missing_ok=True)
+            raise RunnerError(f"{name} could not start the run: {exc}") from exc
+        finally:
+            env_file.unlink(missing_ok=True)
+        handle = engine.EngineHandle(
+            self.run_id_of(kwargs), name, container, run_dir, plan["keep"], secret_values(secrets, secrets)
+        )
+        return NodeHandle(handle, self.job)
+
+    @staticmethod
+    def run_id_of(kwargs: dict[str, Any]) -> str:
+        return str(kwargs["environment"]["MLFLOW_RUN_ID"])
+
+    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+        import json
+
+        from runner.backends.docker import started_secrets
+
+        plan = json.loads(run_dir.plan.read_text())
+        name, container = plan["engine"], plan["container"]["name"]
+        if not engine.has_container(name, container):
+            return None
+        handle = engine.EngineHandle(run_id, name, container, run_dir, plan["keep"], started_secrets(run_dir))
+        return NodeHandle(handle, self.job)
+
+
+def main(argv: list[str]) -> int:
+    from runner import owner
+
+    listing = Path(argv[0]).read_text().splitlines()
+    run_dir = RunDir(Path(listing[int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)]))
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+    deadline = time.monotonic() + 60
+    lock_fd = owner.try_claim(run_dir)
+    while lock_fd is None and time.monotonic() < deadline:  # a login node's runner settling it lets go soon
+        time.sleep(1)
+        lock_fd = owner.try_claim(run_dir)
+    if lock_fd is None:
+        print(f"[owner] run {run_dir.root.name} is owned by another process: nothing to do", file=sys.stderr)
+        return 1
+    ends = jobs.end_time(job)
+
+    def on_term(signum: int, frame: Any) -> None:  # scancel, or the time limit: which one, SLURM's plan says
+        over = ends is not None and time.time() >= ends - 5
+        owner.request_stop(
+            run_dir, jobs.TIMEOUT_REASON if over else f"cancelled: SLURM job {job} was cancelled"
+        )
+
+    signal.signal(signal.SIGTERM, on_term)
+    for name in ("SIGINT", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if owner.ending(run_dir) is not None:
+        return 0
+    owner.Owner(run_dir, backend=NodeBackend(job)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
