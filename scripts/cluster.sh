@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on 127.0.0.1, with job accounting (sacct), and a team's MLflow tracking server on
 # PostgreSQL, for trying and testing the runner's cluster use on one machine. Debian's own packages: slurmctld,
-# slurmd, slurmdbd, munge, MariaDB for the accounting database (slurmdbd stores into MySQL/MariaDB only) and
-# PostgreSQL for MLflow's. No cgroups needed: process tracking by /proc.
+# slurmd, slurmdbd, munge, MariaDB for the accounting database (slurmdbd stores into MySQL/MariaDB only),
+# PostgreSQL for MLflow's, and Podman as the nodes' second container engine. No cgroups needed: process tracking by /proc.
 #
 #   scripts/cluster.sh up      # install what is missing, start munge, the databases, slurmdbd, slurmctld, slurmd
 #                              # and `mlflow server` (PostgreSQL store, artifacts in the cluster folder)
@@ -30,7 +30,7 @@ fail() { echo "[cluster] $*" >&2; exit 1; }
 packages() {
   local missing=()
   for pair in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client slurmdbd:slurmdbd munged:munge \
-      mariadbd:mariadb-server pg_lsclusters:postgresql; do
+      mariadbd:mariadb-server pg_lsclusters:postgresql podman:podman /usr/libexec/podman/catatonit:catatonit; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -149,12 +149,30 @@ EOF
   printf 'export SLURM_CONF=%s\nexport MLFLOW_TRACKING_URI=http://127.0.0.1:%s\n' "$CONF" "$MLFLOW_PORT" >"$DIR/env"
 }
 
+podman_setup() {
+  # The nodes' second engine (backend.engine=podman). Root's Podman here runs containers with runc and plain
+  # cgroupfs (this machine mounts cgroup v1 and v2 side by side, which crun refuses), and with file and process
+  # limits within the machine's own hard limits (it may not raise them). Written only where none is configured.
+  local conf=/etc/containers/containers.conf
+  [ -e "$conf" ] && return
+  mkdir -p /etc/containers
+  cat >"$conf" <<EOF
+# Written by the runner's scripts/cluster.sh
+[containers]
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+EOF
+}
+
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 up() {
   mkdir -p "$DIR"/{etc,state,spool,log}
   packages
   munge_up
+  podman_setup
   database_up
   configure
   alive "$DIR/slurmdbd.pid" || slurmdbd

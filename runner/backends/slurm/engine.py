@@ -12,6 +12,7 @@ import contextlib
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,36 +135,59 @@ class EngineHandle(RunHandle):
         self.pumper = threading.Thread(target=self._pump, args=(Scrubber(secrets),), name="logs", daemon=True)
         self.pumper.start()
 
+    def running(self) -> bool:
+        try:
+            return (
+                engine_call(self.engine, "inspect", "--format", "{{.State.Running}}", self.container).strip()
+                == "true"
+            )
+        except RunnerError:
+            return False
+
     def _wait(self) -> None:
-        with contextlib.suppress(RunnerError, ValueError):
-            self.exit_code = int(engine_call(self.engine, "wait", self.container, timeout=None).split()[-1])
+        """Until the container has ended. The engine's `wait` is a process of the job, which SLURM signals with
+        the rest of it (scancel): its end alone says nothing, the container's state does."""
+        while True:
+            with contextlib.suppress(RunnerError, ValueError, IndexError):
+                self.exit_code = int(
+                    engine_call(self.engine, "wait", self.container, timeout=None).split()[-1]
+                )
+                return
+            if not self.running():
+                return
+            time.sleep(0.5)
 
     def _pump(self, scrubber: Scrubber) -> None:
-        """The container's output appended to run.log, its secrets masked; an owner that takes over skips
-        what an earlier one wrote (the engine keeps the whole output for the container's life)."""
+        """The container's output appended to run.log, its secrets masked; an owner that takes over (or a
+        `logs` process started again after SLURM signalled it) skips what was written (the engine keeps the
+        whole output for the container's life)."""
         offset_file = self.run_dir / LOG_OFFSET
         try:
             done = int(offset_file.read_text() or 0)
         except (OSError, ValueError):
             done = 0
-        seen = 0
-        proc = subprocess.Popen(
-            [self.engine, "logs", "--follow", self.container],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        assert proc.stdout is not None
         with open(self.run_dir.log, "ab", buffering=0) as out:
-            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
-                new = chunk[max(0, done - seen) :]
-                seen += len(chunk)
-                if new:
-                    out.write(scrubber.feed(new))
-                    done = seen - len(scrubber.held)
-                    offset_file.write_text(str(done))
+            for _ in range(100):  # each time, `logs` follows from the start until the container has ended
+                seen = 0
+                proc = subprocess.Popen(
+                    [self.engine, "logs", "--follow", self.container],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+                assert proc.stdout is not None
+                while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+                    new = chunk[max(0, done - seen) :]
+                    seen += len(chunk)
+                    if new:
+                        out.write(scrubber.feed(new))
+                        done = seen - len(scrubber.held)
+                        offset_file.write_text(str(done))
+                proc.wait()
+                if proc.returncode == 0 and not self.running():
+                    break
+                time.sleep(0.5)
             out.write(scrubber.end())
-        proc.wait()
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
         self.waiter.join(timeout)
