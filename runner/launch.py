@@ -256,6 +256,7 @@ def execute(
                 if backend.scheduler:
                     (job,) = backend.submit([run_dir], None)
                     recorder.set_tags({"runner.slurm.job": job})
+                    record_inputs(recorder.client, run_id, run_dir.root)  # now, not when the job starts
                     handed_over = True
                     return Result(run_id, None, job)
                 owner.spawn(run_dir, lock_fd)
@@ -297,6 +298,7 @@ def submit(backend: Backend, batch: list[tuple[RunDir, int]], parallel: int | No
     client = MlflowClient(uri)
     for (run_dir, _), job in zip(batch, jobs, strict=True):
         client.set_tag(run_dir.root.name, "runner.slurm.job", job)
+        record_inputs(client, run_dir.root.name, run_dir.root)  # now, not when the job starts
     return jobs
 
 

@@ -26,7 +26,9 @@ def stop(uri: str, project: Path, run_id: str) -> str:
     if not (run_dir / owner.STATE).is_file():
         return _close_unowned(uri, run_id)
     owner.request_stop(run_dir, REASON)
-    if owner.owned_elsewhere(run_dir):  # a job on a cluster: cancelled there too (one still queued never starts)
+    if owner.owned_elsewhere(
+        run_dir
+    ):  # a job on a cluster: cancelled there too (one still queued never starts)
         from runner.backends import get_backend
 
         get_backend((owner.read_json(run_dir / owner.STATE) or {})["backend"]).cancel(run_dir)

@@ -104,7 +104,7 @@ configure() {
   local cpus mem
   cpus=$(nproc)
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
-  cat >"$CONF" <<EOF
+  cat >"$CONF.new" <<EOF
 # Written by scripts/cluster.sh: one node, this machine, on 127.0.0.1.
 ClusterName=$NAME
 SlurmctldHost=$HOST(127.0.0.1)
@@ -119,6 +119,7 @@ DefMemPerCPU=2048
 JobAcctGatherType=jobacct_gather/linux
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
+AccountingStorageEnforce=associations,limits,qos
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid
@@ -131,6 +132,11 @@ MinJobAge=300
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+  if [ -f "$CONF" ] && ! cmp -s "$CONF" "$CONF.new"; then  # a changed config: daemons started on the old one go
+    for pid in "$DIR/slurmctld.pid" "$DIR/slurmd.pid"; do alive "$pid" && kill "$(cat "$pid")"; done
+    sleep 2
+  fi
+  mv "$CONF.new" "$CONF"
   cat >"$DIR/etc/slurmdbd.conf" <<EOF
 AuthType=auth/munge
 DbdHost=$HOST
@@ -178,6 +184,10 @@ up() {
   alive "$DIR/slurmdbd.pid" || slurmdbd
   for _ in $(seq 50); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.2; done
   sacctmgr -n -P list cluster format=cluster | grep -qx "$NAME" || sacctmgr -i add cluster "$NAME" >/dev/null
+  # Accounts are enforced, as on a real cluster: jobs run under an account the submitting user belongs to.
+  sacctmgr -n -P list account format=account | grep -qx research || sacctmgr -i add account research >/dev/null
+  sacctmgr -n -P list assoc where user="$(id -un)" account=research format=account | grep -qx research \
+    || sacctmgr -i add user "$(id -un)" account=research >/dev/null
   alive "$DIR/slurmctld.pid" || slurmctld
   alive "$DIR/slurmd.pid" || slurmd
   for _ in $(seq 100); do

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -170,11 +171,17 @@ class SlurmBackend(Backend):
         listing = folder / f"{run_dirs[0].root.name}.runs"
         listing.write_text("".join(f"{d.root}\n" for d in run_dirs))
         output = folder / ("%A_%a.out" if len(run_dirs) > 1 else "%j.out")
+        node = f"{shlex.quote(sys.executable)} -m runner.backends.slurm.node"
         script = (
             "#!/bin/sh\n"
-            "# The owner of this task's run (runner.backends.slurm.node): it starts the run's container here and\n"
-            "# records the run until it ends.\n"
-            f"exec {sys.executable} -m runner.backends.slurm.node {listing}\n"
+            "# The owner of this task's run (runner.backends.slurm.node) starts the run's container here and\n"
+            "# records the run until it ends; scancel and the time limit reach it as SIGTERM. This shell waits for\n"
+            "# it, then removes the container if the owner could not (it was killed).\n"
+            "trap '' TERM\n"
+            f"{node} {shlex.quote(str(listing))}\n"
+            "code=$?\n"
+            f"{node} --leftovers {shlex.quote(str(listing))}\n"
+            "exit $code\n"
         )
         opts = [*plans[0]["sbatch"], f"--job-name={plans[0]['name']}", f"--output={output}", "--export=ALL"]
         job = jobs.submit(opts, script, len(run_dirs), parallel, str(project))

@@ -94,7 +94,8 @@ def check(opts: list[str]) -> None:
     proc = _call("sbatch", "--test-only", *opts, "--wrap", "true")
     if proc.returncode != 0:
         raise ConfigError(
-            f"SLURM refuses the job: {said(proc)}. Check backend.* and resources.* (sinfo lists partitions)."
+            f"SLURM refuses the job: {said(proc)}. Partitions: sinfo; your accounts and QOS: sacctmgr show assoc "
+            "user=$USER. Set backend.partition / backend.account / backend.qos / resources.*."
         )
 
 

@@ -64,17 +64,21 @@ class NodeBackend(SlurmBackend):
         self.job = job
 
     def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        from mlflow import MlflowClient
+        from mlflow.entities import RunTag
+
         from runner.backends.docker import with_secrets
-        from runner.tracking import stage_record
 
         name = plan["engine"]
         kwargs = plan["container"]
         loaded = engine.load_image(name, kwargs["image"], Path(plan["archive"]))
-        where = {
-            "runner.image.source": "shared cache" if loaded else "node",
-            "runner.node": os.uname().nodename,
-        }
-        stage_record(run_dir.root, {}, where)
+        MlflowClient(env["MLFLOW_TRACKING_URI"]).log_batch(  # its other inputs were recorded at submission
+            self.run_id_of(kwargs),
+            tags=[
+                RunTag("runner.image.source", "shared cache" if loaded else "node"),
+                RunTag("runner.node", os.uname().nodename),
+            ],
+        )
         secrets = {n: os.environ[n] for n in plan["secrets"] if n in os.environ}
         kwargs = with_secrets({**kwargs, "environment": {**kwargs["environment"], **env}}, run_dir, secrets)
         env_file = run_dir / CONTAINER_ENV
@@ -109,11 +113,25 @@ class NodeBackend(SlurmBackend):
         return NodeHandle(handle, self.job)
 
 
+def leftovers(run_dir: RunDir) -> int:
+    """After the owner: its container, if the owner was killed before removing it (a run never outlives its job)."""
+    import json
+
+    plan = json.loads(run_dir.plan.read_text())
+    if not plan["keep"]:
+        engine.remove(plan["engine"], plan["container"]["name"])
+    run_dir.secrets.unlink(missing_ok=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     from runner import owner
 
-    listing = Path(argv[0]).read_text().splitlines()
+    clean = argv[0] == "--leftovers"
+    listing = Path(argv[-1]).read_text().splitlines()
     run_dir = RunDir(Path(listing[int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)]))
+    if clean:
+        return leftovers(run_dir)
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
     deadline = time.monotonic() + 60

@@ -1,0 +1,318 @@
+"""backend=slurm against the real one-node cluster (scripts/cluster.sh) and its MLflow server on PostgreSQL.
+
+The lifecycle's conformance cases, as they apply where a job owns the run: the submitting `runner` returns at once
+and the record still completes; every ending comes from SLURM or the engine (exit, scancel, `runner stop`, a
+time limit, a failed node, an owner killed) and nothing stays RUNNING or on the engine; plus what only a cluster
+has: one job array per sweep with its throttle, the env image loaded on a node from the shared cache, Podman as
+the node's engine, and SLURM's own refusals before any run exists.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+from tests.conftest import docker_engine, run_cli
+from tests.integration.test_cluster import ended, slurm  # noqa: F401 (the cluster fixture)
+
+pytestmark = pytest.mark.integration
+
+SERVER = "http://127.0.0.1:5055"  # scripts/cluster.sh's MLflow server
+EPOCHS = "import time\nfor i in range(300):\n    print(f'epoch {i}', flush=True)\n    time.sleep(0.5)\n"
+
+
+@pytest.fixture
+def env(slurm: dict[str, str]) -> dict[str, str]:  # noqa: F811
+    return {"SLURM_CONF": slurm["SLURM_CONF"], "MLFLOW_TRACKING_URI": SERVER}
+
+
+@pytest.fixture
+def cluster_project(project: Path) -> Path:
+    (project / "epochs.py").write_text(EPOCHS)
+    return project
+
+
+def submit(project: Path, env: dict[str, str], *args: str) -> str:
+    """`runner ARGS backend=slurm` (a small environment): the run id it prints; it must return at once."""
+    started = time.monotonic()
+    proc = run_cli(project, "backend=slurm", "env.requirements=[]", *args, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "submitted: SLURM job" in proc.stdout, proc.stdout
+    assert time.monotonic() - started < 120
+    return proc.stdout.split("[runner] run ")[1].split()[0]
+
+
+def record(run_id: str) -> object:
+    return MlflowClient(SERVER).get_run(run_id)
+
+
+def settled(project: Path, env: dict[str, str], run_id: str, timeout: float = 240) -> object:
+    """The run's record once it has ended; `runner ls` (which reconciles) is asked meanwhile, as a user would."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = record(run_id)
+        if run.info.status not in ("RUNNING", "SCHEDULED"):
+            return run
+        run_cli(project, "ls", env=env)
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} still {record(run_id).info.status} after {timeout} s")
+
+
+def run_dir(project: Path, run_id: str) -> Path:
+    return project / ".runner" / "runs" / run_id
+
+
+def job_of(project: Path, run_id: str) -> str:
+    return json.loads((run_dir(project, run_id) / "job.json").read_text())["job"]
+
+
+def when_logged(project: Path, run_id: str, text: str, timeout: float = 180) -> None:
+    log = run_dir(project, run_id) / "run.log"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.is_file() and text in log.read_text(errors="replace"):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} never showed in {log}")
+
+
+def containers_of(run_id: str, engine: str = "docker") -> list[str]:
+    out = subprocess.run(
+        [engine, "ps", "-a", "-q", "--filter", f"label=runner.run_id={run_id}"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.split()
+
+
+def artifact(run_id: str, path: str) -> str:
+    import mlflow.artifacts
+
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=SERVER)
+    ).read_text()
+
+
+def sacct_state(env: dict[str, str], job: str) -> str:
+    rows = ended(env, job, timeout=120)
+    return rows[0][1].split()[0]
+
+
+def test_keras_mlp_finishes_on_the_cluster_after_the_runner_has_exited(
+    project: Path, env: dict[str, str]
+) -> None:
+    proc = run_cli(project, "+experiment=keras_mlp", "backend=slurm", "train.epochs=2", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_id = proc.stdout.split("[runner] run ")[1].split()[0]
+    assert not (run_dir(project, run_id) / "ended.json").exists()  # the runner returned; the job goes on
+    run = settled(project, env, run_id)
+    assert run.info.status == "FINISHED", artifact(run_id, "run.log")
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1 and "loss" in run.data.metrics
+    tags = run.data.tags
+    assert tags["runner.slurm.job"] == job_of(project, run_id)
+    assert tags["runner.image.id"].startswith("sha256:") and tags["runner.node"]
+    assert Path(tags["runner.image.archive"]).is_file()
+    assert sacct_state(env, tags["runner.slurm.job"]) == "COMPLETED"
+    assert containers_of(run_id) == []
+
+
+def test_a_sweep_is_one_job_array_under_one_parent_with_its_throttle(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    proc = run_cli(
+        cluster_project, "-m", "backend=slurm", "env.requirements=[]", "command=echo member",
+        "train.seed=1,2", "train.epochs=1,2", "sweep.parallel=2", env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 member(s) submitted as SLURM job array" in proc.stdout, proc.stdout
+    sweep_id = proc.stdout.split("[sweep ")[1].split("]")[0]
+    client = MlflowClient(SERVER)
+    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    (parent,) = client.search_runs(
+        ids, f"tags.`runner.sweep_id` = '{sweep_id}' and tags.`runner.role` = 'sweep'"
+    )
+    kids = client.search_runs(ids, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(kids) == 4
+    jobs = {k.data.tags["runner.slurm.job"] for k in kids}
+    arrays = {j.split("_")[0] for j in jobs}
+    assert len(jobs) == 4 and len(arrays) == 1
+    (array,) = arrays
+    for kid in kids:
+        assert settled(cluster_project, env, kid.info.run_id).info.status == "FINISHED"
+    deadline = time.time() + 60  # the last member to end closes the parent
+    while client.get_run(parent.info.run_id).info.status == "RUNNING" and time.time() < deadline:
+        time.sleep(1)
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    rows = subprocess.run(
+        ["sacct", "-j", array, "-X", "-n", "-P", "-o", "JobID,Start,End"], env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    spans = [tuple(r.split("|")[1:]) for r in rows]
+    assert len(spans) == 4
+    most = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert most <= 2  # sweep.parallel=2 is the array's throttle
+
+
+def test_scancel_mid_run_ends_it_killed_with_its_log(cluster_project: Path, env: dict[str, str]) -> None:
+    run_id = submit(cluster_project, env, "command=python epochs.py")
+    when_logged(cluster_project, run_id, "epoch 2")
+    job = job_of(cluster_project, run_id)
+    subprocess.run(["scancel", job], env={**env, "PATH": "/usr/bin:/bin"}, check=True)
+    run = settled(cluster_project, env, run_id, timeout=90)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["runner.reason"].startswith("cancelled"), run.data.tags["runner.reason"]
+    assert "epoch 2" in artifact(run_id, "run.log")
+    assert sacct_state(env, job) == "CANCELLED"
+    assert containers_of(run_id) == []
+
+
+def test_runner_stop_ends_a_running_and_a_queued_run_killed(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    # Each asks for every CPU of the one node: the second waits in the queue while the first runs.
+    running = submit(cluster_project, env, "command=python epochs.py", "resources.cpus=2")
+    queued = submit(cluster_project, env, "command=python epochs.py", "resources.cpus=2")
+    when_logged(cluster_project, running, "epoch 1")
+    for run_id in (queued, running):
+        proc = run_cli(cluster_project, "stop", run_id, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    for run_id in (running, queued):
+        run = settled(cluster_project, env, run_id, timeout=90)
+        assert (run.info.status, run.data.tags["runner.reason"]) == ("KILLED", "stopped by runner stop")
+    assert "epoch 1" in artifact(running, "run.log")
+    assert sacct_state(env, job_of(cluster_project, queued)) == "CANCELLED"
+    assert "epoch" not in (run_dir(cluster_project, queued) / "run.log").read_text()  # it never started
+
+
+def test_the_time_limit_ends_a_run_killed_timeout(cluster_project: Path, env: dict[str, str]) -> None:
+    run_id = submit(cluster_project, env, "command=python epochs.py", "backend.time=1")  # one minute
+    run = settled(cluster_project, env, run_id, timeout=200)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["runner.reason"].startswith("timeout"), run.data.tags["runner.reason"]
+    assert "epoch 1" in artifact(run_id, "run.log")
+    assert sacct_state(env, job_of(cluster_project, run_id)) == "TIMEOUT"
+    assert containers_of(run_id) == []
+
+
+@pytest.fixture
+def node_restored(slurm: dict[str, str]):  # noqa: F811
+    yield
+    env = {**slurm, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    if subprocess.run(["pgrep", "-x", "slurmd"], capture_output=True).returncode != 0:
+        subprocess.run(["slurmd"], env=env, check=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        state = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True
+        ).stdout.strip()
+        if state in ("idle", "mix"):
+            return
+        time.sleep(1)
+    raise AssertionError(f"the node did not come back: {state}")
+
+
+def test_a_failed_node_ends_the_run_failed_with_slurms_reason(
+    cluster_project: Path, env: dict[str, str], node_restored: None
+) -> None:
+    run_id = submit(cluster_project, env, "command=python epochs.py")
+    when_logged(cluster_project, run_id, "epoch 1")
+    subprocess.run(["pkill", "-9", "-x", "slurmd"], check=True)  # the node stops answering its controller
+    run = settled(cluster_project, env, run_id, timeout=150)
+    assert run.info.status == "FAILED"
+    assert "NODE_FAIL" in run.data.tags["runner.reason"], run.data.tags["runner.reason"]
+    assert containers_of(run_id) == []
+
+
+def test_an_owner_killed_on_the_node_is_settled_from_sacct(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    run_id = submit(cluster_project, env, "command=python epochs.py")
+    when_logged(cluster_project, run_id, "epoch 1")
+    subprocess.run(
+        ["pkill", "-9", "-f", f"runner.backends.slurm.node .*{job_listing(cluster_project, run_id)}"]
+    )
+    run = settled(cluster_project, env, run_id, timeout=90)  # recorded by `runner ls` on this (login) node
+    assert run.info.status == "FAILED"
+    assert "FAILED" in run.data.tags["runner.reason"], run.data.tags["runner.reason"]
+    assert "epoch 1" in artifact(run_id, "run.log")
+    assert containers_of(run_id) == []  # the job's shell removed what the owner left
+
+
+def job_listing(project: Path, run_id: str) -> str:
+    return Path(json.loads((run_dir(project, run_id) / "job.json").read_text())["listing"]).name
+
+
+def test_a_node_without_the_image_loads_it_from_the_shared_cache(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    # The job may start only in 15 s: meanwhile the engine loses the env image.
+    run_id = submit(cluster_project, env, "command=echo loaded", 'backend.sbatch_options=["--begin=now+15"]')
+    image = record(run_id).data.tags["runner.image.id"]
+    docker_engine().images.remove(image, force=True)
+    run = settled(cluster_project, env, run_id)
+    assert run.info.status == "FINISHED", artifact(run_id, "run.log")
+    assert run.data.tags["runner.image.source"] == "shared cache"
+    assert run.data.tags["runner.env.reused"] == "true"  # built once, never again
+    assert docker_engine().images.get(image).id == image
+
+
+def test_podman_on_the_node_runs_the_same_container(cluster_project: Path, env: dict[str, str]) -> None:
+    script = "import os; open('/output/who', 'w').write(str(os.getuid())); print('podman ran')"
+    (cluster_project / "who.py").write_text(script)
+    run_id = submit(cluster_project, env, "command=python who.py", "backend.engine=podman")
+    run = settled(cluster_project, env, run_id)
+    assert run.info.status == "FINISHED", artifact(run_id, "run.log")
+    import os
+
+    assert artifact(run_id, "output/who") == str(os.getuid())
+    assert "podman ran" in artifact(run_id, "run.log")
+    assert containers_of(run_id, "podman") == []
+
+
+@pytest.mark.parametrize(
+    "args,said",
+    [
+        (["backend.partition=nope"], "SLURM refuses the job: invalid partition specified: nope"),
+        (["backend.account=ghost"], "Invalid account or account/partition combination"),
+        (["env.gpu=true", "resources.gpus=2"], "Invalid generic resource (gres) specification"),
+        (["backend.engine=singularity"], "backend.engine: 'singularity' is not one of docker, podman"),
+    ],
+)
+def test_what_slurm_refuses_is_one_line_before_any_run(
+    project: Path, env: dict[str, str], args: list[str], said: str
+) -> None:
+    proc = run_cli(project, "backend=slurm", "env.requirements=[]", "command=echo hi", *args, env=env)
+    assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (project / ".runner" / "runs").exists() or not any((project / ".runner" / "runs").iterdir())
+
+
+def test_a_sqlite_store_or_no_sbatch_is_refused_before_submitting(
+    project: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    local = run_cli(project, "backend=slurm", "command=echo hi", env={"SLURM_CONF": env["SLURM_CONF"]})
+    assert (
+        local.returncode == 2
+        and "backend=slurm records to a tracking server, not to 'sqlite:" in local.stderr
+    )
+    bare = tmp_path / "bin"  # a PATH with what the runner needs here, and no SLURM
+    bare.mkdir()
+    import shutil
+    import sys
+
+    for tool in ("git", "docker"):
+        (bare / tool).symlink_to(shutil.which(tool))
+    proc = run_cli(
+        project,
+        "backend=slurm",
+        "command=echo hi",
+        env={**env, "PATH": f"{bare}:{Path(sys.executable).parent}"},
+    )
+    assert proc.returncode == 2 and "no sbatch on PATH" in proc.stderr, proc.stderr
+    assert not (project / "mlflow.db").exists()
