@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import cache
+import cluster
 import dataset
 import overhead
 import store
@@ -65,6 +66,7 @@ def main() -> int:
         ("training", lambda: training.measure(args.quick, args.mnist)),
         ("store", lambda: store.measure(args.quick)),
         ("sweep", lambda: sweep.measure(args.quick)),
+        ("cluster", lambda: cluster.measure(args.quick)),
     ]
     started = time.perf_counter()
     figures: list[Figure] = []

@@ -13,7 +13,9 @@ from typing import Any
 
 from runner.errors import ConfigError, RunnerError
 
-VERBS = ("init", "ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image")
+VERBS = (
+    "init", "ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image", "notebook",
+)  # fmt: skip
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
 _HYDRA_INFO_FLAGS = (
     "--help",
@@ -204,6 +206,16 @@ def _hydra_main(project: Path, argv: list[str]) -> None:
     hydra.main(version_base="1.3", config_path=str(folder), config_name=name)(task)()
 
 
+def owner_of_sweep_members(project: Path, parent_id: str) -> int:
+    """How many of a sweep's members have not ended (a submitted sweep's jobs go on after its command)."""
+    from runner import owner
+
+    live = project / owner.LIVE
+    markers = live.iterdir() if live.is_dir() else []
+    states = [owner.read_json(Path(m.read_text().strip()) / owner.STATE) or {} for m in markers]
+    return sum(1 for s in states if s.get("sweep_parent") == parent_id)
+
+
 def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:
     """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
     from runner import sweep
@@ -218,6 +230,12 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
     if resume:
         parent = sweep.find_parent(spec.tracking_uri, resume)
         sweep_id, parent_id = resume, parent.info.run_id
+        going = owner_of_sweep_members(project, parent_id)
+        if going:
+            raise RunnerError(
+                f"sweep {resume} still has {going} member(s) queued or running: resume it once they have ended "
+                "(runner ls)."
+            )
         sweep.reopen_parent(spec.tracking_uri, parent_id)
     else:
         sweep_id, parent_id = sweep.start_parent(

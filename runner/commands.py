@@ -62,8 +62,21 @@ def _row(run: Any) -> dict[str, Any]:
     }
 
 
+def _session_url(project: Path, run: Any) -> str | None:
+    """A session's address with its token, from this project's own (owner-only) file; else as recorded."""
+    from runner import session
+
+    access = session.read(project / ".runner" / "runs" / run.info.run_id)
+    return session.url(access) if access else run.data.tags.get("runner.session.url")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    rows = [_row(r) for r in _runs(store_uri(_project()), args.experiment, args.limit)]
+    project = _project()
+    rows = []
+    for run in _runs(store_uri(project), args.experiment, args.limit):
+        row = _row(run)
+        row["url"] = _session_url(project, run) if "runner.session.url" in run.data.tags else None
+        rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -75,6 +88,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             f"{r['id']:32}  {r['experiment'][:16]:16}  {r['status']:9}  {r['start']:19}  "
             f"{r['duration_s']:>8}s  {metrics}"
         )
+        if r["status"] == "RUNNING" and r["url"]:
+            print(f"{'':34}JupyterLab: {r['url']}")
     return 0
 
 
@@ -120,6 +135,33 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     return 0 if outcome.status == "FINISHED" else 1
+
+
+def cmd_notebook_pull(args: argparse.Namespace) -> int:
+    """Copy what a session (or any run) wrote in its working directory back into the project; a project file
+    changed since the session started is left alone, and named."""
+    from runner import owner, session
+    from runner.tracking import CODE_MANIFEST
+
+    project = _project()
+    run_dir = owner.find_run_dir(project, args.run_id)
+    manifest = owner.read_json(run_dir / CODE_MANIFEST)
+    state = owner.read_json(run_dir / owner.STATE) or {}
+    if not run_dir.code.is_dir() or not isinstance(manifest, dict):
+        raise RunnerError(
+            f"Run {run_dir.root.name} has no working directory here any more: its files are the run's workdir/ "
+            f"artifacts (runner ui, or mlflow artifacts download -r {run_dir.root.name} -a workdir)."
+        )
+    copied, refused = session.pull(run_dir.code, manifest, project, float(state.get("created", 0)))
+    for rel in copied:
+        print(f"pulled {rel}")
+    for rel in refused:
+        print(
+            f"kept   {rel}: the project's copy changed after the session started (copy it by hand to replace it)"
+        )
+    if not copied and not refused:
+        print(f"Nothing to pull: run {run_dir.root.name} wrote nothing in its working directory.")
+    return 1 if refused else 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -321,6 +363,14 @@ def parser() -> argparse.ArgumentParser:
     resume = sweep_sub.add_parser("resume", help="run the members of a sweep that did not finish")
     resume.add_argument("sweep_id")
     resume.set_defaults(fn=cmd_sweep_resume)
+    notebook = sub.add_parser("notebook", help="sessions (mode=jupyter)")
+    notebook_sub = notebook.add_subparsers(dest="what", required=True)
+    pull = notebook_sub.add_parser(
+        "pull",
+        help="copy the notebooks and files a session wrote back into the project (never over newer ones)",
+    )
+    pull.add_argument("run_id")
+    pull.set_defaults(fn=cmd_notebook_pull)
     gc = sub.add_parser("gc", help="remove stopped containers and unused images the runner made")
     gc.set_defaults(fn=cmd_gc)
     image = sub.add_parser("image", help="base images")

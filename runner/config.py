@@ -51,6 +51,7 @@ class ResourcesConfig:
     cpus: float | None = None
     memory: str | None = None  # e.g. 512m, 4g
     timeout: int | None = None  # seconds; the run is stopped and marked KILLED
+    idle_timeout: int = 3600  # mode=jupyter: seconds without activity before the session stops itself
     gpus: Any = None  # null: all GPUs when env.gpu; a count, or a list of device ids
 
 
@@ -58,6 +59,12 @@ class ResourcesConfig:
 class TrackingConfig:
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project root
     experiment: str | None = None  # null: the experiment config's name
+
+
+@dataclass
+class JupyterConfig:
+    port: int = 8888  # on 127.0.0.1; when taken, the next free one (and said)
+    version: str = "4.6.6"  # JupyterLab, installed on top of the run's environment
 
 
 @dataclass
@@ -81,6 +88,8 @@ class RunnerConfig:
     evaluate: Any = None  # null: model.evaluate on the test split; else a report node (_target_ allowlisted)
     data: list[str] = field(default_factory=list)  # NAME@VERSION:MOUNT entries
     detach: bool = False
+    mode: str = "run"  # run: the command (or the Keras trainer); jupyter: JupyterLab in the run's container
+    jupyter: JupyterConfig = field(default_factory=JupyterConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     # The project's own modules whose builders and loaders a model or dataset node may name (mypkg.models).
     allow_targets: list[str] = field(default_factory=list)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import runner
 from runner import gpu, harness, owner
@@ -222,6 +222,7 @@ def execute(
             "timeout": spec.resources.timeout,
             "created": started,
             "sweep_parent": (extra_tags or {}).get("mlflow.parentRunId"),
+            "idle_timeout": spec.resources.idle_timeout if spec.session else None,
         },
     )
     owner.mark_live(project, run_id, run_dir)
@@ -230,6 +231,7 @@ def execute(
     outcome = Outcome(FAILED, reason="runner error")
     handed_over = False
     offset = 0
+    job: str | None = None  # a scheduler's, once submitted
     try:
         with sigterm_as_interrupt():
             try:
@@ -246,7 +248,10 @@ def execute(
                     "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ among what the run wrote in its folder
                     "PYTHONUNBUFFERED": "1",
                 }
-                write_json(run_dir / owner.PLAN, backend.plan(spec, run_dir, prepared, env), private=True)
+                plan = backend.plan(spec, run_dir, prepared, env)
+                write_json(run_dir / owner.PLAN, plan, private=True)
+                if plan.get("said"):
+                    log.write(plan["said"])
                 log.close()
                 offset = run_dir.log.stat().st_size
                 if batch is not None and backend.scheduler:
@@ -254,12 +259,11 @@ def execute(
                     handed_over = True
                     return Result(run_id, None)
                 if backend.scheduler:
-                    (job,) = backend.submit([run_dir], None)
-                    recorder.set_tags({"runner.slurm.job": job})
-                    record_inputs(recorder.client, run_id, run_dir.root)  # now, not when the job starts
-                    handed_over = True
-                    return Result(run_id, None, job)
-                owner.spawn(run_dir, lock_fd)
+                    (job,) = backend.submit(
+                        [run_dir], None
+                    )  # the job owns the run from here: it needs the lock
+                else:
+                    owner.spawn(run_dir, lock_fd)
                 handed_over = True
             except KeyboardInterrupt:
                 log.write("\n[runner] interrupted before the run started\n")
@@ -276,11 +280,37 @@ def execute(
         os.close(lock_fd)
         if not handed_over:
             _finish(recorder, run_dir, outcome, started, log)
+    if backend.scheduler:
+        assert job is not None
+        recorded(recorder.client, run_dir, job)
+        return Result(run_id, None, job)
     owner.wait_started(run_dir)
+    if spec.session is not None:
+        announce(spec, run_dir, recorder, echo)
     if spec.detach and owner.ending(run_dir) is None:
         return Result(run_id, None)
     with sigterm_as_interrupt():
         return Result(run_id, owner.follow(run_dir, echo, offset, stop))
+
+
+def announce(spec: RunSpec, run_dir: RunDir, recorder: Recorder, echo: TextIO | None) -> None:
+    """A session's address, once JupyterLab answers there (its token in it: to this terminal, never the record)."""
+    from runner import session
+
+    access = session.read(run_dir)
+    deadline = time.monotonic() + 300
+    while access and owner.ending(run_dir) is None and time.monotonic() < deadline:
+        if session.answers(access):
+            recorder.set_tags({"runner.session.url": f"http://127.0.0.1:{access['port']}/lab"})
+            if echo is not None:
+                echo.write(
+                    f"[runner] JupyterLab is up: {session.url(access)}\n"
+                    f"  it stops itself after {spec.resources.idle_timeout} s without use; now: runner stop "
+                    f"{recorder.run_id}\n"
+                )
+                echo.flush()
+            return
+        time.sleep(0.2)
 
 
 def submit(backend: Backend, batch: list[tuple[RunDir, int]], parallel: int | None, uri: str) -> list[str]:
@@ -297,9 +327,18 @@ def submit(backend: Backend, batch: list[tuple[RunDir, int]], parallel: int | No
         os.close(fd)
     client = MlflowClient(uri)
     for (run_dir, _), job in zip(batch, jobs, strict=True):
-        client.set_tag(run_dir.root.name, "runner.slurm.job", job)
-        record_inputs(client, run_dir.root.name, run_dir.root)  # now, not when the job starts
+        recorded(client, run_dir, job)
     return jobs
+
+
+def recorded(client: Any, run_dir: RunDir, job: str) -> None:
+    """A submitted run's job and inputs in its record now, not when the job starts (hours later, maybe). Best
+    effort: the job's owner records the inputs too, and nothing here may end a run its job owns."""
+    try:
+        client.set_tag(run_dir.root.name, "runner.slurm.job", job)
+        record_inputs(client, run_dir.root.name, run_dir.root)
+    except Exception as exc:
+        print(f"[runner] could not record run {run_dir.root.name}'s inputs yet: {exc}", file=sys.stderr)
 
 
 def abandon(batch: list[tuple[RunDir, int]], exc: BaseException) -> None:

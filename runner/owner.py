@@ -431,13 +431,18 @@ class Owner:
             print(f"[owner] cannot serve the run's endpoint again: {exc}", file=sys.stderr, flush=True)
 
     def supervise(self) -> Outcome:
-        from runner import spool
+        from runner import session, spool
 
         assert self.handle is not None
         started = (read_json(self.run_dir / STARTED) or {}).get("at", time.time())
         timeout = self.state.get("timeout")
         deadline = None if timeout is None else started + timeout
         reported = False
+        idle_timeout = int(
+            self.state.get("idle_timeout") or 0
+        )  # a session (runner.session): it stops itself unused
+        access = session.read(self.run_dir) if idle_timeout else None
+        next_check = time.monotonic()
         while True:
             outcome = self.handle.wait(INGEST_EVERY if reported else 0)
             self.ingest(spool)
@@ -451,6 +456,9 @@ class Owner:
                 reason = (self.run_dir / STOP).read_text().strip() or "stopped"
             elif deadline is not None and time.time() >= deadline:
                 reason = f"timeout after {timeout} s"
+            elif access is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + session.CHECK_EVERY
+                reason = session.idle_reason(access, idle_timeout)
             if reason is not None:
                 self.handle.cancel()
                 ended = self.handle.wait(30)

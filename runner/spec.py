@@ -30,6 +30,7 @@ from runner.targets import (
 # config file is code execution.
 SCHEDULES = ("constant", "cosine")
 HARNESS_ARGV = ("python", "-m", "runner.job")
+MODES = ("run", "jupyter")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -53,7 +54,16 @@ class Resources:
     memory_bytes: int | None = None
     timeout: int | None = None
     gpus: int | tuple[str, ...] | None = None  # None: all GPUs when env.gpu
+    idle_timeout: int = 3600  # a session's (mode=jupyter)
     cpuset: str | None = None  # CPUs this run may use ("0-1"); a sweep gives each member its own
+
+
+@dataclass(frozen=True)
+class Session:
+    """mode=jupyter: JupyterLab on 127.0.0.1:port, this version installed on top of the run's environment."""
+
+    port: int
+    version: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class RunSpec:
     params: tuple[tuple[str, str], ...]
     backend_config: Any = None  # the backend's own typed settings (runner/backends/NAME/config.py)
     detach: bool = False
+    session: Session | None = None  # mode=jupyter: JupyterLab instead of the command
     mounts: tuple[DataMount, ...] = ()  # `data` resolved to exact versions; filled in by launch.execute
     allow_targets: tuple[str, ...] = ()  # the project's own modules a model or dataset node may name
     code_dir: str = ""  # where the run's code is taken from, when not the project itself (a reproduction)
@@ -290,6 +301,21 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         value = cfg.resources[key]
         if value is not None and value <= 0:
             raise ConfigError(f"resources.{key}: {value} must be positive (or null for no limit).")
+    if cfg.mode not in MODES:
+        raise ConfigError(
+            f"mode: '{cfg.mode}' is not a mode.{suggest(str(cfg.mode), MODES)} Modes: {', '.join(MODES)}."
+        )
+    if cfg.resources.idle_timeout <= 0:
+        raise ConfigError(
+            f"resources.idle_timeout: {cfg.resources.idle_timeout} must be a positive number of seconds "
+            "(a session that never stops itself is what it prevents)."
+        )
+    if cfg.mode == "jupyter" and cfg.backend.name != "docker":
+        raise ConfigError(
+            f"mode=jupyter runs JupyterLab in a container: use backend=docker (not {cfg.backend.name})."
+        )
+    if not 0 < cfg.jupyter.port < 65536:
+        raise ConfigError(f"jupyter.port: {cfg.jupyter.port} is not a port (1-65535).")
     if not 0 < cfg.train.epochs < math.inf:
         raise ConfigError(f"train.epochs: {cfg.train.epochs} must be a positive number.")
     if cfg.sweep.parallel is not None and cfg.sweep.parallel < 1:
@@ -415,6 +441,7 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
             memory_bytes=parse_memory(cfg.resources.memory),
             timeout=cfg.resources.timeout,
             gpus=parse_gpus(cfg.resources.gpus),
+            idle_timeout=int(cfg.resources.idle_timeout),
         ),
         data=tuple(cfg.data),
         seed=int(cfg.train.seed),
@@ -427,4 +454,5 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         params=tuple(sorted(params.items())),
         backend_config=backend_settings(cfg.backend),
         detach=bool(cfg.detach),
+        session=Session(int(cfg.jupyter.port), str(cfg.jupyter.version)) if cfg.mode == "jupyter" else None,
     )

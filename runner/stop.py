@@ -25,21 +25,21 @@ def stop(uri: str, project: Path, run_id: str) -> str:
         return f"Run {run_id} already ended {run.info.status}."
     if not (run_dir / owner.STATE).is_file():
         return _close_unowned(uri, run_id)
-    owner.request_stop(run_dir, REASON)
-    if owner.owned_elsewhere(
-        run_dir
-    ):  # a job on a cluster: cancelled there too (one still queued never starts)
+    owner.request_stop(run_dir, REASON)  # its owner obeys it, wherever it runs
+    if owner.owned_elsewhere(run_dir):  # a queued job on a cluster has no owner yet: the scheduler drops it
         from runner.backends import get_backend
 
         get_backend((owner.read_json(run_dir / owner.STATE) or {})["backend"]).cancel(run_dir)
-    elif not owner.owned(run_dir):
-        owner.adopt(run_dir)
     deadline = time.monotonic() + GRACE + 30
     while time.monotonic() < deadline:
         ended = owner.ending(run_dir)
         if ended is not None:
             return f"Run {run_id} stopped: it ends {ended.status}, its log and outputs kept."
-        time.sleep(0.2)
+        if not owner.owned(
+            run_dir
+        ):  # no owner (it died, or a cancelled job never had one): a new one records it
+            owner.adopt(run_dir, wait=0)
+        time.sleep(0.5)
     return f"Stopping run {run_id}: it ends KILLED, its log and outputs kept (see: runner ls)."
 
 

@@ -133,8 +133,11 @@ NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   if [ -f "$CONF" ] && ! cmp -s "$CONF" "$CONF.new"; then  # a changed config: daemons started on the old one go
-    for pid in "$DIR/slurmctld.pid" "$DIR/slurmd.pid"; do alive "$pid" && kill "$(cat "$pid")"; done
-    sleep 2
+    for pid in "$DIR/slurmctld.pid" "$DIR/slurmd.pid"; do
+      alive "$pid" || continue
+      kill "$(cat "$pid")"
+      for _ in $(seq 150); do alive "$pid" || break; sleep 0.2; done
+    done
   fi
   mv "$CONF.new" "$CONF"
   cat >"$DIR/etc/slurmdbd.conf" <<EOF
@@ -158,7 +161,8 @@ EOF
 podman_setup() {
   # The nodes' second engine (backend.engine=podman). Root's Podman here runs containers with runc and plain
   # cgroupfs (this machine mounts cgroup v1 and v2 side by side, which crun refuses), and with file and process
-  # limits within the machine's own hard limits (it may not raise them). Written only where none is configured.
+  # limits it may set (it may not raise them; its own process limit, measured, it may not set either). Written
+  # only where none is configured.
   local conf=/etc/containers/containers.conf
   [ -e "$conf" ] && return
   mkdir -p /etc/containers
@@ -186,8 +190,10 @@ up() {
   sacctmgr -n -P list cluster format=cluster | grep -qx "$NAME" || sacctmgr -i add cluster "$NAME" >/dev/null
   # Accounts are enforced, as on a real cluster: jobs run under an account the submitting user belongs to.
   sacctmgr -n -P list account format=account | grep -qx research || sacctmgr -i add account research >/dev/null
-  sacctmgr -n -P list assoc where user="$(id -un)" account=research format=account | grep -qx research \
-    || sacctmgr -i add user "$(id -un)" account=research >/dev/null
+  for user in $(id -un) ${SUDO_USER:-}; do
+    sacctmgr -n -P list assoc where user="$user" account=research format=account | grep -qx research \
+      || sacctmgr -i add user "$user" account=research >/dev/null
+  done
   alive "$DIR/slurmctld.pid" || slurmctld
   alive "$DIR/slurmd.pid" || slurmd
   for _ in $(seq 100); do

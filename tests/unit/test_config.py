@@ -48,7 +48,10 @@ def test_overrides_apply() -> None:
         (["env.requirments=[a]"], "Did you mean 'requirements'?"),
         (["train.epochs=abc"], "train.epochs: Value 'abc' of type 'str' could not be converted to Float"),
         (["env.gpu=maybe"], "env.gpu:"),
-        (["backend=dokcer"], "Unknown backend 'dokcer'. Did you mean 'docker'? Available: docker, local, slurm."),
+        (
+            ["backend=dokcer"],
+            "Unknown backend 'dokcer'. Did you mean 'docker'? Available: docker, local, slurm.",
+        ),
     ],
 )
 def test_bad_overrides_name_the_key_and_the_choices(overrides: list[str], expected: str) -> None:
@@ -61,7 +64,10 @@ def test_bad_overrides_name_the_key_and_the_choices(overrides: list[str], expect
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["backend.name=slurmm"], "Unknown backend 'slurmm'. Did you mean 'slurm'? Valid: docker, local, slurm."),
+        (
+            ["backend.name=slurmm"],
+            "Unknown backend 'slurmm'. Did you mean 'slurm'? Valid: docker, local, slurm.",
+        ),
         (["resources.memory=lots"], "resources.memory: 'lots' is not a size"),
         (["resources.cpus=0"], "resources.cpus: 0.0 must be positive"),
         (["resources.gpus=0"], "resources.gpus: 0 is not a GPU count"),

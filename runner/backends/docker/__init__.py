@@ -48,6 +48,10 @@ uv pip sync --python /opt/env/bin/python /build/requirements.lock
 cp /build/requirements.lock /opt/env/requirements.lock
 export PATH=/opt/env/bin:$PATH VIRTUAL_ENV=/opt/env
 """
+# JupyterLab on top of an env image (mode=jupyter): the env's packages stay at their locked versions.
+JUPYTER_SCRIPT = """set -eu
+uv pip install --python /opt/env/bin/python --constraint /build/requirements.lock -r /build/jupyter.txt
+"""
 IMAGE_PATH = "/opt/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -271,6 +275,11 @@ class DockerBackend(Backend):
                 f"Use at most {info['NCPU']}, or null for no limit."
             )
         network = spec.backend_config.network
+        if spec.session is not None and network in ("host", "none"):
+            raise ConfigError(
+                f"mode=jupyter publishes JupyterLab on this host's 127.0.0.1 from a container network: "
+                f"backend.network={network} has none. Use bridge (the default) or a network of your own."
+            )
         if network not in ("bridge", "host", "none"):
             try:
                 self.docker.networks.get(network)
@@ -354,15 +363,62 @@ class DockerBackend(Backend):
                 image = self._build(spec, lock, tag, log)
                 reused = False
         base = self.base_image(spec.env.image)
-        return Prepared(
-            env_id=image.id,
-            tags={
-                "runner.image": tag,
-                "runner.image.id": image.id,
-                "runner.image.base": f"{spec.env.image}@{base.id}",
-                "runner.env.reused": str(reused).lower(),
-            },
-        )
+        tags = {
+            "runner.image": tag,
+            "runner.image.id": image.id,
+            "runner.image.base": f"{spec.env.image}@{base.id}",
+            "runner.env.reused": str(reused).lower(),
+        }
+        if spec.session is not None:  # JupyterLab on top of the run's own environment, once per content hash
+            image = self._jupyter_layer(spec, image, lock, log)
+            tags.update(
+                {
+                    "runner.image.jupyter": image.tags[0] if image.tags else image.id,
+                    "runner.image.id": image.id,
+                }
+            )
+        return Prepared(env_id=image.id, tags=tags)
+
+    def _jupyter_layer(self, spec: RunSpec, env_image: Any, lock: str, log: Log) -> Any:
+        """The env image with JupyterLab installed on top (the env's own packages kept at their locked versions),
+        tagged by the content hash of both."""
+        from docker.errors import ImageNotFound
+
+        assert spec.session is not None
+        requirement = f"jupyterlab=={spec.session.version}"
+        tag = f"{ENV_REPO}:{content_hash(env_image.id, requirement, JUPYTER_SCRIPT)[:16]}"
+        guard_path = cache_dir() / "images" / f"{tag.split(':')[1]}.lock"
+        with open(guard_path, "w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                image = self.docker.images.get(tag)
+                log.write(f"[runner] image {tag} (JupyterLab {spec.session.version}): reused\n")
+                return image
+            except ImageNotFound:
+                log.write(f"[runner] image {tag}: installing JupyterLab {spec.session.version} on top\n")
+            wheels = cache_dir() / "uv-docker"
+            ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []
+            repo, _, version = tag.partition(":")
+            with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
+                (Path(tmp) / "requirements.lock").write_text(lock)
+                (Path(tmp) / "jupyter.txt").write_text(requirement + "\n")
+                mounts = [
+                    _bind(tmp, "/build", True), _bind(wheels, "/uv-cache", False),
+                    _bind(uv_bin(), "/usr/local/bin/uv", True), *ca,
+                ]  # fmt: skip
+                env = {
+                    **tls_env_in_container(bool(spec.env.ca_bundle)),
+                    **uv_index_env(os.environ, spec.env.index_url),
+                    "UV_CACHE_DIR": "/uv-cache", "UV_LINK_MODE": "copy", "UV_NO_PROGRESS": "1",
+                }  # fmt: skip
+                changes = [
+                    f"ENV PATH={IMAGE_PATH}", "ENV VIRTUAL_ENV=/opt/env", "WORKDIR /code",
+                    f"LABEL {IMAGE_KIND}=env", f"LABEL {CONTAINER_KIND}=", f"LABEL runner.base={spec.env.image}",
+                ]  # fmt: skip
+                return self._build_step(
+                    spec, env_image.id, JUPYTER_SCRIPT, mounts, env, log, tag, {"repository": repo, "tag": version},
+                    changes,
+                )  # fmt: skip
 
     def _build(self, spec: RunSpec, lock: str, tag: str, log: Log) -> Any:
         """Install the lock with the shared wheel cache mounted; then, in a second container without that
@@ -460,6 +516,14 @@ class DockerBackend(Backend):
 
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
         plan = container_spec(spec, run_dir, prepared.env_id, env)
+        if spec.session is not None:  # JupyterLab instead of the command, on the host's 127.0.0.1 only
+            from runner import session
+
+            port, said = session.port_for(spec.session.port)
+            access = session.write(run_dir, port)
+            plan["command"] = session.command(spec.resources.idle_timeout)
+            plan["ports"] = {f"{session.PORT_IN_CONTAINER}/tcp": ["127.0.0.1", access["port"]]}
+            plan["said"] = said
         if spec.backend_config.network in (
             "host",
             "none",
@@ -479,9 +543,15 @@ class DockerBackend(Backend):
     def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
         from docker.errors import APIError, NotFound
 
-        kwargs = {k: v for k, v in plan.items() if k not in ("tracking", "secrets", "keep")}
+        kwargs = {k: v for k, v in plan.items() if k not in ("tracking", "secrets", "keep", "said")}
         kwargs["environment"] = {**kwargs["environment"], **env}
         secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
+        if "ports" in kwargs:  # a session: (address, port) pairs, and its token among the secrets
+            from runner import session
+
+            kwargs["ports"] = {k: tuple(v) for k, v in kwargs["ports"].items()}
+            access = session.read(run_dir) or {}
+            secrets[session.TOKEN_VARIABLE] = access["token"]
         kwargs = with_secrets(kwargs, run_dir, secrets)
         run_id = kwargs["labels"][RUN_LABEL]
         try:
@@ -507,14 +577,17 @@ class DockerBackend(Backend):
         return DockerHandle(run_id, found[0], run_dir, keep, started_secrets(run_dir))
 
 
-def started_secrets(run_dir: RunDir) -> list[str]:
+def started_secrets(run_dir: RunDir, names: list[str] | None = None) -> list[str]:
     """The secret values the run started with, to mask: read back from its secrets file (the shell of a later
-    owner may not have them), else from this environment by the plan's names."""
+    owner may not have them; `names`: the secrets among what it holds), else from this environment by the plan's
+    names."""
     try:
         lines = run_dir.secrets.read_text().splitlines()
         found = dict(
             shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines if "=" in line
         )
+        if names is not None:
+            found = {k: v for k, v in found.items() if k in names}
         return secret_values(found, found)
     except (OSError, ValueError):
         plan = json.loads(run_dir.plan.read_text()) if run_dir.plan.is_file() else {}

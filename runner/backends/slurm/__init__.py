@@ -45,10 +45,10 @@ def job_of(run_dir: RunDir) -> str | None:
         return None
 
 
-def archive_path(cfg: Any, project: str, tag: str) -> Path:
-    """The env image's file in the shared image cache."""
+def archive_path(cfg: Any, project: str, image_id: str) -> Path:
+    """The env image's file in the shared image cache, by the image's id (what a node's engine then has)."""
     folder = Path(cfg.image_cache).expanduser() if cfg.image_cache else cache_dir() / "image-archives"
-    return Path(project, folder) / f"{tag.replace(':', '-')}.tar"
+    return Path(project, folder) / f"{image_id.replace(':', '-')}.tar"
 
 
 class JobHandle(RunHandle):
@@ -124,7 +124,7 @@ class SlurmBackend(Backend):
         image cache, from which a node that lacks it loads it."""
         prepared: Prepared = self.docker.prepare(spec, lock, log)
         tag = prepared.tags["runner.image"]
-        archive = archive_path(spec.backend_config, spec.project_dir, tag)
+        archive = archive_path(spec.backend_config, spec.project_dir, prepared.env_id)
         if not archive.is_file():
             log.write(f"[runner] image {tag}: saving it to the shared image cache {archive.parent}\n")
             archive.parent.mkdir(parents=True, exist_ok=True)
@@ -172,15 +172,18 @@ class SlurmBackend(Backend):
         listing.write_text("".join(f"{d.root}\n" for d in run_dirs))
         output = folder / ("%A_%a.out" if len(run_dirs) > 1 else "%j.out")
         node = f"{shlex.quote(sys.executable)} -m runner.backends.slurm.node"
+        index = (
+            '"$SLURM_ARRAY_TASK_ID"' if len(run_dirs) > 1 else "single"
+        )  # never one inherited from elsewhere
         script = (
             "#!/bin/sh\n"
             "# The owner of this task's run (runner.backends.slurm.node) starts the run's container here and\n"
             "# records the run until it ends; scancel and the time limit reach it as SIGTERM. This shell waits for\n"
             "# it, then removes the container if the owner could not (it was killed).\n"
             "trap '' TERM\n"
-            f"{node} {shlex.quote(str(listing))}\n"
+            f"{node} {shlex.quote(str(listing))} {index}\n"
             "code=$?\n"
-            f"{node} --leftovers {shlex.quote(str(listing))}\n"
+            f"{node} --leftovers {shlex.quote(str(listing))} {index}\n"
             "exit $code\n"
         )
         opts = [*plans[0]["sbatch"], f"--job-name={plans[0]['name']}", f"--output={output}", "--export=ALL"]
@@ -206,9 +209,14 @@ class SlurmBackend(Backend):
         return None if job is None else JobHandle(run_id, job, run_dir)
 
     def cancel(self, run_dir: RunDir) -> None:
+        """A queued job is cancelled; a running one is its owner's to stop (it records the run, and scancel would
+        give it only SLURM's KillWait to do so)."""
         job = job_of(run_dir)
-        if job is not None:
-            with contextlib.suppress(RunnerError):
+        if job is None:
+            return
+        with contextlib.suppress(RunnerError):
+            found = jobs.state(job)
+            if found is not None and found.state == "PENDING":
                 jobs.cancel(job)
 
 

@@ -19,7 +19,7 @@ class SlurmConfig:
     engine: str = "docker"  # the nodes' container engine: docker, or podman where users have no Docker daemon
     network: str = "host"  # as cluster container runtimes do: the node's network (the team's tracking server)
     image_cache: str | None = (
-        None  # a folder every node reads (shared filesystem); null: ~/.cache/runner/images
+        None  # a folder every node reads (shared filesystem); null: ~/.cache/runner/image-archives
     )
     keep_container: bool = False
 

@@ -23,9 +23,9 @@ from runner.shim import Scrubber
 LOG_OFFSET = "container.log.bytes"  # how much of the container's output is already in run.log
 
 
-def run_options(kwargs: dict[str, Any], engine: str, env_file: Path) -> list[str]:
-    """`containers.run` keyword arguments (the Docker backend's container_spec) as `ENGINE run` options; the
-    environment goes in `env_file` (see write_env_file), never on a command line."""
+def run_options(kwargs: dict[str, Any], engine: str) -> list[str]:
+    """`containers.run` keyword arguments (the Docker backend's container_spec) as `ENGINE run` options. The
+    environment is not among them: it reaches the container in a file the command sources (node.NodeBackend)."""
     opts = [
         "--detach",
         "--name",
@@ -35,12 +35,19 @@ def run_options(kwargs: dict[str, Any], engine: str, env_file: Path) -> list[str
         "--workdir",
         kwargs["working_dir"],
     ]
+    if engine == "podman" and os.getuid() != 0:
+        opts.append(
+            "--userns=keep-id"
+        )  # rootless: the user's own UID inside, so the run's folders are its own
     for key, value in kwargs["labels"].items():
         opts += ["--label", f"{key}={value}"]
     for mount in kwargs["mounts"]:
+        if "," in mount["Source"] + mount["Target"]:
+            raise RunnerError(
+                f"{engine} cannot mount a path holding a comma: {mount['Source']} -> {mount['Target']}"
+            )
         spec = f"type=bind,source={mount['Source']},target={mount['Target']}"
         opts += ["--mount", spec + (",readonly" if mount.get("ReadOnly") else "")]
-    opts += ["--env-file", str(env_file)]
     opts += ["--network", kwargs["network_mode"]]
     if kwargs.get("init"):
         opts.append("--init")
@@ -57,14 +64,17 @@ def run_options(kwargs: dict[str, Any], engine: str, env_file: Path) -> list[str
     if kwargs.get("mem_limit"):
         opts += ["--memory", str(kwargs["mem_limit"]), "--memory-swap", str(kwargs["memswap_limit"])]
     if kwargs.get("device_requests"):
-        # The GPUs SLURM gave the job (it sets CUDA_VISIBLE_DEVICES to them on the node), and no other.
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+        # The GPUs SLURM gave the job, by their node-wide ids (CUDA_VISIBLE_DEVICES counts from 0 within the job).
+        given = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS")
+        if not given:
+            raise RunnerError(
+                "env.gpu=true, but SLURM gave this job no GPU (no SLURM_JOB_GPUS): ask with resources.gpus"
+            )
         if engine == "podman":  # Podman names GPUs through CDI (nvidia-ctk cdi generate)
-            ids = visible.split(",") if visible != "all" else ["all"]
-            for gpu in ids:
+            for gpu in given.split(","):
                 opts += ["--device", f"nvidia.com/gpu={gpu}"]
         else:
-            opts += ["--gpus", "all" if visible == "all" else f'"device={visible}"']
+            opts += ["--gpus", f'"device={given}"']
     return [*opts, kwargs["image"], *kwargs["command"]]
 
 
@@ -78,6 +88,8 @@ def engine_call(engine: str, *args: str, timeout: float | None = 120) -> str:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
+    except subprocess.TimeoutExpired:
+        raise RunnerError(f"{engine} {args[0]} did not answer within {timeout:g} s") from None
     except FileNotFoundError:
         raise RunnerError(
             f"No '{engine}' on this node's PATH: install it there, or set backend.engine"
@@ -86,18 +98,6 @@ def engine_call(engine: str, *args: str, timeout: float | None = 120) -> str:
         said = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
         raise RunnerError(f"{engine} {args[0]}: {said}")
     return proc.stdout
-
-
-def write_env_file(path: Path, environment: dict[str, str]) -> None:
-    """The container's environment as the engines' `--env-file` reads it (owner-only; one NAME=VALUE a line)."""
-    for name, value in environment.items():
-        if "\n" in value or "\n" in name or "=" in name:
-            raise RunnerError(
-                f"env.variables: {name} holds a line break (or '='), which a container's env file cannot carry"
-            )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.writelines(f"{name}={value}\n" for name, value in environment.items())
 
 
 def has_container(engine: str, container: str) -> bool:

@@ -58,12 +58,12 @@ def said(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def time_limit(config_time: str | None, timeout: int | None) -> str | None:
-    """SLURM's time limit: the config's, else the run's own timeout (which the owner enforces itself) rounded up to
-    whole minutes plus two, so that the owner stops the run first and has time to record it."""
+    """SLURM's time limit: the config's, else the run's own timeout (which the owner enforces from the container's
+    start) rounded up to whole minutes plus five: room to load the image first, and to record after."""
     if config_time:
         return str(config_time)
     if timeout:
-        return str(math.ceil(timeout / 60) + 2)
+        return str(math.ceil(timeout / 60) + 5)
     return None
 
 
@@ -117,7 +117,7 @@ def submit(opts: list[str], script: str, tasks: int, parallel: int | None, cwd: 
 def state(job: str) -> JobState | None:
     """How the job stands: SLURM's accounting first (it keeps ended jobs), then the controller (which forgets
     them after MinJobAge); None when neither knows the job."""
-    proc = _call("sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason")
+    proc = _call("sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", timeout=15)
     if proc.returncode == 0:
         for line in proc.stdout.splitlines():
             fields = line.split("|")
@@ -127,7 +127,7 @@ def state(job: str) -> JobState | None:
 
 
 def controller_state(job: str) -> JobState | None:
-    proc = _call("scontrol", "show", "job", "-o", job)
+    proc = _call("scontrol", "show", "job", "-o", job, timeout=15)
     if proc.returncode != 0:
         if "invalid job id" in (proc.stderr + proc.stdout).lower():
             return None

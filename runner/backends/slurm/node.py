@@ -12,6 +12,7 @@ SLURM has ended (a node failure) ends its run with SLURM's reason.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from runner.backends.slurm import SlurmBackend, engine, jobs
 from runner.errors import RunnerError
 from runner.shim import secret_values
 
-CONTAINER_ENV = "container.env"  # the container's environment, for the engine's --env-file: gone once started
+VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 WATCH_EVERY = 10.0  # seconds between asking the controller how the job stands
 
 
@@ -79,26 +80,29 @@ class NodeBackend(SlurmBackend):
                 RunTag("runner.node", os.uname().nodename),
             ],
         )
+        run_id = self.run_id_of(kwargs)
         secrets = {n: os.environ[n] for n in plan["secrets"] if n in os.environ}
-        kwargs = with_secrets({**kwargs, "environment": {**kwargs["environment"], **env}}, run_dir, secrets)
-        env_file = run_dir / CONTAINER_ENV
-        engine.write_env_file(env_file, kwargs["environment"])
+        # Every variable in the owner-only file the command sources (as secrets are for Docker runs): never on a
+        # command line, and read by `sh` as written, whatever quotes a value holds (engines' env files differ).
+        environment = {**kwargs["environment"], **env, **secrets}
+        odd = [n for n in environment if not VARIABLE.fullmatch(n)]
+        if odd:
+            raise RunnerError(f"env.variables: '{odd[0]}' is not a variable name (letters, digits, _)")
+        kwargs = with_secrets({**kwargs, "environment": {}}, run_dir, environment)
         try:
-            container = engine.engine_call(name, "run", *engine.run_options(kwargs, name, env_file)).strip()
+            container = engine.engine_call(name, "run", *engine.run_options(kwargs, name)).strip()
         except RunnerError as exc:  # created but not started: nothing of it may stay
             engine.remove(name, kwargs["name"])
             run_dir.secrets.unlink(missing_ok=True)
             raise RunnerError(f"{name} could not start the run: {exc}") from exc
-        finally:
-            env_file.unlink(missing_ok=True)
         handle = engine.EngineHandle(
-            self.run_id_of(kwargs), name, container, run_dir, plan["keep"], secret_values(secrets, secrets)
+            run_id, name, container, run_dir, plan["keep"], secret_values(secrets, secrets)
         )
         return NodeHandle(handle, self.job)
 
     @staticmethod
     def run_id_of(kwargs: dict[str, Any]) -> str:
-        return str(kwargs["environment"]["MLFLOW_RUN_ID"])
+        return str(kwargs["labels"]["runner.run_id"])
 
     def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         import json
@@ -109,7 +113,9 @@ class NodeBackend(SlurmBackend):
         name, container = plan["engine"], plan["container"]["name"]
         if not engine.has_container(name, container):
             return None
-        handle = engine.EngineHandle(run_id, name, container, run_dir, plan["keep"], started_secrets(run_dir))
+        values = {n: os.environ[n] for n in plan["secrets"] if n in os.environ}
+        masked = secret_values(values, values) if values else started_secrets(run_dir, plan["secrets"])
+        handle = engine.EngineHandle(run_id, name, container, run_dir, plan["keep"], masked)
         return NodeHandle(handle, self.job)
 
 
@@ -128,12 +134,11 @@ def main(argv: list[str]) -> int:
     from runner import owner
 
     clean = argv[0] == "--leftovers"
-    listing = Path(argv[-1]).read_text().splitlines()
-    run_dir = RunDir(Path(listing[int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)]))
+    listing, index = Path(argv[-2]).read_text().splitlines(), argv[-1]  # index: the array task's, or "single"
+    run_dir = RunDir(Path(listing[0 if index == "single" else int(index)]))
     if clean:
         return leftovers(run_dir)
-    array = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+    job = os.environ["SLURM_JOB_ID"] if index == "single" else f"{os.environ['SLURM_ARRAY_JOB_ID']}_{index}"
     deadline = time.monotonic() + 60
     lock_fd = owner.try_claim(run_dir)
     while lock_fd is None and time.monotonic() < deadline:  # a login node's runner settling it lets go soon
