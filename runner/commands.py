@@ -75,7 +75,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     rows = []
     for run in _runs(store_uri(project), args.experiment, args.limit):
         row = _row(run)
-        row["url"] = _session_url(project, run) if "runner.session.url" in run.data.tags else None
+        row["url"] = _session_url(project, run)
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -141,6 +141,7 @@ def cmd_notebook_pull(args: argparse.Namespace) -> int:
     """Copy what a session (or any run) wrote in its working directory back into the project; a project file
     changed since the session started is left alone, and named."""
     from runner import owner, session
+    from runner.shim import write_json
     from runner.tracking import CODE_MANIFEST
 
     project = _project()
@@ -152,16 +153,27 @@ def cmd_notebook_pull(args: argparse.Namespace) -> int:
             f"Run {run_dir.root.name} has no working directory here any more: its files are the run's workdir/ "
             f"artifacts (runner ui, or mlflow artifacts download -r {run_dir.root.name} -a workdir)."
         )
-    copied, refused = session.pull(run_dir.code, manifest, project, float(state.get("created", 0)))
+    ledger_path = (
+        run_dir / "pulled.json"
+    )  # what earlier pulls copied: theirs to replace, not the user's edits
+    ledger = owner.read_json(ledger_path) or {}
+    copied, refused = session.pull(run_dir.code, manifest, project, float(state.get("created", 0)), ledger)
+    write_json(ledger_path, ledger)
     for rel in copied:
-        print(f"pulled {rel}")
+        print(f"pulled {printable(rel)}")
     for rel in refused:
         print(
-            f"kept   {rel}: the project's copy changed after the session started (copy it by hand to replace it)"
+            f"kept   {printable(rel)}: the project's copy changed after the session started, or the file is not one "
+            "to copy (a link on the way, over the size limit): copy it by hand to replace it"
         )
     if not copied and not refused:
         print(f"Nothing to pull: run {run_dir.root.name} wrote nothing in its working directory.")
     return 1 if refused else 0
+
+
+def printable(name: str) -> str:
+    """A name a run chose, safe to print on a terminal (no escape sequences)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -12,10 +12,12 @@ activity, no busy kernel and no open connection for the timeout: the ending is r
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
+import stat
 import time
-import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +38,8 @@ def command(idle_timeout: int) -> list[str]:
         "--ServerApp.root_dir=/code",
         "--allow-root",  # the container runs as the invoking user: root where root started it
         "--ServerApp.allow_remote_access=True",  # requests arrive from the engine's gateway; the token still holds
-        f"--ServerApp.shutdown_no_activity_timeout={idle_timeout}",
+        # Its own shutdown, a little later than the owner's (which checks more often): the record says `idle`.
+        f"--ServerApp.shutdown_no_activity_timeout={idle_timeout + 2 * int(CHECK_EVERY)}",
         f"--MappingKernelManager.cull_idle_timeout={idle_timeout}",
         f"--MappingKernelManager.cull_interval={interval}",
         "--MappingKernelManager.cull_connected=False",
@@ -85,7 +88,7 @@ def answers(access: dict[str, Any]) -> bool:
     try:
         ask(access, "/api/status", timeout=2)
         return True
-    except (OSError, ValueError, urllib.error.URLError):
+    except Exception:  # not up yet (or never): whoever asks decides how long to wait
         return False
 
 
@@ -95,51 +98,89 @@ def idle_reason(access: dict[str, Any], idle_timeout: int) -> str | None:
     try:
         status = ask(access, "/api/status")
         kernels = ask(access, "/api/kernels?no_track_activity=1")  # asking is not using
-    except (OSError, ValueError, urllib.error.URLError):
+        busy = any(isinstance(k, dict) and k.get("execution_state") == "busy" for k in kernels)
+        if status.get("connections") or busy:
+            return None
+        last = datetime.fromisoformat(str(status["last_activity"]).replace("Z", "+00:00")).timestamp()
+    except Exception:  # a server starting, busy or half gone: it is not known to be idle
         return None
-    if status.get("connections") or any(k.get("execution_state") == "busy" for k in kernels):
-        return None
-    last = datetime.fromisoformat(str(status["last_activity"]).replace("Z", "+00:00")).timestamp()
     if time.time() - last < idle_timeout:
         return None
     return f"idle: no activity for {idle_timeout} s"
 
 
 def pull(
-    code: Path, manifest: dict[str, list[int]], project: Path, since: float
+    code: Path, manifest: dict[str, list[int]], project: Path, since: float, ledger: dict[str, str]
 ) -> tuple[list[str], list[str]]:
     """Copy what the session wrote in its working directory (what differs from `manifest`, the copy as staged)
-    into the project. A project file changed after `since` (the session's start) is newer than the session's
-    view of it: left alone. Returns (copied, refused), relative paths."""
-    import shutil
+    into the project; `ledger` (path -> sha256 of what an earlier pull copied) is updated. A project file changed
+    after `since` (the session's start), other than by a pull, is newer than the session's view of it: left alone.
+    The run wrote these files and is untrusted: only regular files (never through a link, on either side), never
+    into a hidden folder (.git, .runner, a .venv: code the host runs) nor a folder the runner never stages, as
+    plain 0644 files, within the workdir limits. Returns (copied, refused), relative paths."""
+    from runner.project import EXCLUDED
+    from runner.tracking import WORKDIR_LIMIT
 
-    copied, refused = [], []
-    for path in sorted(code.rglob("*")):
-        rel = path.relative_to(code).as_posix()
-        if (
-            path.is_symlink()
-            or not path.is_file()
-            or rel.startswith(".ipynb_checkpoints/")
-            or "/.ipynb_checkpoints/" in rel
-        ):
-            continue
-        info = path.stat()
-        if manifest.get(rel) == [info.st_size, info.st_mtime_ns]:
-            continue  # as staged: the session did not write it
-        target = project / rel
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            refused.append(rel)
-            continue
-        if target.is_file():
-            if target.read_bytes() == path.read_bytes():
+    copied: list[str] = []
+    refused: list[str] = []
+    total = 0
+    real_project = os.path.realpath(project)
+    for folder, dirs, files in os.walk(code):  # os.walk never follows links to folders
+        rel_folder = os.path.relpath(folder, code)
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".") and os.path.normpath(os.path.join(rel_folder, d)) not in EXCLUDED
+        )  # fmt: skip
+        for name in sorted(files):
+            rel = os.path.normpath(os.path.join(rel_folder, name))
+            if name.startswith(".") or len(copied) >= WORKDIR_LIMIT[0]:
                 continue
-            if target.stat().st_mtime > since:
+            try:
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:  # a link, or gone
+                continue
+            with os.fdopen(fd, "rb") as source:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or manifest.get(rel) == [info.st_size, info.st_mtime_ns]:
+                    continue  # not a plain file, or as staged: the session did not write it
+                if total + info.st_size > WORKDIR_LIMIT[1]:
+                    refused.append(rel)
+                    continue
+                content = source.read()
+            total += len(content)
+            target = Path(real_project, rel)
+            parent = os.path.dirname(target)
+            if not _plain_folder(parent, real_project):  # a link on the way: not ours to follow
                 refused.append(rel)
                 continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
-        copied.append(rel)
+            digest = hashlib.sha256(content).hexdigest()
+            if os.path.lexists(target):
+                if target.is_symlink() or not target.is_file():
+                    refused.append(rel)
+                    continue
+                mine = hashlib.sha256(target.read_bytes()).hexdigest()
+                if mine == digest:
+                    continue
+                if target.stat().st_mtime > since and ledger.get(rel) != mine:
+                    refused.append(rel)
+                    continue
+            os.makedirs(parent, exist_ok=True)
+            temporary = Path(parent, f".{name}.pull-{os.getpid()}")
+            with open(
+                os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb"
+            ) as out:
+                out.write(content)
+            os.replace(temporary, target)
+            ledger[rel] = digest
+            copied.append(rel)
     return copied, refused
+
+
+def _plain_folder(path: str, root: str) -> bool:
+    """True when `path` is `root` or under it with no link on the way (the part that exists yet)."""
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return os.path.realpath(path) == path and (path == root or path.startswith(root + os.sep))
 
 
 def token() -> str:

@@ -37,7 +37,7 @@ class RunDir:
         "code", "output", "harness", "run.log", "spool", "spool.ingested", "state.json", "plan.json", "started",
         "stop", "settled.json", "ended.json", "owner.lock", "owner.json", "owner.log", "endpoint.json",
         "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes", "secrets.env",
-        "code.manifest.json", "job.json", "container.env",
+        "code.manifest.json", "job.json", "session.json", "pulled.json",
     )  # fmt: skip
 
     @property

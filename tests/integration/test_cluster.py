@@ -35,8 +35,9 @@ def sbatch(env: dict[str, str], cwd: Path, *args: str) -> str:
     return out.stdout.strip().split(";")[0]
 
 
-def ended(env: dict[str, str], job: str, timeout: float = 120) -> list[tuple[str, str, str]]:
-    """(job id, state, exit code) of the job (and its array tasks) from SLURM's accounting, once all ended."""
+def ended(env: dict[str, str], job: str, timeout: float = 120, tasks: int = 1) -> list[tuple[str, str, str]]:
+    """(job id, state, exit code) of the job (or its `tasks` array tasks) from SLURM's accounting, once all ended
+    (an array task still queued may not be listed yet)."""
     deadline = time.time() + timeout
     while True:
         out = subprocess.run(
@@ -47,7 +48,9 @@ def ended(env: dict[str, str], job: str, timeout: float = 120) -> list[tuple[str
             check=True,
         ).stdout
         rows = [tuple(line.split("|")) for line in out.splitlines() if line]
-        done = rows and all(r[1] not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING") for r in rows)
+        done = len(rows) >= tasks and all(
+            r[1] not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING") for r in rows
+        )
         if done or time.time() > deadline:
             return rows  # type: ignore[return-value]
         time.sleep(0.5)
@@ -89,7 +92,7 @@ def test_an_array_keeps_to_its_throttle(slurm: dict[str, str], tmp_path: Path) -
         'date +%s.%N > "t-$SLURM_ARRAY_TASK_ID.start"; sleep 2; date +%s.%N > "t-$SLURM_ARRAY_TASK_ID.end"'
     )
     job = sbatch(slurm, tmp_path, "--array=0-3%2", "-c", "1", "--wrap", script)
-    rows = ended(slurm, job)
+    rows = ended(slurm, job, tasks=4)
     assert sorted(r[1] for r in rows) == ["COMPLETED"] * 4
     spans = [
         (float((tmp_path / f"t-{i}.start").read_text()), float((tmp_path / f"t-{i}.end").read_text()))

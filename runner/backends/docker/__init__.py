@@ -51,6 +51,10 @@ export PATH=/opt/env/bin:$PATH VIRTUAL_ENV=/opt/env
 # JupyterLab on top of an env image (mode=jupyter): the env's packages stay at their locked versions.
 JUPYTER_SCRIPT = """set -eu
 uv pip install --python /opt/env/bin/python --constraint /build/requirements.lock -r /build/jupyter.txt
+mkdir -p /opt/env/share/jupyter/lab/settings
+cat > /opt/env/share/jupyter/lab/settings/overrides.json <<'EOF'
+{"@jupyterlab/apputils-extension:notification": {"checkForUpdates": false, "fetchNews": "false"}}
+EOF
 """
 IMAGE_PATH = "/opt/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -550,18 +554,45 @@ class DockerBackend(Backend):
             from runner import session
 
             kwargs["ports"] = {k: tuple(v) for k, v in kwargs["ports"].items()}
-            access = session.read(run_dir) or {}
+            access = session.read(run_dir)
+            if access is None:
+                raise RunnerError(
+                    f"the session's access file {run_dir / session.SESSION} is gone: start it again"
+                )
             secrets[session.TOKEN_VARIABLE] = access["token"]
         kwargs = with_secrets(kwargs, run_dir, secrets)
         run_id = kwargs["labels"][RUN_LABEL]
-        try:
-            container = self.docker.containers.run(**kwargs)
-        except APIError as exc:  # created but not started: nothing of it may stay
-            with contextlib.suppress(NotFound, APIError):
-                self.docker.api.remove_container(kwargs["name"], force=True)
-            run_dir.secrets.unlink(missing_ok=True)
-            raise RunnerError(f"Docker could not start the run: {exc.explanation or exc}") from exc
+        for attempt in range(3):
+            try:
+                container = self.docker.containers.run(**kwargs)
+                break
+            except APIError as exc:  # created but not started: nothing of it may stay
+                with contextlib.suppress(NotFound, APIError):
+                    self.docker.api.remove_container(kwargs["name"], force=True)
+                said = str(exc.explanation or exc)
+                if "ports" in kwargs and attempt < 2 and ("already allocated" in said or "in use" in said):
+                    kwargs["ports"] = self._another_port(
+                        run_dir, kwargs["ports"]
+                    )  # taken since it was chosen
+                    continue
+                run_dir.secrets.unlink(missing_ok=True)
+                raise RunnerError(f"Docker could not start the run: {said}") from exc
         return DockerHandle(run_id, container, run_dir, plan["keep"], secret_values(secrets, secrets))
+
+    @staticmethod
+    def _another_port(run_dir: RunDir, ports: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+        """A session's port taken between its choice and the container's start: the next free one, said in the
+        log and kept in the session's file (where the terminal's runner reads the address)."""
+        from runner import session
+        from runner.shim import write_json
+
+        ((inside, (address, taken)),) = ports.items()
+        port, _ = session.port_for(taken)
+        access = session.read(run_dir) or {}
+        write_json(run_dir / session.SESSION, {**access, "port": port}, private=True)
+        with open(run_dir.log, "a", encoding="utf-8") as log:
+            log.write(f"[runner] port {taken} was taken meanwhile: JupyterLab gets port {port}\n")
+        return {inside: (address, port)}
 
     def gc(self) -> str:
         """Remove the runner's own stopped containers and the env images no container uses; say how much
