@@ -149,6 +149,7 @@ def test_a_sweep_is_one_job_array_under_one_parent_with_its_throttle(
     while client.get_run(parent.info.run_id).info.status == "RUNNING" and time.time() < deadline:
         time.sleep(1)
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    ended(env, array, tasks=4)  # every task in SLURM's accounting, with its end
     rows = subprocess.run(
         ["sacct", "-j", array, "-X", "-n", "-P", "-o", "JobID,Start,End"], env={**env, "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, check=True,
