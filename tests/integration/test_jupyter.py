@@ -150,6 +150,10 @@ def test_a_session_works_on_its_data_records_to_its_run_and_stops_itself_when_id
     client = MlflowClient(store(dproject))
     kept = {a.path for a in client.list_artifacts(run_id, "workdir")}
     assert "workdir/analysis.ipynb" in kept and "workdir/notes.txt" in kept
+    packages = Path(
+        client.download_artifacts(run_id, "session-packages.txt", str(tmp_path / "pk"))
+    ).read_text()
+    assert "jupyterlab==4.6.6" in packages  # what the session's image holds besides the lock, recorded
     out = Path(client.download_artifacts(run_id, "output/x", str(tmp_path / "dl"))).read_text()
     assert out == "written in a cell"
 

@@ -27,6 +27,7 @@ from runner.environment import cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
 from runner.shim import Scrubber, secret_values
 from runner.spec import RunSpec
+from runner.tracking import RECORD
 
 ENV_REPO = "runner-env"
 # Labels. Images and containers use different keys because a container inherits its image's labels: a
@@ -55,7 +56,9 @@ mkdir -p /opt/env/share/jupyter/lab/settings
 cat > /opt/env/share/jupyter/lab/settings/overrides.json <<'EOF'
 {"@jupyterlab/apputils-extension:notification": {"checkForUpdates": false, "fetchNews": "false"}}
 EOF
+uv pip freeze --python /opt/env/bin/python > /opt/env/session-packages.txt
 """
+SESSION_PACKAGES = "/opt/env/session-packages.txt"  # what a session's image holds: its record's package list
 IMAGE_PATH = "/opt/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -424,6 +427,17 @@ class DockerBackend(Backend):
                     changes,
                 )  # fmt: skip
 
+    def session_packages(self, image_id: str) -> str:
+        """`uv pip freeze` of a session's image, as its build wrote it (read once per image)."""
+        kept = cache_dir() / "probes" / f"session-packages-{image_id.replace(':', '_')}.txt"
+        if not kept.is_file():
+            out = self.docker.containers.run(
+                image_id, ["cat", SESSION_PACKAGES], remove=True, network_mode="none"
+            )
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_bytes(out)
+        return kept.read_text()
+
     def _build(self, spec: RunSpec, lock: str, tag: str, log: Log) -> Any:
         """Install the lock with the shared wheel cache mounted; then, in a second container without that
         cache, the config's `env.setup` commands (a user's command must not be able to change the cache
@@ -528,6 +542,8 @@ class DockerBackend(Backend):
             plan["command"] = session.command(spec.resources.idle_timeout)
             plan["ports"] = {f"{session.PORT_IN_CONTAINER}/tcp": ["127.0.0.1", access["port"]]}
             plan["said"] = said
+            # JupyterLab and what it brought are in the session's image beside the lock: the record names them too.
+            (run_dir / RECORD / "session-packages.txt").write_text(self.session_packages(prepared.env_id))
         if spec.backend_config.network in (
             "host",
             "none",
