@@ -316,6 +316,10 @@ def validate(cfg: DictConfig, *, backends: tuple[str, ...] = BACKENDS) -> None:
         )
     if not 0 < cfg.jupyter.port < 65536:
         raise ConfigError(f"jupyter.port: {cfg.jupyter.port} is not a port (1-65535).")
+    if not re.fullmatch(r"[0-9][0-9A-Za-z.+!]*", str(cfg.jupyter.version)):  # it becomes a requirement line
+        raise ConfigError(
+            f"jupyter.version: {str(cfg.jupyter.version)!r} is not a version (a release number such as 4.6.6)."
+        )
     if not 0 < cfg.train.epochs < math.inf:
         raise ConfigError(f"train.epochs: {cfg.train.epochs} must be a positive number.")
     if cfg.sweep.parallel is not None and cfg.sweep.parallel < 1:

@@ -207,6 +207,11 @@ def test_jupyter_failing_to_start_fails_the_run_with_its_log(project: Path) -> N
             ["mode=jupyter", "backend=local"],
             "mode=jupyter runs JupyterLab in a container: use backend=docker",
         ),
+        # It becomes a requirement line: another index or a local path must not ride in on it.
+        (
+            ["mode=jupyter", "jupyter.version='4.6.6 --index-url=http://evil.example'"],
+            "jupyter.version: '4.6.6 --",
+        ),
     ],
 )
 def test_bad_session_input_is_one_line_and_no_run(project: Path, args: list[str], said: str) -> None:

@@ -288,6 +288,11 @@ def test_podman_on_the_node_runs_the_same_container(cluster_project: Path, env: 
         (["backend.account=ghost"], "Invalid account or account/partition combination"),
         (["env.gpu=true", "resources.gpus=2"], "Invalid generic resource (gres) specification"),
         (["backend.engine=singularity"], "backend.engine: 'singularity' is not one of docker, podman"),
+        (
+            ['backend.sbatch_options=["--output=/etc/cron.d/x"]'],
+            "'--output=/etc/cron.d/x' is not an option the runner",
+        ),
+        (['backend.sbatch_options=["--wrap=sh evil.sh"]'], "'--wrap=sh evil.sh' is not an option the runner"),
     ],
 )
 def test_what_slurm_refuses_is_one_line_before_any_run(

@@ -100,9 +100,10 @@ def engine_call(engine: str, *args: str, timeout: float | None = 120) -> str:
     return proc.stdout
 
 
-def has_container(engine: str, container: str) -> bool:
+def has(engine: str, kind: str, name: str) -> bool:
+    """Whether the engine has the `kind` ("container" or "image") called `name`."""
     try:
-        engine_call(engine, "container", "inspect", "--format", "{{.Id}}", container, timeout=60)
+        engine_call(engine, kind, "inspect", "--format", "{{.Id}}", name, timeout=60)
         return True
     except RunnerError:
         return False
@@ -111,14 +112,6 @@ def has_container(engine: str, container: str) -> bool:
 def remove(engine: str, container: str) -> None:
     with contextlib.suppress(RunnerError):
         engine_call(engine, "rm", "--force", container)
-
-
-def has_image(engine: str, image: str) -> bool:
-    try:
-        engine_call(engine, "image", "inspect", "--format", "{{.Id}}", image, timeout=60)
-        return True
-    except RunnerError:
-        return False
 
 
 class EngineHandle(RunHandle):
@@ -220,7 +213,7 @@ class EngineHandle(RunHandle):
 def load_image(engine: str, image: str, archive: Path) -> bool:
     """Make sure the node's engine has `image`; load it from the shared cache's `archive` if not. True when it
     was loaded."""
-    if has_image(engine, image):
+    if has(engine, "image", image):
         return False
     if not archive.is_file():
         raise RunnerError(
@@ -228,6 +221,6 @@ def load_image(engine: str, image: str, archive: Path) -> bool:
             "backend.image_cache on a filesystem every node mounts?"
         )
     engine_call(engine, "load", "--input", str(archive), timeout=1800)
-    if not has_image(engine, image):
+    if not has(engine, "image", image):
         raise RunnerError(f"{engine} load of {archive} did not give image {image}")
     return True

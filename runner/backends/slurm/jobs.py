@@ -19,6 +19,11 @@ ACTIVE = {
     "CONFIGURING", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT",
 }  # fmt: skip
 TIMEOUT_REASON = "timeout: the job's time limit"
+# sbatch options the runner sets itself: the job's script, where it runs and writes, what it exports, its array.
+OWN_OPTIONS = (
+    "--wrap", "--array", "-a", "--output", "-o", "--error", "-e", "--chdir", "-D", "--export", "--job-name", "-J",
+    "--parsable", "--requeue", "--no-requeue", "--test-only", "--uid", "--gid", "--get-user-env",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,14 @@ def options(cfg: Any, cpus: float | None, memory_bytes: int | None, gpus: Any, g
     if gpu:
         count = len(gpus) if isinstance(gpus, tuple) else (gpus or 1)
         opts.append(f"--gres=gpu:{count}")
+    for option in cfg.sbatch_options:
+        flag = str(option).split("=", 1)[0]
+        flag = flag if flag.startswith("--") else flag[:2]  # -o/x is -o
+        if not flag.startswith("-") or flag in OWN_OPTIONS:
+            raise ConfigError(
+                f"backend.sbatch_options: '{option}' is not an option the runner passes on: it sets "
+                f"{', '.join(OWN_OPTIONS)} itself, and takes options only (--name=value)."
+            )
     return [*opts, *(str(o) for o in cfg.sbatch_options)]
 
 

@@ -111,7 +111,7 @@ class NodeBackend(SlurmBackend):
 
         plan = json.loads(run_dir.plan.read_text())
         name, container = plan["engine"], plan["container"]["name"]
-        if not engine.has_container(name, container):
+        if not engine.has(name, "container", container):
             return None
         values = {n: os.environ[n] for n in plan["secrets"] if n in os.environ}
         masked = secret_values(values, values) if values else started_secrets(run_dir, plan["secrets"])
