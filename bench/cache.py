@@ -18,7 +18,7 @@ from common import ROOT, Figure, last_run, make_project, runner, spread, timed
 
 sys.path.insert(0, str(ROOT))
 
-from runner.environment import Target, resolve_lock, uv_bin
+from runner.environment.lock import Target, resolve_lock, uv_bin
 
 FULL = ["tensorflow-cpu>=2.16,<3", "keras>=3,<4"]
 QUICK = ["six", "idna"]

@@ -20,7 +20,7 @@ import time
 from common import Figure, clean_env, make_project, runner, spread, timed
 
 WRITER = """import sys
-from runner.spool import Spool
+from runner.harness.spool import Spool
 spool = Spool()
 for i in range(int(sys.argv[1])):
     spool.log_metrics({"x": float(i)}, step=i)

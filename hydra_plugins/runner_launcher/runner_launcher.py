@@ -1,6 +1,6 @@
 """Hydra launcher plugin `hydra/launcher=runner`: sweep members as parallel runs, one slot each.
 
-Thin on purpose (Hydra's plugin shape): the work is in `runner.sweep_launch`, imported when a sweep starts.
+Thin on purpose (Hydra's plugin shape): the work is in `runner.launch.sweep`, imported when a sweep starts.
 """
 
 from collections.abc import Sequence
@@ -37,7 +37,7 @@ class RunnerLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.errors import RunnerError
-        from runner.sweep_launch import launch
+        from runner.launch.sweep import launch
 
         try:
             return launch(self, job_overrides, initial_job_idx)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner.spec import RunSpec
+from runner.compose.spec import RunSpec
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 
@@ -71,7 +71,7 @@ class RunDir:
         return self.harness / "config.yaml"
 
     @property
-    def spool(self) -> Path:  # what the harness logs, for the owner to record (see runner.spool)
+    def spool(self) -> Path:  # what the harness logs, for the owner to record (see runner.harness.spool)
         return self.root / "spool"
 
     def __truediv__(self, name: str) -> Path:  # the owner's files: state.json, plan.json, ended.json, ...

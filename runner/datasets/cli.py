@@ -9,7 +9,7 @@ from runner.datasets.errors import DatasetError
 
 
 def _project() -> Path:
-    from runner.compose import find_project_dir
+    from runner.compose.load import find_project_dir
 
     return find_project_dir()
 

@@ -8,15 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from runner.datasets.errors import DatasetError
-from runner.tracking import get_run
+from runner.tracking.record import get_run
+from runner.tracking.store import store_uri
 
 
 @contextmanager
 def run_output(project: Path, run_id: str) -> Iterator[Path]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
-    from runner.commands import store_uri
 
     uri = store_uri(project)
     client = MlflowClient(uri)

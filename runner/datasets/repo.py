@@ -21,7 +21,7 @@ COMMITTED = (DVC_FILE, ".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvcigno
 
 def default_remote_url() -> Path:
     """The local directory remote set up when a project has none (any DVC remote works instead)."""
-    from runner.environment import cache_dir
+    from runner.environment.lock import cache_dir
 
     return cache_dir() / "dvc-remote"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.batches import feed
+from runner.harness.batches import feed
 from runner.vqa.accuracy import summarize
 from runner.vqa.loader import VqaData
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import runner
-from runner.shim import alive
+from runner.harness.shim import alive
 from tests.conftest import run_cli
 
 NOBODY = 65534
@@ -137,7 +137,7 @@ def test_the_client_imports_no_mlflow_and_the_command_keeps_its_terminal(project
     proc = cli(project, folder, "ls", "--json", PYTHONPROFILEIMPORTTIME="1")
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    assert "runner.agent" in imported
+    assert "runner.agent.client" in imported
     heavy = {
         m for m in imported if m.split(".")[0] in ("mlflow", "hydra", "docker", "omegaconf", "sqlalchemy")
     }

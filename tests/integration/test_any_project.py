@@ -223,8 +223,8 @@ def test_the_projects_own_model_builder_through_an_experiment(venv: Path, mine: 
         ),
         (("+experiment=x", "allow_targets=[os]"), "Unknown experiment 'x'"),
         (
-            ("run", "allow_targets=[runner.job]", "--", "true"),
-            "allow_targets: 'runner.job' is not a module of the",
+            ("run", "allow_targets=[runner.harness.train]", "--", "true"),
+            "allow_targets: 'runner.harness.train' is not a module of the",
         ),
     ],
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from docker.errors import ImageNotFound
 
-from runner.baseimage import RECIPE_LABEL, recipe_hash
+from runner.environment.base_image import RECIPE_LABEL, recipe_hash
 from tests.conftest import docker_engine, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

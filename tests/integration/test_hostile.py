@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.environment import cache_dir
+from runner.environment.lock import cache_dir
 from tests.conftest import all_runs, docker_engine, git, run_cli
 from tests.integration.test_datasets import dproject, folder, remote  # noqa: F401 (fixtures)
 from tests.integration.test_local_run import artifacts, only_run, read_artifact

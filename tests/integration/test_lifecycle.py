@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.backends.base import RunDir
-from runner.shim import alive
+from runner.harness.shim import alive
 from tests.conftest import all_runs, docker_engine, run_cli, store
 from tests.integration.test_local_run import artifacts, only_run, read_artifact
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 PROBE = """\
 import os, sys, time
 import mlflow
-from runner.spool import Spool
+from runner.harness.spool import Spool
 n, pause = int(sys.argv[1]), float(sys.argv[2])
 spool = Spool()
 open(os.path.join(os.environ["RUNNER_OUTPUT"], "started.txt"), "w").write("yes")

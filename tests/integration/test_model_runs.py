@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from runner.job import TIMING
+from runner.harness.train import TIMING
 from runner.mnist.to_csv import convert
 from runner.vqa.synth import generate
 from tests.conftest import all_runs, run_cli, store
@@ -102,7 +102,7 @@ def test_bad_dataset_fails_with_one_clear_line(project: Path) -> None:
     run = only_run(project)
     assert run.info.status == "FAILED"
     log = read_artifact(project, run.info.run_id, "run.log")
-    assert "runner.job: empty: found readme.md; expected the MNIST IDX archives" in log
+    assert "runner.harness.train: empty: found readme.md; expected the MNIST IDX archives" in log
     assert "Traceback" not in log
 
 
@@ -112,7 +112,7 @@ def test_bad_model_value_fails_before_the_data_is_read(project: Path) -> None:
     run = only_run(project)
     assert run.info.status == "FAILED"
     log = read_artifact(project, run.info.run_id, "run.log")
-    assert "runner.job: model.image_norm: 'max'; expected one of l2, none." in log
+    assert "runner.harness.train: model.image_norm: 'max'; expected one of l2, none." in log
     assert "[data]" not in log and "Traceback" not in log  # no dataset at /input/vqa: never reached
 
 

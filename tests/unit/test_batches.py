@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.batches import Batches
+from runner.harness.batches import Batches
 from runner.loaders import Lookup
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from runner import session
 from runner.backends.slurm import engine, jobs
 from runner.backends.slurm.config import SlurmConfig
 from runner.errors import RunnerError
-from runner.tracking import manifest
+from runner.runs import session
+from runner.tracking.record import manifest
 
 
 def test_sbatch_options_come_from_the_config_and_the_runs_resources() -> None:

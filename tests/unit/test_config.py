@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner.compose import compose_config, first_of_sweeps, options
+from runner.compose.load import compose_config, first_of_sweeps, options
+from runner.compose.validate import validate
 from runner.errors import ConfigError
-from runner.spec import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 

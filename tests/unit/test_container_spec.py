@@ -9,8 +9,8 @@ from docker.types import DeviceRequest, Mount
 
 from runner.backends.base import RunDir
 from runner.backends.docker import container_spec, device_requests
-from runner.compose import compose_config
-from runner.spec import build_spec
+from runner.compose.build import build_spec
+from runner.compose.load import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"MLFLOW_RUN_ID": "abc123", "X": "1"}
@@ -30,7 +30,7 @@ def test_container_spec_in_full() -> None:
         ENV,
     )
     assert kw["image"] == "sha256:img"
-    assert kw["command"] == ["python", "-m", "runner.job"]
+    assert kw["command"] == ["python", "-m", "runner.harness.train"]
     assert kw["user"] == f"{os.getuid()}:{os.getgid()}"
     assert kw["working_dir"] == "/code"
     assert kw["labels"] == {"runner.container.kind": "run", "runner.run_id": "abc123", "runner.keep": "false"}

@@ -10,11 +10,12 @@ from docker.types import Mount
 
 from runner.backends.base import RunDir
 from runner.backends.docker import container_spec
-from runner.compose import compose_config
+from runner.compose.build import build_spec
+from runner.compose.load import compose_config
+from runner.compose.validate import validate
 from runner.datasets import record
 from runner.datasets.entry import DataMount, DataRef, parse, parse_all
 from runner.errors import ConfigError
-from runner.spec import build_spec, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner import harness
+from runner.launch import stage
 
 IN_RUN = (
-    "runner.job",
+    "runner.harness.train",
     "runner.loaders",
-    "runner.batches",
-    "runner.spool",
+    "runner.harness.batches",
+    "runner.harness.spool",
     "runner.mnist.loader",
     "runner.mnist.report",
     "runner.vqa.loader",
@@ -23,7 +23,7 @@ IN_RUN = (
 
 
 def test_the_harness_imports_from_its_copy_alone(tmp_path: Path) -> None:
-    harness.copy_to(tmp_path)
+    stage.copy_to(tmp_path)
     script = (
         "import importlib, json, sys\n"
         f"for name in {IN_RUN!r}:\n"
@@ -45,5 +45,5 @@ def test_the_harness_imports_from_its_copy_alone(tmp_path: Path) -> None:
     assert found["file"] == str(tmp_path / "runner" / "__init__.py")  # the copy, not the installed package
     assert found["host"] == []
     copied = {p.relative_to(tmp_path / "runner").parts[0] for p in (tmp_path / "runner").rglob("*.py")}
-    assert copied == set(harness.MODULES)
-    assert not {"backends", "owner.py", "agent.py", "launch.py", "tracking.py"} & copied
+    assert copied == set(stage.MODULES)
+    assert not {"backends", "runs", "agent", "launch", "tracking", "cli", "compose"} & copied

@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from runner.compose import compose_config
+from runner.compose.load import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import RunnerError
-from runner.owner import find_run_dir
+from runner.runs.owner import find_run_dir
 
 
 @pytest.mark.parametrize("given", ["..", ".", "", "../runs", "/etc", "ab/../cd", "a" * 300])
@@ -30,7 +30,7 @@ def test_a_unique_start_names_the_run_and_an_ambiguous_one_is_refused(tmp_path: 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 64 * 1024])
 def test_secrets_are_masked_however_the_output_is_cut(size: int) -> None:
-    from runner.shim import Scrubber
+    from runner.harness.shim import Scrubber
 
     text = b"token=hunter22 and again hunter22hunter22; short=abc\r\n" * 3 + b"ends with hunt"
     scrubber = Scrubber(["hunter22", "abc"])  # "abc" is too short to be a secret worth masking

@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner.cli import split_command, with_command
-from runner.compose import PACKAGED, compose_config, config_dirs, find_project_dir, options
+from runner.cli.run import split_command, with_command
+from runner.compose.build import build_spec, requirements_by_name
+from runner.compose.load import PACKAGED, compose_config, config_dirs, find_project_dir, options
+from runner.compose.spec import check_requirement, command_argv, requirement_file_lines
 from runner.errors import ConfigError
-from runner.launch import in_project
-from runner.spec import (
-    build_spec,
-    check_requirement,
-    command_argv,
-    requirement_file_lines,
-    requirements_by_name,
-)
-from runner.tracking import readable_log
+from runner.launch.execute import in_project
+from runner.tracking.record import readable_log
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.compose import compose_config
+from runner.compose.build import build_spec
+from runner.compose.load import compose_config
+from runner.compose.spec import HARNESS_ARGV, EnvSpec, Resources, check_requirement, flatten, parse_memory
+from runner.compose.validate import validate
 from runner.errors import ConfigError
-from runner.spec import (
-    HARNESS_ARGV,
-    EnvSpec,
-    Resources,
-    build_spec,
-    check_requirement,
-    flatten,
-    parse_memory,
-    validate,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 

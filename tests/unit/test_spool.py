@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from runner import spool
+from runner.harness import spool
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.compose import compose_config
+from runner.compose.load import compose_config
+from runner.compose.validate import validate
 from runner.errors import ConfigError
-from runner.spec import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_vqa_dataset_follows_the_model_node() -> None:
     ],
 )
 def test_schedule_steps(rows: int, overrides: list[str], expected: tuple[int, int, bool]) -> None:
-    from runner.job import schedule_steps
+    from runner.harness.train import schedule_steps
 
     cfg = compose_config(ROOT, ["+experiment=mnist_cnn", "train.batch_size=128", *overrides])
     assert schedule_steps(rows, cfg.train) == expected

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
-from runner.environment import cache_dir, content_hash, uv_bin, uv_index_env
+from runner.compose.spec import RunSpec
+from runner.environment.lock import cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
-from runner.shim import Scrubber, secret_values
-from runner.spec import RunSpec
-from runner.tracking import RECORD
+from runner.harness.shim import Scrubber, secret_values
+from runner.tracking.record import RECORD
 
 ENV_REPO = "runner-env"
 # Labels. Images and containers use different keys because a container inherits its image's labels: a
@@ -38,7 +38,7 @@ RUN_LABEL = "runner.run_id"
 KEEP_LABEL = "runner.keep"  # backend.keep_container: the container stays after the run
 LEGACY_KIND = "runner.managed"  # one key for both, before the split: still recognised, never written
 CA_PATH = "/etc/runner/ca.pem"
-SPOOL_PATH = "/var/spool/runner"  # the harness's records, for the owner (runner.spool)
+SPOOL_PATH = "/var/spool/runner"  # the harness's records, for the owner (runner.harness.spool)
 HOST_ALIAS = "host.docker.internal"
 SECRETS_PATH = "/run/runner/secrets.env"
 # Bump when what goes into an env image changes (the build script below): old images are then not reused.
@@ -535,7 +535,7 @@ class DockerBackend(Backend):
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
         plan = container_spec(spec, run_dir, prepared.env_id, env)
         if spec.session is not None:  # JupyterLab instead of the command, on the host's 127.0.0.1 only
-            from runner import session
+            from runner.runs import session
 
             port, said = session.port_for(spec.session.port)
             access = session.write(run_dir, port)
@@ -567,7 +567,7 @@ class DockerBackend(Backend):
         kwargs["environment"] = {**kwargs["environment"], **env}
         secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
         if "ports" in kwargs:  # a session: (address, port) pairs, and its token among the secrets
-            from runner import session
+            from runner.runs import session
 
             kwargs["ports"] = {k: tuple(v) for k, v in kwargs["ports"].items()}
             access = session.read(run_dir)
@@ -599,8 +599,8 @@ class DockerBackend(Backend):
     def _another_port(run_dir: RunDir, ports: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
         """A session's port taken between its choice and the container's start: the next free one, said in the
         log and kept in the session's file (where the terminal's runner reads the address)."""
-        from runner import session
-        from runner.shim import write_json
+        from runner.harness.shim import write_json
+        from runner.runs import session
 
         ((inside, (address, taken)),) = ports.items()
         port, _ = session.port_for(taken)

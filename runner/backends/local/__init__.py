@@ -1,6 +1,6 @@
 """The local backend: no container. A cached virtual environment per env spec, a fresh directory per run.
 
-Concepts: a run is a process under `runner.shim`, in its own process group, apart from any runner process; its environment is a uv venv
+Concepts: a run is a process under `runner.harness.shim`, in its own process group, apart from any runner process; its environment is a uv venv
 under the runner's cache, named by a content hash of (lock, interpreter, setup commands) and linked from uv's
 shared cache, so a second environment costs about a second. Mounts map into the run directory: the code
 snapshot is the working directory and the output folder is $RUNNER_OUTPUT (not /output); a dataset mounted at
@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from runner import gpu, shim
+from runner.backends import gpu
 from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.compose.spec import RunSpec
 from runner.datasets.entry import parse_all
 from runner.datasets.mount import link_into
-from runner.environment import cache_dir, content_hash, tls_env, uv_bin
+from runner.environment.lock import cache_dir, content_hash, tls_env, uv_bin
 from runner.errors import ConfigError, EnvBuildError
-from runner.spec import RunSpec
+from runner.harness import shim
 
 # What a run directory holds besides code/ and output/: a dataset mounted over one would collide with it.
 # Host variables a run must not inherit: they would leak the host's Python setup into the run's env.
@@ -59,7 +60,7 @@ def parse_cpuset(text: str | None) -> set[int]:
 
 
 class LocalHandle(RunHandle):
-    """A run under `runner.shim`: its exit status comes from the shim's file, whoever started it."""
+    """A run under `runner.harness.shim`: its exit status comes from the shim's file, whoever started it."""
 
     def __init__(self, run_id: str, run_dir: RunDir, pid: int, ticks: int | None, child: Any = None):
         super().__init__(run_id)

@@ -1,4 +1,4 @@
-"""The SLURM backend: each run a SLURM job, whose process on the node is the run's owner (runner.owner), and
+"""The SLURM backend: each run a SLURM job, whose process on the node is the run's owner (runner.runs.owner), and
 the run a container there, exactly as the Docker backend makes it.
 
 On the submitting machine (the login node), a run goes as far as a Docker run does before its hand-over: checks
@@ -27,12 +27,12 @@ from typing import Any
 
 from runner.backends.base import Backend, Log, Outcome, Prepared, RunDir, RunHandle
 from runner.backends.slurm import jobs
-from runner.environment import cache_dir
+from runner.compose.spec import RunSpec
+from runner.environment.lock import cache_dir
 from runner.errors import ConfigError, RunnerError
-from runner.owner import JOB
-from runner.shim import write_json
-from runner.spec import RunSpec
-from runner.tracking import is_remote
+from runner.harness.shim import write_json
+from runner.runs.owner import JOB
+from runner.tracking.record import is_remote
 
 JOBS = Path(".runner") / "jobs"  # in the project: job scripts' run lists and the owners' own output
 ENGINES = ("docker", "podman")
@@ -59,7 +59,7 @@ class JobHandle(RunHandle):
         self.job, self.run_dir = job, run_dir
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
-        from runner.owner import SETTLED, STOP, read_json
+        from runner.runs.owner import SETTLED, STOP, read_json
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

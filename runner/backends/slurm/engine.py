@@ -18,7 +18,7 @@ from typing import Any
 
 from runner.backends.base import FAILED, FINISHED, Outcome, RunDir, RunHandle
 from runner.errors import RunnerError
-from runner.shim import Scrubber
+from runner.harness.shim import Scrubber
 
 LOG_OFFSET = "container.log.bytes"  # how much of the container's output is already in run.log
 

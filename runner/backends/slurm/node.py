@@ -1,4 +1,4 @@
-"""A SLURM job's process on its node: the owner of the job's run (runner.owner), with the run's container on
+"""A SLURM job's process on its node: the owner of the job's run (runner.runs.owner), with the run's container on
 the node's engine.
 
 `python -m runner.backends.slurm.node LISTING` (the job script): LISTING names one run directory per line, the
@@ -22,7 +22,7 @@ from typing import Any
 from runner.backends.base import RunDir, RunHandle
 from runner.backends.slurm import SlurmBackend, engine, jobs
 from runner.errors import RunnerError
-from runner.shim import secret_values
+from runner.harness.shim import secret_values
 
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 WATCH_EVERY = 10.0  # seconds between asking the controller how the job stands
@@ -131,7 +131,7 @@ def leftovers(run_dir: RunDir) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from runner import owner
+    from runner.runs import owner
 
     clean = argv[0] == "--leftovers"
     listing, index = Path(argv[-2]).read_text().splitlines(), argv[-1]  # index: the array task's, or "single"

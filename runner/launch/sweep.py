@@ -19,14 +19,15 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 
-from runner import gpu
-from runner.backends import is_scheduler
+from runner.backends import gpu, is_scheduler
 from runner.backends.base import FINISHED, Outcome, RunDir
-from runner.compose import compose_config, experiment_of
+from runner.compose.build import build_spec
+from runner.compose.load import compose_config, experiment_of
+from runner.compose.spec import RunSpec
+from runner.compose.validate import validate
 from runner.errors import ConfigError
-from runner.launch import Result, Stop, abandon, execute, submit
-from runner.spec import RunSpec, build_spec, validate
-from runner.sweep import (
+from runner.launch.execute import Result, Stop, abandon, execute, submit
+from runner.launch.sweep_parent import (
     ENV_PARENT,
     ENV_SWEEP,
     MEMBER,

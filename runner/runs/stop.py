@@ -1,6 +1,6 @@
 """`runner stop RUN_ID`: stop a run from any terminal; it ends KILLED with its log and outputs kept.
 
-The stop is a request to the run's owner (runner.owner), which signals the run (SIGINT, then SIGKILL after a
+The stop is a request to the run's owner (runner.runs.owner), which signals the run (SIGINT, then SIGKILL after a
 grace period) and records the ending; a run whose owner was lost has been given a new one by then (every
 command reconciles first).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from runner import owner
-from runner.tracking import get_run
+from runner.runs import owner
+from runner.tracking.record import get_run
 
 GRACE = 10  # seconds between SIGINT and SIGKILL
 REASON = "stopped by runner stop"

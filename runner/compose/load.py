@@ -14,16 +14,11 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from runner.config import PACKAGED_ROOT, register_configs
-from runner.environment import cache_dir, content_hash
+from runner.compose.schema import PACKAGED, PACKAGED_ROOT, register_configs
+from runner.environment.lock import cache_dir, content_hash
 from runner.errors import ConfigError, suggest
 
 GROUPS = ("experiment", "model", "dataset", "env", "backend", "tracking")
-
-
-PACKAGED = (
-    Path(__file__).resolve().parent / "conf"
-)  # the groups the runner ships; a project's conf/ comes first
 
 
 def find_project_dir(start: Path | None = None) -> Path:
@@ -155,7 +150,7 @@ def _cached(project_dir: Path, overrides: list[str]) -> Path:
 
 
 def _compose_key(project_dir: Path, overrides: list[str]) -> str:
-    from runner.agent import fingerprint
+    from runner.agent.wire import fingerprint
 
     parts = [fingerprint(), str(project_dir), *(f"override {o}" for o in overrides)]
     for dirpath, dirnames, filenames in os.walk(project_dir / "conf"):  # the runner's own: in the fingerprint

@@ -13,18 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
-
-KEY_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "accuracy", "loss")
-
-
-def store_uri(project: Path) -> str:
-    from runner.spec import default_tracking_uri
-
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(str(project))
+from runner.tracking.compare import KEY_METRICS
+from runner.tracking.store import store_uri
 
 
 def _project() -> Path:
-    from runner.compose import find_project_dir
+    from runner.compose.load import find_project_dir
 
     return find_project_dir()
 
@@ -64,7 +58,7 @@ def _row(run: Any) -> dict[str, Any]:
 
 def _session_url(project: Path, run: Any) -> str | None:
     """A session's address with its token, from this project's own (owner-only) file; else as recorded."""
-    from runner import session
+    from runner.runs import session
 
     access = session.read(project / ".runner" / "runs" / run.info.run_id)
     return session.url(access) if access else run.data.tags.get("runner.session.url")
@@ -94,7 +88,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from runner import owner
+    from runner.runs import owner
 
     project = _project()
     try:
@@ -125,7 +119,7 @@ def _logs_from_store(uri: str, run_id: str) -> int:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     """Follow a run from the start of its log, as if it had been started here: Ctrl-C stops it (KILLED)."""
-    from runner import owner
+    from runner.runs import owner
 
     run_dir = owner.find_run_dir(_project(), args.run_id)
     if not (run_dir / owner.STATE).is_file():
@@ -140,9 +134,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_notebook_pull(args: argparse.Namespace) -> int:
     """Copy what a session (or any run) wrote in its working directory back into the project; a project file
     changed since the session started is left alone, and named."""
-    from runner import owner, session
-    from runner.shim import write_json
-    from runner.tracking import CODE_MANIFEST
+    from runner.harness.shim import write_json
+    from runner.runs import owner, session
+    from runner.tracking.record import CODE_MANIFEST
 
     project = _project()
     run_dir = owner.find_run_dir(project, args.run_id)
@@ -257,14 +251,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from runner.baseimage import build_base
+    from runner.environment.base_image import build_base
 
     build_base(args.tag, args.suite, args.mirror, force=args.force)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from runner import compare, sweep
+    from runner.launch import sweep_parent as sweep
+    from runner.tracking import compare
 
     uri = store_uri(_project())
     if args.sweep:
@@ -286,8 +281,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
-    from runner import sweep
-    from runner.cli import run_with_hydra
+    from runner.cli.run import run_with_hydra
+    from runner.launch import sweep_parent as sweep
 
     parent = sweep.find_parent(store_uri(_project()), args.sweep_id)
     run_with_hydra(json.loads(parent.data.tags["runner.sweep.argv"]), resume=args.sweep_id)
@@ -295,7 +290,7 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from runner.stop import stop
+    from runner.runs.stop import stop
 
     project = _project()
     print(stop(store_uri(project), project, args.run_id))
@@ -304,7 +299,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def _full_id(project: Path, run_id: str) -> str:
     """A run id from any unique start of it, where the run has a directory here; else as given."""
-    from runner import owner
+    from runner.runs import owner
 
     try:
         return owner.find_run_dir(project, run_id).root.name
@@ -313,7 +308,7 @@ def _full_id(project: Path, run_id: str) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from runner.reproduce import reproduce
+    from runner.launch.reproduce import reproduce
 
     project = _project()
     os.chdir(project)
@@ -321,7 +316,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from runner.init import init
+    from runner.cli.init import init
 
     for line in init(Path.cwd()):
         print(f"[runner] {line}")

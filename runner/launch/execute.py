@@ -2,7 +2,7 @@
 
 Everything that can fail on bad input fails before the MLflow run exists. Up to the hand-over, whatever happens
 (a build failure, Ctrl-C, SIGTERM, a runner bug) this process closes the run FAILED or KILLED with its log;
-from the hand-over on, the run's owner (runner.owner) starts it and records its ending, whatever happens here.
+from the hand-over on, the run's owner (runner.runs.owner) starts it and records its ending, whatever happens here.
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import runner
-from runner import gpu, harness, owner
-from runner.backends import get_backend
+from runner.backends import get_backend, gpu
 from runner.backends.base import FAILED, KILLED, Backend, Outcome, RunDir
+from runner.compose.spec import RunSpec
+from runner.compose.validate import check_ca_bundle
 from runner.datasets import record as data_record
-from runner.environment import Target, content_hash, locked_versions, requirement_lines, resolve_lock
+from runner.environment.lock import Target, content_hash, locked_versions, requirement_lines, resolve_lock
 from runner.errors import ConfigError, RunnerError
-from runner.project import code_version, snapshot
-from runner.shim import MIN_LENGTH, write_json
-from runner.spec import RunSpec, check_ca_bundle
-from runner.tracking import (
+from runner.harness.shim import MIN_LENGTH, write_json
+from runner.launch import stage as harness
+from runner.runs import owner
+from runner.tracking.code import code_version, snapshot
+from runner.tracking.record import (
     CODE_MANIFEST,
     RECORD,
     Recorder,
@@ -149,7 +151,7 @@ def execute(
     lock: str | None = None,
     batch: list[tuple[RunDir, int]] | None = None,
 ) -> Result:
-    """Prepare `spec`'s run, hand it to its owner (runner.owner) and follow it to its end (or, detached, to
+    """Prepare `spec`'s run, hand it to its owner (runner.runs.owner) and follow it to its end (or, detached, to
     its start). Raises RunnerError (before any run exists) on bad input. A scheduler's run is submitted and
     not followed; with `batch` (a sweep's), it is added there, its ownership lock held, for `submit`."""
     backend = get_backend(spec.backend)
@@ -295,7 +297,7 @@ def execute(
 
 def announce(spec: RunSpec, run_dir: RunDir, recorder: Recorder, echo: TextIO | None) -> None:
     """A session's address, once JupyterLab answers there (its token in it: to this terminal, never the record)."""
-    from runner import session
+    from runner.runs import session
 
     access = session.read(run_dir)
     deadline = time.monotonic() + 300

@@ -26,7 +26,7 @@ CHANGES = ("ENV LANG=C.UTF-8", 'CMD ["python3"]')
 
 def recipe_hash(suite: str) -> str:
     """What makes the image: the suite, the packages, the steps (the mirror only serves them)."""
-    from runner.environment import content_hash
+    from runner.environment.lock import content_hash
 
     return content_hash(RECIPE_VERSION, suite, *PACKAGES, *CHANGES)[:16]
 

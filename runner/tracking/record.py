@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runner.spec import RunSpec
+from runner.compose.spec import RunSpec
 
 # MLflow's limits: 100 params per batch call, 6000 characters per value.
 _BATCH = 100
@@ -39,7 +39,7 @@ def store_init_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    from runner.environment import cache_dir, content_hash
+    from runner.environment.lock import cache_dir, content_hash
 
     path = (
         cache_dir() / "locks" / f"store-{content_hash(os.path.abspath(uri[len('sqlite:///') :]))[:16]}.lock"

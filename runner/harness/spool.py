@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.shim import write_json
+from runner.harness.shim import write_json
 
 RECORDS = "records.jsonl"
 _MAX_LINE = 64 * 1024

@@ -1,4 +1,4 @@
-"""`python -m runner.shim RUN_DIR CPUS ARGV...`: a local run's process, held apart from any runner process.
+"""`python -m runner.harness.shim RUN_DIR CPUS ARGV...`: a local run's process, held apart from any runner process.
 
 The shim leads the run's process group (what `runner stop` signals), sends the run's output to the run's log
 file (the values of its secrets masked), and writes the run's exit status to `exit_code` when it ends, so whoever owns the run, now or after an

@@ -1,10 +1,9 @@
-"""Command line: `runner [OVERRIDES...]` runs a config through Hydra; `runner VERB ...` manages runs."""
+"""`runner [OVERRIDES...]` and `runner run ... -- COMMAND`: a config through Hydra, as one run or a sweep."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 import sys
 import threading
@@ -13,9 +12,6 @@ from typing import Any
 
 from runner.errors import ConfigError, RunnerError
 
-VERBS = (
-    "init", "ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image", "notebook",
-)  # fmt: skip
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
 _HYDRA_INFO_FLAGS = (
     "--help",
@@ -31,62 +27,6 @@ _HYDRA_INFO_FLAGS = (
     "--package",
     "-p",
 )
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not MLflow's notes on creating a store
-    try:
-        _reconcile()
-        if argv and argv[0] == "run":
-            overrides, command = split_command(argv[1:])
-            run_with_hydra(overrides, command=command)
-            return
-        if argv and argv[0] in VERBS:
-            from runner import commands
-
-            code = commands.dispatch(argv)
-            sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
-            sys.exit(code)
-        run_with_hydra(argv)
-    except BrokenPipeError:
-        # The reader went away (`runner ls | head`): end quietly, as a Unix tool killed by SIGPIPE would.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
-    except Exception as exc:
-        error = exc if isinstance(exc, RunnerError) else config_value_error(exc)
-        if error is None or os.environ.get("RUNNER_TRACEBACK"):
-            raise
-        print(f"runner: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
-
-
-def config_value_error(exc: BaseException) -> ConfigError | None:
-    """OmegaConf's errors (an unset variable in `${oc.env:...}`, a value of the wrong type met while a value
-    is read) as one line naming the key; None for any other error."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    if not isinstance(exc, OmegaConfBaseException):
-        return None
-    key = getattr(exc, "full_key", None)
-    what = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
-    unset = re.search(r"Environment variable '([^']+)' not found", what)
-    if unset:
-        what = (
-            f"the environment variable {unset[1]} is not set. Export it, or give a default: "
-            f"${{oc.env:{unset[1]},default}}"
-        )
-    return ConfigError(f"{key + ': ' if key else ''}{what}.")
-
-
-def _reconcile() -> None:
-    """Every command first gives the runs of this project that lost their owner a new one (runner.owner)."""
-    here = Path.cwd().resolve()
-    project = next((p for p in (here, *here.parents) if (p / ".runner").is_dir()), None)
-    if project is not None and (project / ".runner" / "live").is_dir():
-        from runner.owner import reconcile
-
-        reconcile(project)
 
 
 def _preflight_overrides(argv: list[str]) -> list[str] | None:
@@ -122,7 +62,7 @@ def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 def with_command(cfg: Any, command: list[str] | None) -> Any:
     """`cfg` running `command` exactly (quoted for the shell word by word; `${` kept from OmegaConf)."""
-    from runner.spec import escaped
+    from runner.compose.spec import escaped
 
     if command is not None:
         cfg = cfg.copy()
@@ -131,14 +71,14 @@ def with_command(cfg: Any, command: list[str] | None) -> Any:
 
 
 def run_with_hydra(argv: list[str], resume: str | None = None, command: list[str] | None = None) -> None:
-    from runner.compose import (
+    from runner.compose.load import (
         compose_config,
         composed_before,
         experiment_of,
         find_project_dir,
         sweep_variants,
     )
-    from runner.spec import validate
+    from runner.compose.validate import validate
 
     project = find_project_dir()
     os.chdir(project)  # MLflow's relative defaults (mlruns/) then match `mlflow ui` started here
@@ -176,14 +116,14 @@ def run_with_hydra(argv: list[str], resume: str | None = None, command: list[str
 def _open_early(project: Path) -> None:
     """Open the project's existing store and the Docker engine's connection while the config is composed:
     a run needs both, and each takes a few hundredths of a second. Nothing is created here."""
-    from runner.spec import default_tracking_uri
+    from runner.tracking.store import store_uri
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(str(project))
+    uri = store_uri(project)
     with contextlib.suppress(Exception):
         if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).is_file():
             from mlflow import MlflowClient
 
-            from runner.tracking import store_init_lock
+            from runner.tracking.record import store_init_lock
 
             with store_init_lock(uri):
                 MlflowClient(uri).get_experiment_by_name("Default")
@@ -196,10 +136,10 @@ def _open_early(project: Path) -> None:
 def _hydra_main(project: Path, argv: list[str]) -> None:
     import hydra
 
-    from runner.config import register_configs
+    from runner.compose.schema import register_configs
 
     register_configs()
-    from runner.compose import hydra_overrides, primary
+    from runner.compose.load import hydra_overrides, primary
 
     sys.argv = [sys.argv[0], *hydra_overrides(project), *argv]  # before any flag: argparse wants them first
     folder, name = primary(project)
@@ -208,7 +148,7 @@ def _hydra_main(project: Path, argv: list[str]) -> None:
 
 def owner_of_sweep_members(project: Path, parent_id: str) -> int:
     """How many of a sweep's members have not ended (a submitted sweep's jobs go on after its command)."""
-    from runner import owner
+    from runner.runs import owner
 
     live = project / owner.LIVE
     markers = live.iterdir() if live.is_dir() else []
@@ -218,11 +158,11 @@ def owner_of_sweep_members(project: Path, parent_id: str) -> int:
 
 def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:
     """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
-    from runner import sweep
     from runner.backends import is_scheduler
-    from runner.compose import experiment_of
-    from runner.launch import sigterm_as_interrupt
-    from runner.spec import build_spec
+    from runner.compose.build import build_spec
+    from runner.compose.load import experiment_of
+    from runner.launch import sweep_parent as sweep
+    from runner.launch.execute import sigterm_as_interrupt
 
     sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
     sweep.check_objective(cfg, sweeper)
@@ -244,7 +184,7 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
     if sweeper == "optuna" and not any(a.startswith("hydra.sweeper.direction=") for a in argv):
         argv = [*argv, f"hydra.sweeper.direction={cfg.sweep.direction}"]
     sweep.environ_for_sweep(sweep_id, parent_id)
-    from runner import owner
+    from runner.runs import owner
 
     driver = owner.hold_sweep(project, sweep_id, parent_id, spec.tracking_uri)
     os.environ["RUNNER_SWEEPER"] = sweeper
@@ -286,7 +226,7 @@ def task(cfg: object) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
-    from runner.spec import validate
+    from runner.compose.validate import validate
 
     assert isinstance(cfg, DictConfig)
     hydra_cfg = HydraConfig.get()
@@ -306,8 +246,8 @@ def task(cfg: object) -> float | None:
 
 def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> int:
     """One run of a composed, validated config, attached or detached; its exit code."""
-    from runner.launch import execute
-    from runner.spec import build_spec
+    from runner.compose.build import build_spec
+    from runner.launch.execute import execute
 
     try:
         spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
@@ -342,7 +282,7 @@ def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> i
 
 def sweep_tags(overrides: list[str]) -> dict[str, str]:
     """Tags that make a run a member of the current sweep (for launchers that call the task function)."""
-    from runner import sweep
+    from runner.launch import sweep_parent as sweep
 
     parent = os.environ.get(sweep.ENV_PARENT)
     if not parent:

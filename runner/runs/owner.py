@@ -33,8 +33,8 @@ from typing import Any
 
 from runner.backends.base import FAILED, KILLED, Backend, Outcome, RunDir, RunHandle
 from runner.errors import RunnerError
-from runner.shim import alive, write_json
-from runner.tracking import (
+from runner.harness.shim import alive, write_json
+from runner.tracking.record import (
     CODE_MANIFEST,
     WORKDIR,
     WORKDIR_LIMIT,
@@ -99,7 +99,7 @@ def spawn(run_dir: RunDir, lock_fd: int, env: dict[str, str] | None = None) -> i
     """Start the owner of `run_dir` (forked by the agent, in a session of its own: not in the terminal's
     process group, so Ctrl-C and a closed terminal pass it by), handing it the ownership lock held by
     `lock_fd`; its pid."""
-    from runner.agent import AgentError, fork_owner
+    from runner.agent.wire import AgentError, fork_owner
     from runner.errors import RunnerError
 
     try:
@@ -253,7 +253,7 @@ def release_sweep(project: Path, sweep_id: str, fd: int, submitted: bool = False
 def settle_sweeps(project: Path) -> None:
     """A sweep whose driver died ends once none of its members runs: FAILED, reason `lost`. A sweep submitted to
     a scheduler ends once none of its members runs, FINISHED when each of them did (from any machine)."""
-    from runner import sweep
+    from runner.launch import sweep_parent as sweep
 
     sweeps = project / SWEEPS
     if not sweeps.is_dir():
@@ -384,7 +384,7 @@ class Owner:
                 self.finish(outcome)
 
     def record_inputs(self) -> None:
-        from runner.tracking import record_inputs
+        from runner.tracking.record import record_inputs
 
         try:
             record_inputs(self.client, self.run_id, self.run_dir.root)
@@ -393,7 +393,7 @@ class Owner:
 
     def access(self, plan: dict[str, Any]) -> dict[str, Any] | None:
         """The run's endpoint: a port and a token, kept across owners (None where the store is remote)."""
-        from runner.tracking import free_port
+        from runner.tracking.record import free_port
 
         if is_remote(self.state["tracking_uri"]):
             return None
@@ -420,7 +420,7 @@ class Owner:
 
     def serve(self, plan: dict[str, Any], access: dict[str, Any]) -> None:
         """The run's tracking endpoint, started once the run is: its first calls are retried meanwhile."""
-        from runner.tracking import Endpoint
+        from runner.tracking.record import Endpoint
 
         bind, _, names = self.backend.tracking_bind(plan)
         try:
@@ -431,7 +431,8 @@ class Owner:
             print(f"[owner] cannot serve the run's endpoint again: {exc}", file=sys.stderr, flush=True)
 
     def supervise(self) -> Outcome:
-        from runner import session, spool
+        from runner.harness import spool
+        from runner.runs import session
 
         assert self.handle is not None
         started = (read_json(self.run_dir / STARTED) or {}).get("at", time.time())
@@ -472,8 +473,8 @@ class Owner:
 
     def finish(self, outcome: Outcome) -> None:
         """Record the ending; each step is guarded so the status is always set."""
-        from runner import spool
-        from runner.tracking import record_inputs
+        from runner.harness import spool
+        from runner.tracking.record import record_inputs
 
         stopping = threading.Thread(target=self.endpoint.stop if self.endpoint else lambda: None, daemon=True)
         stopping.start()  # the run has exited: nothing calls the endpoint now; it stops while we record

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from runner.compose.spec import EnvSpec, check_requirement, requirement_file_lines
 from runner.errors import ConfigError, EnvBuildError
-from runner.spec import EnvSpec, check_requirement, requirement_file_lines
 
 
 def cache_dir() -> Path:

@@ -6,17 +6,16 @@ import math
 from typing import Any
 
 HIDDEN_PARAMS = ("hydra.",)
+KEY_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "accuracy", "loss")  # shown first, in this order
 
 
 def load_runs(uri: str, run_ids: list[str]) -> list[Any]:
-    from runner.tracking import get_run
+    from runner.tracking.record import get_run
 
     return [get_run(uri, run_id) for run_id in run_ids]
 
 
 def default_objective(runs: list[Any]) -> str | None:
-    from runner.commands import KEY_METRICS
-
     present = set().union(*(r.data.metrics for r in runs)) if runs else set()
     return next((m for m in KEY_METRICS if m in present), None)
 

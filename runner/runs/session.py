@@ -118,8 +118,8 @@ def pull(
     The run wrote these files and is untrusted: only regular files (never through a link, on either side), never
     into a hidden folder (.git, .runner, a .venv: code the host runs) nor a folder the runner never stages, as
     plain 0644 files, within the workdir limits. Returns (copied, refused), relative paths."""
-    from runner.project import EXCLUDED
-    from runner.tracking import WORKDIR_LIMIT
+    from runner.tracking.code import EXCLUDED
+    from runner.tracking.record import WORKDIR_LIMIT
 
     copied: list[str] = []
     refused: list[str] = []
@@ -190,7 +190,7 @@ def token() -> str:
 
 
 def write(run_dir: Any, port: int) -> dict[str, Any]:
-    from runner.shim import write_json
+    from runner.harness.shim import write_json
 
     access = {"port": port, "token": token()}
     write_json(run_dir / SESSION, access, private=True)

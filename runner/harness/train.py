@@ -1,4 +1,4 @@
-"""The in-run harness: `python -m runner.job`, run inside the run's environment (container or venv).
+"""The in-run harness: `python -m runner.harness.train`, run inside the run's environment (container or venv).
 
 Reads the resolved config, seeds everything, builds the model through an allowlisted instantiate, trains
 with per-epoch metrics spooled for the run's owner to record live, evaluates, and saves to the output folder.
@@ -19,14 +19,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, DataError
-from runner.loaders import Data, Lookup
-from runner.targets import (
+from runner.harness.targets import (
     ALLOWED_TARGET_PREFIXES,
     EVALUATE_PREFIXES,
     LOADER_PREFIXES,
     refused_target,
     with_project,
 )
+from runner.loaders import Data, Lookup
 
 # In-run data loaders a config may name as `dataset._target_`.
 
@@ -149,7 +149,7 @@ def stop_after(steps: int) -> Any:
 
 
 def train(cfg: DictConfig, model: Any, data: Data, output: Path) -> int:
-    from runner import batches
+    from runner.harness import batches
 
     x_train, y_train, validation = holdout(data, cfg.train.validation_split, cfg.train.seed)
     steps, epochs, partial = schedule_steps(len(y_train), cfg.train)
@@ -158,7 +158,7 @@ def train(cfg: DictConfig, model: Any, data: Data, output: Path) -> int:
     )
     model.summary(print_fn=lambda line, **_: print(line))
 
-    from runner.spool import Spool
+    from runner.harness.spool import Spool
 
     spool = Spool()
     spool.log_params({"model.parameters": model.count_params(), **data.info})
@@ -196,7 +196,7 @@ def main() -> int:
         data = build(cfg.dataset, with_project(LOADER_PREFIXES, allow), seed=cfg.train.seed)
         return train(cfg, model, data, output)
     except (DataError, ConfigError) as exc:
-        print(f"runner.job: {exc}", file=sys.stderr)
+        print(f"runner.harness.train: {exc}", file=sys.stderr)
         return 2
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.config import RunnerConfig
+from runner.compose.schema import RunnerConfig
 from runner.errors import RunnerError
-from runner.tracking import get_run
+from runner.tracking.record import get_run
 
 
 def _artifact(client: Any, run_id: str, name: str) -> str | None:
@@ -60,7 +60,7 @@ def recorded_tree(project: Path, commit: str, diff: str | None, name: str) -> It
 
 def changed_files(recorded: Path, project: Path) -> list[str]:
     """The files that differ between the recorded code and this checkout (added, removed or changed)."""
-    from runner.project import project_files
+    from runner.tracking.code import project_files
 
     def content(root: Path, name: str) -> bytes | None:
         path = root / name
@@ -75,8 +75,8 @@ def changed_files(recorded: Path, project: Path) -> list[str]:
 
 def drift(project: Path, recorded: Path, run: Any, lock: str, fresh_lock: str | None) -> list[str]:
     """What differs between the record and this checkout, file by file; empty when nothing does."""
-    from runner.environment import locked_versions
-    from runner.project import code_version
+    from runner.environment.lock import locked_versions
+    from runner.tracking.code import code_version
 
     lines = []
     now = code_version(project)
@@ -113,7 +113,7 @@ def pinned_data(tags: dict[str, str]) -> list[str]:
 
 def _fresh_lock(spec: Any) -> str | None:
     from runner.backends import get_backend
-    from runner.environment import Target, requirement_lines, resolve_lock
+    from runner.environment.lock import Target, requirement_lines, resolve_lock
 
     try:
         target = Target(*get_backend(spec.backend).lock_target(spec))
@@ -136,8 +136,9 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     """Run `run_id` again from its record; with `check`, only report the drift (exit 1 if there is any)."""
     from mlflow import MlflowClient
 
-    from runner.launch import execute
-    from runner.spec import build_spec, validate
+    from runner.compose.build import build_spec
+    from runner.compose.validate import validate
+    from runner.launch.execute import execute
 
     client = MlflowClient(uri)
     run = get_run(uri, run_id)

@@ -105,7 +105,7 @@ def start_parent(
     """Create the sweep's parent run; returns (sweep id, parent run id)."""
     from mlflow import MlflowClient
 
-    from runner.tracking import store_init_lock
+    from runner.tracking.record import store_init_lock
 
     with store_init_lock(uri):
         client = MlflowClient(uri)

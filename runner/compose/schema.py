@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from runner.backends import NAMES, config_schema
+
 
 @dataclass
 class EnvConfig:
@@ -96,6 +98,7 @@ class RunnerConfig:
 
 
 PACKAGED_ROOT = "runner_root"
+PACKAGED = Path(__file__).resolve().parent.parent / "conf"  # the groups the runner ships; a project's conf/ comes first
 
 
 def register_configs() -> None:
@@ -105,9 +108,8 @@ def register_configs() -> None:
         return
     cs.store(name="runner_schema", node=RunnerConfig)
     # The runner's root config under a name of its own, for a project whose conf/ has no config.yaml: Hydra
-    # looks for the root config before the runner's conf/ joins its search path (runner.compose.primary).
-    cs.store(name=PACKAGED_ROOT, node=OmegaConf.load(Path(__file__).parent / "conf" / "config.yaml"))
-    from runner.backends import NAMES, config_schema
+    # looks for the root config before the runner's conf/ joins its search path (runner.compose.load.primary).
+    cs.store(name=PACKAGED_ROOT, node=OmegaConf.load(PACKAGED / "config.yaml"))
 
     for name in NAMES:
         cs.store(group="backend", name=f"{name}_schema", node=config_schema(name))

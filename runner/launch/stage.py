@@ -1,5 +1,5 @@
-"""What travels into a run: the in-run harness (`python -m runner.job`) and the data readers and reports a
-config may name (`dataset._target_`, `evaluate._target_`). Nothing of the host side (backends, owner, agent,
+"""What travels into a run: the in-run harness (`runner.harness`: `python -m runner.harness.train`) and the
+data readers and reports a config may name (`dataset._target_`, `evaluate._target_`). Nothing of the host side (backends, owner, agent,
 MLflow's side of the record) goes in: a run gets only what it runs."""
 
 from __future__ import annotations
@@ -10,19 +10,7 @@ from pathlib import Path
 import runner
 
 # Files and folders of the runner package, kept importable as `runner.*` so that config targets keep their names.
-MODULES = (
-    "__init__.py",
-    "errors.py",
-    "targets.py",
-    "job.py",
-    "loaders.py",
-    "batches.py",
-    "spool.py",
-    "shim.py",
-    "mnist",
-    "vqa",
-    "models",
-)
+MODULES = ("__init__.py", "errors.py", "loaders.py", "harness", "mnist", "vqa", "models")
 
 
 def copy_to(dest: Path) -> None:

@@ -1,0 +1,70 @@
+"""Command line: `runner [OVERRIDES...]` runs a config through Hydra; `runner VERB ...` manages runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from runner.cli import verbs
+from runner.cli.run import run_with_hydra, split_command
+from runner.errors import ConfigError, RunnerError
+
+VERBS = (
+    "init", "ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image", "notebook",
+)  # fmt: skip
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not MLflow's notes on creating a store
+    try:
+        _reconcile()
+        if argv and argv[0] == "run":
+            overrides, command = split_command(argv[1:])
+            run_with_hydra(overrides, command=command)
+            return
+        if argv and argv[0] in VERBS:
+            code = verbs.dispatch(argv)
+            sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
+            sys.exit(code)
+        run_with_hydra(argv)
+    except BrokenPipeError:
+        # The reader went away (`runner ls | head`): end quietly, as a Unix tool killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    except Exception as exc:
+        error = exc if isinstance(exc, RunnerError) else config_value_error(exc)
+        if error is None or os.environ.get("RUNNER_TRACEBACK"):
+            raise
+        print(f"runner: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+
+
+def config_value_error(exc: BaseException) -> ConfigError | None:
+    """OmegaConf's errors (an unset variable in `${oc.env:...}`, a value of the wrong type met while a value
+    is read) as one line naming the key; None for any other error."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(exc, OmegaConfBaseException):
+        return None
+    key = getattr(exc, "full_key", None)
+    what = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+    unset = re.search(r"Environment variable '([^']+)' not found", what)
+    if unset:
+        what = (
+            f"the environment variable {unset[1]} is not set. Export it, or give a default: "
+            f"${{oc.env:{unset[1]},default}}"
+        )
+    return ConfigError(f"{key + ': ' if key else ''}{what}.")
+
+
+def _reconcile() -> None:
+    """Every command first gives the runs of this project that lost their owner a new one (runner.runs.owner)."""
+    here = Path.cwd().resolve()
+    project = next((p for p in (here, *here.parents) if (p / ".runner").is_dir()), None)
+    if project is not None and (project / ".runner" / "live").is_dir():
+        from runner.runs.owner import reconcile
+
+        reconcile(project)
+
+

@@ -1,0 +1,1 @@
+"""Environments: the lock a run's packages are resolved to, and the base image."""

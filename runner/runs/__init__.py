@@ -1,0 +1,1 @@
+"""Runs after the hand-over: the owner, ownership and reconcile, stop, sessions."""

@@ -1,0 +1,1 @@
+"""The record in MLflow: what a run logs, its log text, the code version, the run's tracking endpoint, compare."""
