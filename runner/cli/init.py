@@ -3,6 +3,7 @@ experiment, commented) and has git ignore the runner's state; it changes nothing
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 
@@ -75,3 +76,15 @@ def init(project: Path) -> list[str]:
         )
         done.append(f".gitignore: {', '.join(missing)} ignored")
     return done
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    init = sub.add_parser("init", help="make this git repository a runner project (a starter conf/)")
+    init.set_defaults(fn=cmd_init)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    for line in init(Path.cwd()):
+        print(f"[runner] {line}")
+    print("[runner] next: runner run -- python train.py   (or: runner +experiment=example)")
+    return 0

@@ -11,9 +11,7 @@ from runner.cli import verbs
 from runner.cli.run import run_with_hydra, split_command
 from runner.errors import ConfigError, RunnerError
 
-VERBS = (
-    "init", "ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image", "notebook",
-)  # fmt: skip
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not MLflow's notes on creating a store
@@ -23,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
             overrides, command = split_command(argv[1:])
             run_with_hydra(overrides, command=command)
             return
-        if argv and argv[0] in VERBS:
+        if argv and argv[0] in verbs.VERBS:
             code = verbs.dispatch(argv)
             sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
             sys.exit(code)
@@ -66,5 +64,3 @@ def _reconcile() -> None:
         from runner.runs.owner import reconcile
 
         reconcile(project)
-
-

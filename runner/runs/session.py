@@ -19,13 +19,15 @@ import socket
 import stat
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 PORT_IN_CONTAINER = 8888
 SESSION = "session.json"  # in the run directory, owner-only: {"port", "token"}
 CHECK_EVERY = 5.0  # seconds between the owner's questions to the server
+SAME, REFUSED = "same", "refused"  # what a pull did with a file, besides copying it
 TOKEN_VARIABLE = "JUPYTER_TOKEN"  # Jupyter Server reads its token from it: never on its command line
 
 
@@ -118,62 +120,83 @@ def pull(
     The run wrote these files and is untrusted: only regular files (never through a link, on either side), never
     into a hidden folder (.git, .runner, a .venv: code the host runs) nor a folder the runner never stages, as
     plain 0644 files, within the workdir limits. Returns (copied, refused), relative paths."""
-    from runner.tracking.code import EXCLUDED
     from runner.tracking.record import WORKDIR_LIMIT
 
     copied: list[str] = []
     refused: list[str] = []
     total = 0
     real_project = os.path.realpath(project)
-    for folder, dirs, files in os.walk(code):  # os.walk never follows links to folders
-        rel_folder = os.path.relpath(folder, code)
-        dirs[:] = sorted(
-            d for d in dirs
-            if not d.startswith(".") and os.path.normpath(os.path.join(rel_folder, d)) not in EXCLUDED
-        )  # fmt: skip
-        for name in sorted(files):
-            rel = os.path.normpath(os.path.join(rel_folder, name))
-            if name.startswith(".") or len(copied) >= WORKDIR_LIMIT[0]:
-                continue
-            try:
-                fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:  # a link, or gone
-                continue
-            with os.fdopen(fd, "rb") as source:
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode) or manifest.get(rel) == [info.st_size, info.st_mtime_ns]:
-                    continue  # not a plain file, or as staged: the session did not write it
-                if total + info.st_size > WORKDIR_LIMIT[1]:
-                    refused.append(rel)
-                    continue
-                content = source.read()
-            total += len(content)
-            target = Path(real_project, rel)
-            parent = os.path.dirname(target)
-            if not _plain_folder(parent, real_project):  # a link on the way: not ours to follow
-                refused.append(rel)
-                continue
-            digest = hashlib.sha256(content).hexdigest()
-            if os.path.lexists(target):
-                if target.is_symlink() or not target.is_file():
-                    refused.append(rel)
-                    continue
-                mine = hashlib.sha256(target.read_bytes()).hexdigest()
-                if mine == digest:
-                    continue
-                if target.stat().st_mtime > since and ledger.get(rel) != mine:
-                    refused.append(rel)
-                    continue
-            os.makedirs(parent, exist_ok=True)
-            temporary = Path(parent, f".{name}.pull-{os.getpid()}")
-            with open(
-                os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb"
-            ) as out:
-                out.write(content)
-            os.replace(temporary, target)
-            ledger[rel] = digest
+    for rel, path in _files(code):
+        if len(copied) >= WORKDIR_LIMIT[0]:
+            continue
+        content = _written(path, manifest.get(rel), WORKDIR_LIMIT[1] - total)
+        if content is None:  # not a plain file, or as staged: the session did not write it
+            continue
+        if content is False:  # over the size limit
+            refused.append(rel)
+            continue
+        total += len(content)
+        placed = _place(Path(real_project, rel), real_project, content, since, ledger.get(rel))
+        if placed == REFUSED:
+            refused.append(rel)
+        elif placed != SAME:
+            ledger[rel] = placed
             copied.append(rel)
     return copied, refused
+
+
+def _files(code: Path) -> Iterator[tuple[str, str]]:
+    """(relative path, path) of each file of the run's copy that a pull may bring back: none in a hidden folder or
+    one the runner never stages, none hidden itself."""
+    from runner.tracking.code import EXCLUDED
+
+    for folder, dirs, files in os.walk(code):  # os.walk never follows links to folders
+        rel_folder = os.path.relpath(folder, code)
+        kept = (d for d in dirs if os.path.normpath(os.path.join(rel_folder, d)) not in EXCLUDED)
+        dirs[:] = sorted(d for d in kept if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield os.path.normpath(os.path.join(rel_folder, name)), os.path.join(folder, name)
+
+
+def _written(path: str, staged: list[int] | None, room: int) -> bytes | Literal[False] | None:
+    """The content of a plain file the session wrote (never through a link); None for a link, another kind of
+    file or one as staged; False when it is larger than `room`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # a link, or gone
+        return None
+    with os.fdopen(fd, "rb") as source:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or staged == [info.st_size, info.st_mtime_ns]:
+            return None
+        if info.st_size > room:
+            return False
+        return source.read()
+
+
+def _place(target: Path, root: str, content: bytes, since: float, pulled: str | None) -> str:
+    """Write `content` at `target` (a fresh 0644 file moved into place) and return its sha256; SAME when the
+    project holds it already; REFUSED where it is not ours to write: a link on the way or in place, or a project
+    file changed after `since` that is not what the last pull (`pulled`) wrote."""
+    parent = os.path.dirname(target)
+    if not _plain_folder(parent, root):  # a link on the way: not ours to follow
+        return REFUSED
+    digest = hashlib.sha256(content).hexdigest()
+    if os.path.lexists(target):
+        if target.is_symlink() or not target.is_file():
+            return REFUSED
+        mine = hashlib.sha256(target.read_bytes()).hexdigest()
+        if mine == digest:
+            return SAME
+        if target.stat().st_mtime > since and pulled != mine:
+            return REFUSED
+    os.makedirs(parent, exist_ok=True)
+    temporary = Path(parent, f".{target.name}.pull-{os.getpid()}")
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as out:
+        out.write(content)
+    os.replace(temporary, target)
+    return digest
 
 
 def _plain_folder(path: str, root: str) -> bool:

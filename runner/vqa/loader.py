@@ -70,6 +70,36 @@ def drop_missing(
     return kept
 
 
+def _feature_matrix(
+    folder: Path, features: str, feature_map: str, columns: dict[int, int], dim: int
+) -> np.ndarray:
+    """The image features, checked against the map of image ids to their columns."""
+    matrix = files.read_features(folder / features, dim)
+    bad = [c for c in columns.values() if c >= len(matrix)]
+    if bad:
+        raise DataError(
+            f"{folder / feature_map}: column {bad[0]} is past the {len(matrix)} columns of {features}."
+        )
+    return matrix
+
+
+def _questions(
+    folder: Path,
+    train_files: tuple[str, str],
+    test_files: tuple[str, str],
+    columns: dict[int, int],
+    source: Path,
+    policy: str,
+) -> tuple[list[Question], list[Question], int]:
+    """The training and test questions with an image feature, and how many were skipped for lack of one."""
+    train = files.read_questions(folder / train_files[0], folder / train_files[1])
+    test = files.read_questions(folder / test_files[0], folder / test_files[1])
+    n_train, n_test = len(train), len(test)
+    train = drop_missing(train, columns, source, policy)
+    test = drop_missing(test, columns, source, policy)
+    return train, test, n_train + n_test - len(train) - len(test)
+
+
 def load(
     *,
     seed: int,
@@ -91,19 +121,12 @@ def load(
     if missing_features not in MISSING_CHOICES:
         raise DataError(f"dataset.missing_features: '{missing_features}'; expected fail or skip.")
     folder = in_run_path(path)
-    train = files.read_questions(folder / train_questions, folder / train_annotations)
-    test = files.read_questions(folder / test_questions, folder / test_annotations)
     columns = files.read_feature_map(folder / feature_map)
-    matrix = files.read_features(folder / features, image_dim)
-    bad = [c for c in columns.values() if c >= len(matrix)]
-    if bad:
-        raise DataError(
-            f"{folder / feature_map}: column {bad[0]} is past the {len(matrix)} columns of {features}."
-        )
-    n_train, n_test = len(train), len(test)
-    train = drop_missing(train, columns, folder / features, missing_features)
-    test = drop_missing(test, columns, folder / features, missing_features)
-    skipped = n_train + n_test - len(train) - len(test)
+    matrix = _feature_matrix(folder, features, feature_map, columns, image_dim)
+    train, test, skipped = _questions(
+        folder, (train_questions, train_annotations), (test_questions, test_annotations), columns,
+        folder / features, missing_features,
+    )  # fmt: skip
 
     classes = top_answers(train, answers)
     index = {a: i for i, a in enumerate(classes)}

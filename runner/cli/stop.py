@@ -1,0 +1,22 @@
+"""`runner stop`: a running run ends KILLED, its outputs kept."""
+
+from __future__ import annotations
+
+import argparse
+
+from runner.compose.load import find_project_dir
+from runner.runs.stop import stop
+from runner.tracking.store import store_uri
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("stop", help="stop a running run; it ends KILLED, outputs kept")
+    p.add_argument("run_id")
+    p.set_defaults(fn=cmd_stop)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+
+    project = find_project_dir()
+    print(stop(store_uri(project), project, args.run_id))
+    return 0
