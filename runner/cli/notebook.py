@@ -35,9 +35,8 @@ def cmd_notebook_pull(args: argparse.Namespace) -> int:
             f"Run {run_dir.root.name} has no working directory here any more: its files are the run's workdir/ "
             f"artifacts (runner ui, or mlflow artifacts download -r {run_dir.root.name} -a workdir)."
         )
-    ledger_path = (
-        run_dir / "pulled.json"
-    )  # what earlier pulls copied: theirs to replace, not the user's edits
+    # What earlier pulls copied: theirs to replace, not the user's edits.
+    ledger_path = run_dir / "pulled.json"
     ledger = owner.read_json(ledger_path) or {}
     copied, refused = session.pull(run_dir.code, manifest, project, float(state.get("created", 0)), ledger)
     write_json(ledger_path, ledger)

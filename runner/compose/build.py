@@ -26,10 +26,8 @@ from runner.compose.spec import (
 from runner.compose.validate import check_param_names
 from runner.tracking.store import store_uri
 
-REQUIREMENTS_BY_NAME = (
-    "floyd_requirements.txt",
-    "requirements.txt",
-)  # at the project's root, when none is named
+# At the project's root, when none is named.
+REQUIREMENTS_BY_NAME = ("floyd_requirements.txt", "requirements.txt")
 
 
 def requirements_by_name(project: Path, named: str | None) -> str | None:

@@ -98,7 +98,8 @@ class RunnerConfig:
 
 
 PACKAGED_ROOT = "runner_root"
-PACKAGED = Path(__file__).resolve().parent.parent / "conf"  # the groups the runner ships; a project's conf/ comes first
+# The groups the runner ships; a project's conf/ comes first.
+PACKAGED = Path(__file__).resolve().parent.parent / "conf"
 
 
 def register_configs() -> None:

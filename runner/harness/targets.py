@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-ALLOWED_TARGET_PREFIXES = (
-    "runner.models.",
-)  # the runner's model builders; a project adds its own (allow_targets)
+# The runner's model builders; a project adds its own (allow_targets).
+ALLOWED_TARGET_PREFIXES = ("runner.models.",)
 EVALUATE_PREFIXES = ("runner.mnist.report.", "runner.vqa.report.")  # in-run reports
 LOADER_PREFIXES = ("runner.loaders.", "runner.mnist.loader.", "runner.vqa.loader.", *ALLOWED_TARGET_PREFIXES)
 

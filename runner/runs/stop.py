@@ -35,9 +35,8 @@ def stop(uri: str, project: Path, run_id: str) -> str:
         ended = owner.ending(run_dir)
         if ended is not None:
             return f"Run {run_id} stopped: it ends {ended.status}, its log and outputs kept."
-        if not owner.owned(
-            run_dir
-        ):  # no owner (it died, or a cancelled job never had one): a new one records it
+        # No owner (it died, or a cancelled job never had one): a new one records it.
+        if not owner.owned(run_dir):
             owner.adopt(run_dir, wait=0)
         time.sleep(0.5)
     return f"Stopping run {run_id}: it ends KILLED, its log and outputs kept (see: runner ls)."

@@ -147,10 +147,8 @@ def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
 
 
 WORKDIR = "workdir"  # artifacts: what a run wrote in its working directory (its copy of the code)
-WORKDIR_LIMIT = (
-    1000,
-    1_000_000_000,
-)  # files, bytes: a script that downloads its data there keeps it out of the record
+# Files, bytes: a script that downloads its data there keeps it out of the record.
+WORKDIR_LIMIT = (1000, 1_000_000_000)
 CODE_MANIFEST = "code.manifest.json"  # in the run's folder: the code copy as staged (tracking.manifest)
 
 

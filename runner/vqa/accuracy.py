@@ -47,9 +47,8 @@ _CONTRACTIONS = {
 _NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
             "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
 _ARTICLES = {"a", "an", "the"}
-_PERIOD = re.compile(
-    r"(?!<=\d)(\.)(?!\d)"
-)  # sic: the official pattern (a lookahead where a lookbehind was meant)
+# Sic: the official pattern (a lookahead where a lookbehind was meant).
+_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_IN_NUMBER = re.compile(r"(\d)(,)(\d)")
 _PUNCT = [";", ":", "/", "'", "[", "]", '"', "(", ")", "=", "+", "\\", "_", ">", "<", "@", "`", ",", "?"]
 
