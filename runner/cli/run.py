@@ -139,9 +139,9 @@ def _hydra_main(project: Path, argv: list[str]) -> None:
     from runner.compose.schema import register_configs
 
     register_configs()
-    from runner.compose.load import hydra_overrides, primary
+    from runner.compose.load import hydra_argv, primary
 
-    sys.argv = [sys.argv[0], *hydra_overrides(project), *argv]  # before any flag: argparse wants them first
+    sys.argv = [sys.argv[0], *hydra_argv(project, argv)]
     folder, name = primary(project)
     hydra.main(version_base="1.3", config_path=str(folder), config_name=name)(task)()
 

@@ -57,11 +57,28 @@ def own_root(path: Path) -> bool:
         return False
 
 
-def hydra_overrides(project_dir: Path) -> list[str]:
-    """What Hydra needs besides the primary config folder (the first of config_dirs): the rest of the path."""
+# Hydra's flags that take a value of their own (`--cfg job`): that value is no override.
+VALUED_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+
+
+def hydra_argv(project_dir: Path, argv: list[str]) -> list[str]:
+    """`argv` for Hydra with the rest of the config search path (config_dirs after the primary folder) among the
+    overrides: Hydra's parser takes its overrides as one group, so they go just before the first override
+    given (after `-m` and other flags), or last when none is."""
     rest = config_dirs(project_dir)[1:]
+    if not rest:
+        return list(argv)
     quoted = ",".join("'file://" + str(d).replace("\\", "\\\\").replace("'", "\\'") + "'" for d in rest)
-    return [f"hydra.searchpath=[{quoted}]"] if rest else []
+    at, i = len(argv), 0
+    while i < len(argv):
+        if argv[i] in VALUED_FLAGS:
+            i += 2
+            continue
+        if not argv[i].startswith("-"):
+            at = i
+            break
+        i += 1
+    return [*argv[:at], f"hydra.searchpath=[{quoted}]", *argv[at:]]
 
 
 def options(project_dir: Path, group: str) -> list[str]:
@@ -166,7 +183,7 @@ def _compose(project_dir: Path, overrides: list[str]) -> DictConfig:
     try:
         folder, name = primary(project_dir)
         with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-            return compose(name, overrides=[*overrides, *hydra_overrides(project_dir)])
+            return compose(name, overrides=hydra_argv(project_dir, overrides))
     finally:
         GlobalHydra.instance().clear()
 

@@ -206,3 +206,17 @@ def test_a_sweep_whose_terminal_died_ends_lost_once_its_members_end(project: Pat
     assert parent.info.status == "FAILED"
     assert parent.data.tags["runner.reason"].startswith("lost: the sweep's runner process ended")
     assert f"runner sweep resume {parent.data.tags['runner.sweep_id']}" in parent.data.tags["runner.reason"]
+
+
+def test_a_sweep_in_a_project_with_its_own_conf(project: Path) -> None:
+    """`runner init` gives a project its own conf/: the runner's groups join Hydra's search path, and a sweep
+    there runs as anywhere (it ended 'unrecognized arguments' when the search path came before `-m`)."""
+    run_cli(project, "init", check=True)
+    assert (project / "conf" / "experiment" / "example.yaml").is_file()
+    run_cli(project, "-m", *TINY, "command=python -c pass", "train.seed=1,2", check=True)
+    parent, kids = parent_and_children(project)
+    assert parent.info.status == "FINISHED"
+    assert sorted((k.data.params["train.seed"], k.info.status) for k in kids) == [
+        ("1", "FINISHED"),
+        ("2", "FINISHED"),
+    ]

@@ -140,3 +140,16 @@ def test_the_projects_own_modules_are_found_without_importing_them(tmp_path: Pat
 )
 def test_the_stored_log_is_what_a_terminal_would_finally_show(raw: str, shown: str) -> None:
     assert readable_log(raw) == shown
+
+
+def test_hydra_argv_keeps_the_overrides_one_group(tmp_path: Path) -> None:
+    """Hydra's parser takes its overrides as one group: the runner's search path goes among them, after `-m`."""
+    from runner.compose.load import hydra_argv
+
+    (tmp_path / "conf").mkdir()
+    search = hydra_argv(tmp_path, [])[-1]
+    assert search.startswith("hydra.searchpath=['file://") and search.endswith("/conf']")
+    assert hydra_argv(tmp_path, ["-m", "a=1,2", "b=3"]) == ["-m", search, "a=1,2", "b=3"]
+    assert hydra_argv(tmp_path, ["--cfg", "job", "a=1"]) == ["--cfg", "job", search, "a=1"]
+    assert hydra_argv(tmp_path, ["--multirun"]) == ["--multirun", search]
+    assert hydra_argv(tmp_path / "none", ["-m", "a=1"]) == ["-m", "a=1"]  # no conf/ of its own: nothing to add
