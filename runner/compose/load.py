@@ -58,7 +58,7 @@ def own_root(path: Path) -> bool:
 
 
 # Hydra's flags that take a value of their own (`--cfg job`): that value is no override.
-VALUED_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+VALUED_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")  # fmt: skip
 
 
 def hydra_argv(project_dir: Path, argv: list[str]) -> list[str]:

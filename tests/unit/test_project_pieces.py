@@ -152,4 +152,5 @@ def test_hydra_argv_keeps_the_overrides_one_group(tmp_path: Path) -> None:
     assert hydra_argv(tmp_path, ["-m", "a=1,2", "b=3"]) == ["-m", search, "a=1,2", "b=3"]
     assert hydra_argv(tmp_path, ["--cfg", "job", "a=1"]) == ["--cfg", "job", search, "a=1"]
     assert hydra_argv(tmp_path, ["--multirun"]) == ["--multirun", search]
-    assert hydra_argv(tmp_path / "none", ["-m", "a=1"]) == ["-m", "a=1"]  # no conf/ of its own: nothing to add
+    # No conf/ of its own: nothing to add.
+    assert hydra_argv(tmp_path / "none", ["-m", "a=1"]) == ["-m", "a=1"]
