@@ -1,22 +1,15 @@
-"""Shared fixtures: a real project in a temp dir (git repo, the conf tree, the models), run as a user would."""
+"""Shared fixtures: a real project in a temp dir (git repo), its data remote, a browser, the SLURM cluster."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+from tests.helpers import CHROMIUM, DRIVER, FLAGS, READER, ROOT, dvc, git
 
 
 @pytest.fixture
@@ -32,108 +25,58 @@ def project(tmp_path: Path) -> Path:
     return proj
 
 
-def run_cli(
-    project: Path, *args: str, timeout: float = 600, check: bool = False, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`python -m runner ARGS` in `project`, as a user would type it (`env`: variables added to the shell's)."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"runner {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+@pytest.fixture
+def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(var, "t")
+    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(var, "t@t")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
 
 
-def store(project: Path) -> str:
-    return f"sqlite:///{project / 'mlflow.db'}"
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    return tmp_path / "remote store"
 
 
-def all_runs(project: Path) -> list:
-    from mlflow import MlflowClient
-    from mlflow.entities import ViewType
-
-    if not (project / "mlflow.db").exists():
-        return []
-    client = MlflowClient(store(project))
-    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-    return list(client.search_runs(ids)) if ids else []
-
-
-def ctrl_c_as_in_a_terminal() -> None:
-    """A script's background job (`pytest &`) starts with SIGINT ignored, and children inherit that; a user's
-    runner in a terminal has it at its default. Give the child the terminal's."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+@pytest.fixture
+def dproject(project: Path, remote: Path) -> Path:
+    """A project with DVC and a local-directory remote of its own, and the reader script committed."""
+    dvc(project, "init", "-q")
+    dvc(project, "remote", "add", "-d", "store", str(remote))
+    (project / "read.py").write_text(READER)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "dvc")
+    return project
 
 
-def interrupt_when_started(
-    project: Path, *args: str, marker: str = "started", runs: int = 1
-) -> tuple[int, str, float]:
-    """Start `python -m runner ARGS`, wait until `runs` run logs show `marker`, send SIGINT (Ctrl-C).
-    Returns (exit code, output, seconds from the signal to the exit)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", *args],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=ctrl_c_as_in_a_terminal,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        logs = (project / ".runner" / "runs").glob("*/run.log")
-        if sum(marker in p.read_text(errors="replace") for p in logs) >= runs:
-            break
-        time.sleep(0.3)
-    t0 = time.time()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    return proc.returncode, out, time.time() - t0
-
-
-def docker_engine():
-    """The Docker engine with the base image; a skip where neither exists (never in CI: RUNNER_REQUIRE_ALL)."""
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(version="auto")
-        client.ping()
-        client.images.get("runner-base:bookworm")
-    except DockerException as exc:
+@pytest.fixture
+def browser(tmp_path: Path):
+    if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
         if os.environ.get("RUNNER_REQUIRE_ALL"):
-            raise
-        pytest.skip(f"no Docker engine or base image here ({exc}); ./setup.sh provides both")
-    return client
+            raise AssertionError("chromium and chromium-driver are missing: ./setup.sh installs them")
+        pytest.skip("no Chromium here; ./setup.sh installs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_ui(ui: subprocess.Popen, port: int, timeout: float = 120) -> str:
-    """The base URL of `runner ui` once its server answers."""
-    import urllib.request
-
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2)
-            return base
-        except OSError:
-            assert time.time() < deadline and ui.poll() is None, "runner ui did not come up"
-            time.sleep(0.5)
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The cluster's environment (SLURM_CONF), the cluster started (or found up) by the project's script."""
+    if os.geteuid() != 0 and not os.environ.get("RUNNER_REQUIRE_ALL"):
+        pytest.skip("the cluster's daemons run as root; scripts/cluster.sh up starts them")
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "cluster.sh"), "up"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster")
+    return {**os.environ, "SLURM_CONF": f"{folder}/etc/slurm.conf"}

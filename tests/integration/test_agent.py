@@ -18,7 +18,7 @@ import pytest
 
 import runner
 from runner.harness.shim import alive
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 NOBODY = 65534
 

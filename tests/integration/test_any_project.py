@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, all_runs, docker_engine, git
-from tests.integration.test_local_run import artifacts, only_run, read_artifact
+from tests.helpers import ROOT, all_runs, artifacts, docker_engine, git, only_run, read_artifact
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +137,7 @@ def test_run_a_script_as_it_is(venv: Path, mine: Path) -> None:
     assert not (mine / "checkpoints").exists()  # the project itself is untouched
     from mlflow import MlflowClient
 
-    from tests.conftest import store
+    from tests.helpers import store
 
     experiment = MlflowClient(store(mine)).get_experiment(run.info.experiment_id)
     assert experiment.name == "my-study"
@@ -171,7 +170,7 @@ def test_the_stored_log_is_what_a_terminal_would_show(venv: Path, mine: Path) ->
     run = only_run(mine)
     from mlflow import MlflowClient
 
-    from tests.conftest import store
+    from tests.helpers import store
 
     # As bytes: reading text would turn each carriage return into a newline on the way.
     stored = Path(MlflowClient(store(mine)).download_artifacts(run.info.run_id, "run.log")).read_bytes()

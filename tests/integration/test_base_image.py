@@ -9,7 +9,7 @@ import pytest
 from docker.errors import ImageNotFound
 
 from runner.environment.base_image import RECIPE_LABEL, recipe_hash
-from tests.conftest import docker_engine, run_cli
+from tests.helpers import docker_engine, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -10,50 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ended, sbatch
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The cluster's environment (SLURM_CONF), the cluster started (or found up) by the project's script."""
-    if os.geteuid() != 0 and not os.environ.get("RUNNER_REQUIRE_ALL"):
-        pytest.skip("the cluster's daemons run as root; scripts/cluster.sh up starts them")
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "cluster.sh"), "up"], capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    folder = os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster")
-    return {**os.environ, "SLURM_CONF": f"{folder}/etc/slurm.conf"}
-
-
-def sbatch(env: dict[str, str], cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["sbatch", "--parsable", *args], env=env, cwd=cwd, capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().split(";")[0]
-
-
-def ended(env: dict[str, str], job: str, timeout: float = 120, tasks: int = 1) -> list[tuple[str, str, str]]:
-    """(job id, state, exit code) of the job (or its `tasks` array tasks) from SLURM's accounting, once all ended
-    (an array task still queued may not be listed yet)."""
-    deadline = time.time() + timeout
-    while True:
-        out = subprocess.run(
-            ["sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,State,ExitCode"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        rows = [tuple(line.split("|")) for line in out.splitlines() if line]
-        done = len(rows) >= tasks and all(
-            r[1] not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING") for r in rows
-        )
-        if done or time.time() > deadline:
-            return rows  # type: ignore[return-value]
-        time.sleep(0.5)
 
 
 def test_a_job_runs_and_its_ending_is_accounted(slurm: dict[str, str], tmp_path: Path) -> None:

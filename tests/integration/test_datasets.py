@@ -13,71 +13,22 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, docker_engine, git, run_cli, store
-from tests.integration.test_local_run import only_run, read_artifact
+from tests.helpers import (
+    all_runs,
+    data,
+    docker_engine,
+    dvc,
+    folder,
+    git,
+    only_run,
+    read_artifact,
+    run_cli,
+    store,
+)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("git_identity")]
 
 LOCAL = ("backend=local", "env.requirements=[]")
-# Reads every file under each mount point given; tries to write into the first one.
-READER = """import json, os, pathlib, sys
-root = os.environ.get("RUNNER_ROOT")
-def host(p): return pathlib.Path(root, p.lstrip("/")) if root else pathlib.Path(p)
-out = {}
-for mount in sys.argv[1:]:
-    base = host(mount)
-    out[mount] = {str(p.relative_to(base)): p.read_text() for p in sorted(base.rglob("*")) if p.is_file()}
-if os.environ.get("TRY_WRITE"):
-    try:
-        (host(sys.argv[1]) / "w.txt").write_text("x")
-        out["write"] = "ok"
-    except OSError as exc:
-        out["write"] = exc.strerror
-pathlib.Path(os.environ["RUNNER_OUTPUT"], "seen.json").write_text(json.dumps(out, sort_keys=True))
-"""
-
-
-@pytest.fixture(autouse=True)
-def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
-        monkeypatch.setenv(var, "t")
-    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
-        monkeypatch.setenv(var, "t@t")
-    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
-
-
-def dvc(cwd: Path, *args: str) -> str:
-    return subprocess.run(["dvc", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Path:
-    return tmp_path / "remote store"
-
-
-@pytest.fixture
-def dproject(project: Path, remote: Path) -> Path:
-    """A project with DVC and a local-directory remote of its own, and the reader script committed."""
-    dvc(project, "init", "-q")
-    dvc(project, "remote", "add", "-d", "store", str(remote))
-    (project / "read.py").write_text(READER)
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "dvc")
-    return project
-
-
-def folder(root: Path, files: dict[str, str]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
-
-
-def data(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = run_cli(project, "data", *args, timeout=120)
-    print(proc.stderr)  # shown when a test fails
-    return proc
 
 
 V1 = {"a.txt": "one", "sub/b.txt": "bee"}

@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, docker_engine, interrupt_when_started, run_cli, store
-from tests.integration.test_local_run import artifacts, only_run, read_artifact
+from tests.helpers import (
+    all_runs,
+    artifacts,
+    docker_engine,
+    interrupt_when_started,
+    only_run,
+    read_artifact,
+    run_cli,
+    store,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from runner.environment.lock import cache_dir
-from tests.conftest import all_runs, docker_engine, git, run_cli
-from tests.integration.test_datasets import dproject, folder, remote  # noqa: F401 (fixtures)
-from tests.integration.test_local_run import artifacts, only_run, read_artifact
+from tests.helpers import all_runs, artifacts, docker_engine, folder, git, only_run, read_artifact, run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("git_identity")]
 
 
 @pytest.mark.parametrize("backend", ["docker", "local"])
@@ -148,7 +146,7 @@ def containers() -> set[str]:
 
 
 def test_a_container_that_cannot_start_is_removed_and_its_run_ends_failed(
-    dproject: Path,  # noqa: F811 (the fixture imported above)
+    dproject: Path,
     tmp_path: Path,
 ) -> None:
     docker_engine()

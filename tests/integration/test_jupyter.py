@@ -18,11 +18,9 @@ import pytest
 import websocket
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, docker_engine, git, run_cli, store
-from tests.integration.test_datasets import data, dproject, folder, git_identity, remote  # noqa: F401
-from tests.integration.test_ui import browser, wait_for_text  # noqa: F401
+from tests.helpers import all_runs, data, docker_engine, folder, git, run_cli, store, wait_for_text
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("git_identity")]
 
 SMALL = ("backend=docker", "env.requirements=[]", "mode=jupyter")
 
@@ -104,7 +102,7 @@ NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "metadata":
 
 
 def test_a_session_works_on_its_data_records_to_its_run_and_stops_itself_when_idle(
-    dproject: Path,  # noqa: F811
+    dproject: Path,
     tmp_path: Path,
 ) -> None:
     assert (
@@ -221,7 +219,7 @@ def test_bad_session_input_is_one_line_and_no_run(project: Path, args: list[str]
     assert not (project / "mlflow.db").exists()
 
 
-def test_jupyterlab_opens_in_a_browser_on_the_session(project: Path, browser, tmp_path: Path) -> None:  # noqa: F811
+def test_jupyterlab_opens_in_a_browser_on_the_session(project: Path, browser, tmp_path: Path) -> None:
     (project / "analysis.ipynb").write_text(json.dumps(NOTEBOOK))
     git(project, "add", "-A")
     git(project, "commit", "-qm", "a notebook")

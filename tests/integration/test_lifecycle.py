@@ -22,8 +22,7 @@ from mlflow import MlflowClient
 
 from runner.backends.base import RunDir
 from runner.harness.shim import alive
-from tests.conftest import all_runs, docker_engine, run_cli, store
-from tests.integration.test_local_run import artifacts, only_run, read_artifact
+from tests.helpers import all_runs, artifacts, docker_engine, only_run, read_artifact, run_cli, store
 
 pytestmark = pytest.mark.integration
 

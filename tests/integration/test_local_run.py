@@ -8,29 +8,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, git, run_cli, store
+from tests.helpers import all_runs, artifacts, git, only_run, read_artifact, run_cli, store
 
 pytestmark = pytest.mark.integration
 
 TINY = ("backend=local", "env.requirements=[]")  # the harness's own packages only: quick to build
-
-
-def only_run(project: Path):
-    runs = all_runs(project)
-    assert len(runs) == 1, [r.info.status for r in runs]
-    return runs[0]
-
-
-def artifacts(project: Path, run_id: str, path: str = "") -> set[str]:
-    client = MlflowClient(store(project))
-    out = set()
-    for f in client.list_artifacts(run_id, path):
-        out |= artifacts(project, run_id, f.path) if f.is_dir else {f.path}
-    return out
-
-
-def read_artifact(project: Path, run_id: str, path: str) -> str:
-    return Path(MlflowClient(store(project)).download_artifacts(run_id, path)).read_text()
 
 
 def test_keras_mlp_end_to_end(project: Path) -> None:

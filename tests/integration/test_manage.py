@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import all_runs, free_port, git, run_cli, store, wait_for_ui
-from tests.integration.test_local_run import only_run, read_artifact
+from tests.helpers import all_runs, free_port, git, only_run, read_artifact, run_cli, store, wait_for_ui
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,7 @@ from mlflow import MlflowClient
 from runner.harness.train import TIMING
 from runner.mnist.to_csv import convert
 from runner.vqa.synth import generate
-from tests.conftest import all_runs, run_cli, store
-from tests.integration.test_local_run import artifacts, only_run, read_artifact
-from tests.unit.test_mnist_files import tiny_idx
+from tests.helpers import all_runs, artifacts, only_run, read_artifact, run_cli, store, tiny_idx
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from tests.conftest import docker_engine, run_cli
-from tests.integration.test_cluster import ended, slurm  # noqa: F401 (the cluster fixture)
+from tests.helpers import docker_engine, ended, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +27,7 @@ EPOCHS = "import time\nfor i in range(300):\n    print(f'epoch {i}', flush=True)
 
 
 @pytest.fixture
-def env(slurm: dict[str, str]) -> dict[str, str]:  # noqa: F811
+def env(slurm: dict[str, str]) -> dict[str, str]:
     return {"SLURM_CONF": slurm["SLURM_CONF"], "MLFLOW_TRACKING_URI": SERVER}
 
 
@@ -202,7 +201,7 @@ def test_the_time_limit_ends_a_run_killed_timeout(cluster_project: Path, env: di
 
 
 @pytest.fixture
-def node_restored(slurm: dict[str, str]):  # noqa: F811
+def node_restored(slurm: dict[str, str]):
     yield
     env = {**slurm, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     if subprocess.run(["pgrep", "-x", "slurmd"], capture_output=True).returncode != 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import all_runs, interrupt_when_started, run_cli
+from tests.helpers import all_runs, interrupt_when_started, run_cli
 
 pytestmark = pytest.mark.integration
 

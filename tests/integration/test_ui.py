@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,51 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import all_runs, free_port, run_cli, wait_for_ui
+from tests.helpers import all_runs, free_port, run_cli, wait_for_text, wait_for_ui
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1600,1000",
-)
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
-        if os.environ.get("RUNNER_REQUIRE_ALL"):
-            raise AssertionError("chromium and chromium-driver are missing: ./setup.sh installs them")
-        pytest.skip("no Chromium here; ./setup.sh installs Debian's chromium and chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    yield driver
-    driver.quit()
-
-
-def wait_for_text(driver, text: str, timeout: float = 60) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        body = driver.find_element("tag name", "body").text
-        if text in body:
-            return body
-        time.sleep(0.5)
-    raise AssertionError(f"'{text}' never appeared on {driver.current_url}")
 
 
 def test_sweep_parent_children_and_compare_view(project: Path, browser, tmp_path: Path) -> None:

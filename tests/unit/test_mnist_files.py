@@ -12,16 +12,7 @@ from runner.errors import DataError
 from runner.mnist import files, to_csv
 from runner.mnist.loader import load
 from runner.mnist.report import confusion
-
-
-def tiny_idx(folder: Path, n_train: int = 20, n_test: int = 10, gz: bool = True, seed: int = 0) -> None:
-    """A tiny MNIST in the IDX layout: random pixels, labels 0-9."""
-    rng = np.random.RandomState(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = ".gz" if gz else ""
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        files.write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", rng.randint(0, 256, (n, 28, 28)))
-        files.write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", np.arange(n) % 10)
+from tests.helpers import tiny_idx
 
 
 @pytest.mark.parametrize("gz", [True, False])
