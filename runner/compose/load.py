@@ -96,11 +96,6 @@ def _parse(overrides: list[str]) -> list[Any]:
         ) from exc
 
 
-def first_of_sweeps(overrides: list[str]) -> list[str]:
-    """Replace each sweep (`a=1,2`, `range(...)`) by its first value."""
-    return sweep_variants(overrides)[0]
-
-
 def sweep_variants(overrides: list[str]) -> list[list[str]]:
     """Override lists that together use every value of every sweep once: the first values, then each other
     value of each sweep with the first values of the rest. Checking these checks a sweep before it starts."""

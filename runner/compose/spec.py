@@ -78,10 +78,6 @@ class RunSpec:
         """The folder the run's code, requirements and version come from; its runs live in project_dir."""
         return self.code_dir or self.project_dir
 
-    @property
-    def is_command_mode(self) -> bool:
-        return self.argv != HARNESS_ARGV
-
 
 # Words the shell itself acts on: a command starting with one needs the shell.
 SHELL_WORDS = frozenset(

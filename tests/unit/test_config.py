@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner.compose.load import compose_config, first_of_sweeps, options
+from runner.compose.load import compose_config, options, sweep_variants
 from runner.compose.validate import validate
 from runner.errors import ConfigError
 
@@ -85,6 +85,6 @@ def test_validation_errors(overrides: list[str], expected: str) -> None:
 
 
 def test_sweeps_are_validated_by_their_first_value() -> None:
-    assert first_of_sweeps(["a=1,2", "b=x", "c=range(3,5)"]) == ["a=1", "b=x", "c=3"]
+    assert sweep_variants(["a=1,2", "b=x", "c=range(3,5)"])[0] == ["a=1", "b=x", "c=3"]
     with pytest.raises(ConfigError, match=r"Unknown key 'train\.epoch'"):
-        compose_config(ROOT, first_of_sweeps(["train.epoch=1,2"]))
+        compose_config(ROOT, sweep_variants(["train.epoch=1,2"])[0])

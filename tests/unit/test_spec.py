@@ -24,7 +24,7 @@ def spec_for(*overrides: str, environ: dict[str, str] | None = None):
 def test_spec_is_deterministic_and_complete() -> None:
     spec = spec_for("backend=local", "train.seed=7", "resources.memory=1.5g", "resources.timeout=60")
     assert spec == spec_for("backend=local", "train.seed=7", "resources.memory=1.5g", "resources.timeout=60")
-    assert spec.argv == HARNESS_ARGV and not spec.is_command_mode
+    assert spec.argv == HARNESS_ARGV
     assert spec.backend == "local"
     assert spec.seed == 7
     assert spec.resources == Resources(cpus=None, memory_bytes=int(1.5 * 1024**3), timeout=60, gpus=None)
@@ -44,7 +44,7 @@ def test_spec_is_deterministic_and_complete() -> None:
 def test_command_mode_is_a_shell_command_passed_whole() -> None:
     spec = spec_for("command='python train.py --name \"a b\"; echo $X'")
     assert spec.argv == ("sh", "-c", 'python train.py --name "a b"; echo $X')
-    assert spec.is_command_mode
+    assert spec.argv != HARNESS_ARGV
 
 
 def test_tracking_uri_precedence() -> None:
