@@ -41,6 +41,7 @@ class RunnerLauncher(Launcher):
 
         try:
             return launch(self, job_overrides, initial_job_idx)
-        except RunnerError as exc:  # one line, as everywhere in the runner; the sweep's parent is closed
+        # One line, as everywhere in the runner; the sweep's parent is closed.
+        except RunnerError as exc:
             print(f"runner: {exc}", flush=True)
             raise SystemExit(exc.exit_code) from None

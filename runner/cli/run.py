@@ -7,10 +7,14 @@ import os
 import shlex
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, RunnerError
+
+if TYPE_CHECKING:
+    from runner.launch.sweep_parent import Sweep
 
 # Hydra's own flags: passed through to Hydra untouched, no pre-flight.
 _HYDRA_INFO_FLAGS = (
@@ -81,15 +85,18 @@ def run_with_hydra(argv: list[str], resume: str | None = None, command: list[str
     from runner.compose.validate import validate
 
     project = find_project_dir()
-    os.chdir(project)  # MLflow's relative defaults (mlruns/) then match `mlflow ui` started here
+    # MLflow's relative defaults (mlruns/) then match `mlflow ui` started here.
+    os.chdir(project)
     threading.Thread(target=_open_early, args=(project,), daemon=True).start()
     overrides = _preflight_overrides(argv)
-    if overrides is None:  # Hydra prints something (--cfg, --help, ...)
+    # Hydra prints something (--cfg, --help, ...).
+    if overrides is None:
         _hydra_main(project, argv)
         return
     multirun = any(a in ("-m", "--multirun") for a in argv)
     single = None if multirun else composed_before(project, overrides)
-    if single is not None and not any(a.startswith("-") for a in argv):  # composed before: one run, and valid
+    # Composed before: one run, and valid.
+    if single is not None and not any(a.startswith("-") for a in argv):
         single = with_command(single, command)
         validate(single)
         sys.exit(run_one(single, experiment_of(argv), project, {}))
@@ -103,13 +110,16 @@ def run_with_hydra(argv: list[str], resume: str | None = None, command: list[str
     cfg = None
     for variant in variants:
         cfg = with_command(compose_config(project, variant), command)
-        validate(cfg)  # every config error surfaces here: before Hydra, a run, or a build
+        # Every config error surfaces here: before Hydra, a run, or a build.
+        validate(cfg)
     assert cfg is not None
     if multirun:
         run_sweep(argv, compose_config(project, variants[0]), project, resume)
-    elif any(a.startswith("-") for a in argv):  # Hydra's other flags: Hydra's own app runs the task
+    elif any(a.startswith("-") for a in argv):
+        # Hydra's other flags: Hydra's own app runs the task.
         _hydra_main(project, argv)
-    else:  # one run: composed and checked once, as above; Hydra's app would compose it four times more
+    else:
+        # One run: composed and checked once, as above; Hydra's app would compose it four times more.
         sys.exit(run_one(cfg, experiment_of(argv), project, {}))
 
 
@@ -133,7 +143,7 @@ def _open_early(project: Path) -> None:
         client()
 
 
-def _hydra_main(project: Path, argv: list[str]) -> None:
+def _hydra_main(project: Path, argv: list[str], sweep: Sweep | None = None) -> None:
     import hydra
 
     from runner.compose.schema import register_configs
@@ -143,7 +153,7 @@ def _hydra_main(project: Path, argv: list[str]) -> None:
 
     sys.argv = [sys.argv[0], *hydra_argv(project, argv)]
     folder, name = primary(project)
-    hydra.main(version_base="1.3", config_path=str(folder), config_name=name)(task)()
+    hydra.main(version_base="1.3", config_path=str(folder), config_name=name)(Task(sweep))()
 
 
 def owner_of_sweep_members(project: Path, parent_id: str) -> int:
@@ -156,45 +166,53 @@ def owner_of_sweep_members(project: Path, parent_id: str) -> int:
     return sum(1 for s in states if s.get("sweep_parent") == parent_id)
 
 
+def open_sweep(
+    argv: list[str], cfg: Any, spec: Any, project: Path, resume: str | None, sweeper: str
+) -> Sweep:
+    """The sweep to run: a new one under a new MLflow parent run, or `resume`'s, reopened once none of its
+    members is queued or running."""
+    from runner.launch import sweep_parent
+
+    if not resume:
+        sweep_id, parent_id = sweep_parent.start_parent(
+            spec.tracking_uri, spec.mlflow_experiment, argv, sweeper, cfg
+        )
+        return sweep_parent.Sweep(sweep_id, parent_id, sweeper, cfg.sweep.objective)
+    parent = sweep_parent.find_parent(spec.tracking_uri, resume)
+    going = owner_of_sweep_members(project, parent.info.run_id)
+    if going:
+        raise RunnerError(
+            f"sweep {resume} still has {going} member(s) queued or running: resume it once they have ended "
+            "(runner ls)."
+        )
+    sweep_parent.reopen_parent(spec.tracking_uri, parent.info.run_id)
+    return sweep_parent.Sweep(resume, parent.info.run_id, sweeper, cfg.sweep.objective)
+
+
 def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:
     """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
     from runner.backends import is_scheduler
     from runner.compose.build import build_spec
     from runner.compose.load import experiment_of
-    from runner.launch import sweep_parent as sweep
+    from runner.launch import sweep_parent
     from runner.launch.execute import sigterm_as_interrupt
-
-    sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
-    sweep.check_objective(cfg, sweeper)
-    spec = build_spec(cfg, experiment=experiment_of(argv), project_dir=str(project), environ=os.environ)
-    if resume:
-        parent = sweep.find_parent(spec.tracking_uri, resume)
-        sweep_id, parent_id = resume, parent.info.run_id
-        going = owner_of_sweep_members(project, parent_id)
-        if going:
-            raise RunnerError(
-                f"sweep {resume} still has {going} member(s) queued or running: resume it once they have ended "
-                "(runner ls)."
-            )
-        sweep.reopen_parent(spec.tracking_uri, parent_id)
-    else:
-        sweep_id, parent_id = sweep.start_parent(
-            spec.tracking_uri, spec.mlflow_experiment, argv, sweeper, cfg
-        )
-    if sweeper == "optuna" and not any(a.startswith("hydra.sweeper.direction=") for a in argv):
-        argv = [*argv, f"hydra.sweeper.direction={cfg.sweep.direction}"]
-    sweep.environ_for_sweep(sweep_id, parent_id)
     from runner.runs import owner
 
-    driver = owner.hold_sweep(project, sweep_id, parent_id, spec.tracking_uri)
-    os.environ["RUNNER_SWEEPER"] = sweeper
+    sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
+    sweep_parent.check_objective(cfg, sweeper)
+    spec = build_spec(cfg, experiment=experiment_of(argv), project_dir=str(project), environ=os.environ)
+    sweep = open_sweep(argv, cfg, spec, project, resume, sweeper)
+    if sweeper == "optuna" and not any(a.startswith("hydra.sweeper.direction=") for a in argv):
+        argv = [*argv, f"hydra.sweeper.direction={cfg.sweep.direction}"]
+    driver = owner.hold_sweep(project, sweep.id, sweep.parent, spec.tracking_uri)
     print(
-        f"[sweep {sweep_id}] parent run {parent_id}; resume with: runner sweep resume {sweep_id}", flush=True
+        f"[sweep {sweep.id}] parent run {sweep.parent}; resume with: runner sweep resume {sweep.id}",
+        flush=True,
     )
     interrupted, error, submitted = False, None, False
     try:
         with sigterm_as_interrupt():
-            _hydra_main(project, argv)
+            _hydra_main(project, argv, sweep)
         submitted = is_scheduler(spec.backend)
     except KeyboardInterrupt:
         interrupted = True
@@ -203,26 +221,40 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
             error = f"the sweep stopped early (exit {exc.code})"
         submitted = error is None and is_scheduler(spec.backend)
     finally:
-        if submitted:  # its members are jobs now: the last to end closes the sweep
-            owner.release_sweep(project, sweep_id, driver, submitted=True)
-            owner.settle_sweeps(project)  # (at once, if none was left to run)
+        # Submitted: its members are jobs now, and the last to end closes the sweep (at once, if none was left).
+        if submitted:
+            owner.release_sweep(project, sweep.id, driver, submitted=True)
+            owner.settle_sweeps(project)
         else:
-            status = sweep.finish_parent(spec.tracking_uri, parent_id, interrupted, error)
-            owner.release_sweep(project, sweep_id, driver)
-            print(sweep.summary(spec.tracking_uri, parent_id, cfg.sweep.objective))
-            print(f"[sweep {sweep_id}] {status}", flush=True)
+            status = sweep_parent.finish_parent(
+                spec.tracking_uri, sweep.parent, interrupted, error, sweep.planned
+            )
+            owner.release_sweep(project, sweep.id, driver)
+            print(sweep_parent.summary(spec.tracking_uri, sweep.parent, sweep.objective))
+            print(f"[sweep {sweep.id}] {status}", flush=True)
     if submitted:
         print(
-            f"[sweep {sweep_id}] submitted: its parent run {parent_id} ends when its last member does. The "
-            f"terminal may close.\n  follow: runner ls   compare: runner compare --sweep {sweep_id}",
+            f"[sweep {sweep.id}] submitted: its parent run {sweep.parent} ends when its last member does. The "
+            f"terminal may close.\n  follow: runner ls   compare: runner compare --sweep {sweep.id}",
             flush=True,
         )
         sys.exit(0)
     sys.exit(0 if status == "FINISHED" else 130 if interrupted else 1)
 
 
-def task(cfg: object) -> float | None:
-    """Hydra's task function: one run."""
+@dataclass(frozen=True)
+class Task:
+    """Hydra's task function, holding the sweep (if any) that the runner's command handed to Hydra: the runner's
+    launcher reads it there, and a launcher that calls the task function makes each run a member of it."""
+
+    sweep: Sweep | None = None
+
+    def __call__(self, cfg: object) -> float | None:
+        return task(cfg, self.sweep)
+
+
+def task(cfg: object, sweep: Sweep | None = None) -> float | None:
+    """One run; a member of `sweep` where there is one."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
@@ -238,7 +270,8 @@ def task(cfg: object) -> float | None:
             raise
         print(f"runner: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    code = run_one(cfg, experiment, Path.cwd(), sweep_tags(list(hydra_cfg.overrides.task)))
+    tags = sweep.member_tags(list(hydra_cfg.overrides.task)) if sweep is not None else {}
+    code = run_one(cfg, experiment, Path.cwd(), tags)
     if code:
         raise SystemExit(code)
     return None
@@ -261,7 +294,8 @@ def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> i
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    if result.job is not None:  # submitted: a job on the cluster owns it
+    # Submitted: a job on the cluster owns it.
+    if result.job is not None:
         print(
             f"[runner] run {result.run_id} submitted: SLURM job {result.job}. The terminal may close.\n"
             f"  follow it: runner logs -f {result.run_id}   (list: runner ls)\n"
@@ -269,7 +303,8 @@ def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> i
             flush=True,
         )
         return 0
-    if result.outcome is None:  # detached: it goes on under its owner
+    # Detached: it goes on under its owner.
+    if result.outcome is None:
         print(
             f"[runner] run {result.run_id} started in the background.\n"
             f"  follow it: runner attach {result.run_id}   (or: runner logs -f {result.run_id})\n"
@@ -278,17 +313,3 @@ def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> i
         )
         return 0
     return 0 if result.outcome.status == "FINISHED" else 1
-
-
-def sweep_tags(overrides: list[str]) -> dict[str, str]:
-    """Tags that make a run a member of the current sweep (for launchers that call the task function)."""
-    from runner.launch import sweep_parent as sweep
-
-    parent = os.environ.get(sweep.ENV_PARENT)
-    if not parent:
-        return {}
-    return {
-        sweep.SWEEP_ID: os.environ.get(sweep.ENV_SWEEP, ""),
-        sweep.PARENT: parent,
-        sweep.MEMBER: sweep.member_key(overrides),
-    }

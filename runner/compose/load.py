@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,8 @@ def sweep_variants(overrides: list[str]) -> list[list[str]]:
 def _values(raw: str, ov: Any) -> list[str]:
     if not ov.is_sweep_override():
         return [raw]
-    if ov.is_interval_sweep():  # a sweeper samples it: its bounds stand for it
+    # A sweeper samples an interval: its bounds stand for it.
+    if ov.is_interval_sweep():
         interval = ov.value()
         return [f"{ov.get_key_element()}={interval.start}", f"{ov.get_key_element()}={interval.end}"]
     return [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
@@ -134,17 +137,24 @@ def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
         return cfg
     cached = _cached(project_dir, overrides)
     register_configs()
-    try:
+    with explained(project_dir, overrides):
         cfg = _compose(project_dir, overrides)
-    except MissingConfigException as exc:
-        raise _missing_group_option(project_dir, exc) from exc
-    except ConfigCompositionException as exc:
-        raise _bad_override(project_dir, overrides, exc) from exc
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(f".{os.getpid()}.tmp")
     partial.write_bytes(pickle.dumps(cfg))
     partial.replace(cached)
     return cfg
+
+
+@contextlib.contextmanager
+def explained(project_dir: Path, overrides: list[str]) -> Iterator[None]:
+    """Hydra's composition errors inside, for `overrides`, as the runner's one clear line (a ConfigError)."""
+    try:
+        yield
+    except MissingConfigException as exc:
+        raise _missing_group_option(project_dir, exc) from exc
+    except ConfigCompositionException as exc:
+        raise _bad_override(project_dir, overrides, exc) from exc
 
 
 def composed_before(project_dir: Path, overrides: list[str]) -> DictConfig | None:
@@ -165,7 +175,8 @@ def _compose_key(project_dir: Path, overrides: list[str]) -> str:
     from runner.agent.wire import fingerprint
 
     parts = [fingerprint(), str(project_dir), *(f"override {o}" for o in overrides)]
-    for dirpath, dirnames, filenames in os.walk(project_dir / "conf"):  # the runner's own: in the fingerprint
+    # The project's conf/ (the runner's own configs are in the fingerprint).
+    for dirpath, dirnames, filenames in os.walk(project_dir / "conf"):
         dirnames.sort()
         for name in sorted(filenames):
             info = os.stat(os.path.join(dirpath, name))

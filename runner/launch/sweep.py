@@ -17,29 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from runner.backends import gpu, is_scheduler
 from runner.backends.base import FINISHED, Outcome, RunDir
 from runner.compose.build import build_spec
-from runner.compose.load import compose_config, experiment_of
+from runner.compose.load import experiment_of, explained
 from runner.compose.spec import RunSpec
 from runner.compose.validate import validate
 from runner.errors import ConfigError
 from runner.launch.execute import Result, Stop, abandon, execute, submit
-from runner.launch.sweep_parent import (
-    ENV_PARENT,
-    ENV_SWEEP,
-    MEMBER,
-    PARENT,
-    PLANNED,
-    SWEEP_ID,
-    check_objective,
-    member_key,
-    plan_slots,
-)
+from runner.launch.sweep_parent import MEMBER, PARENT, Slots, Sweep, check_objective, member_key, plan_slots
 
-TAIL = 10  # log lines shown for a failing member
+# Log lines shown for a failing member.
+TAIL = 10
 _say_lock = threading.Lock()
 
 
@@ -56,36 +47,61 @@ class Member:
     overrides: tuple[str, ...]
     cfg: DictConfig
     spec: RunSpec
-    label: str  # the overrides that set this member apart from the others
+    # The overrides that set this member apart from the others.
+    label: str
 
 
-def load_members(launcher: Any, job_overrides: Sequence[Sequence[str]], first: int) -> list[Member]:
+def sweep_of(launcher: Any) -> Sweep:
+    """The sweep the runner's command handed to Hydra with its task function."""
+    sweep = getattr(launcher.task_function, "sweep", None)
+    if not isinstance(sweep, Sweep):
+        raise ConfigError(
+            "hydra/launcher=runner runs the members of a sweep the runner starts: runner -m ..."
+        )
+    return sweep
+
+
+def compose_member(launcher: Any, overrides: list[str]) -> DictConfig:
+    """A member's config, composed as Hydra's own launchers compose theirs: the sweep's config loader (the
+    project's conf/ and the runner's on its search path, struct mode) given the member's overrides. Without
+    Hydra's own node, as a single run's config is; Hydra's errors as the runner's one clear line."""
+    with explained(Path.cwd(), overrides):
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def load_members(
+    launcher: Any, sweep: Sweep, job_overrides: Sequence[Sequence[str]], first: int
+) -> list[Member]:
     """Compose and check every member before any starts: a bad one stops the sweep with no run made."""
     members = []
-    sweeper = os.environ.get("RUNNER_SWEEPER", "basic")
     for i, overrides in enumerate(job_overrides):
-        # Composed as a single run's config is (and found again when the sweep's check composed it).
+        full = compose_member(launcher, list(overrides))
         own = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-        full = compose_config(Path.cwd(), own)
-        experiment = experiment_of(own)
         validate(full)
-        check_objective(full, sweeper)
-        spec = build_spec(full, experiment=experiment, project_dir=str(Path.cwd()), environ=os.environ)
+        check_objective(full, sweep.sweeper)
+        spec = build_spec(
+            full, experiment=experiment_of(own), project_dir=str(Path.cwd()), environ=os.environ
+        )
         members.append(Member(first + i + 1, tuple(overrides), full, spec, ""))
     common = set.intersection(*(set(m.overrides) for m in members)) if len(members) > 1 else set()
     return [replace(m, label=" ".join(o for o in m.overrides if o not in common)) for m in members]
 
 
-def finished_before(members: list[Member]) -> dict[str, Any]:
+def finished_before(sweep: Sweep, members: list[Member]) -> dict[str, Any]:
     """On resume: the members that already FINISHED under this sweep's parent, by their overrides."""
-    parent = os.environ.get(ENV_PARENT)
-    if not parent or not members:
+    if not members:
         return {}
     from mlflow import MlflowClient
 
     client = MlflowClient(members[0].spec.tracking_uri)
-    exp_id = client.get_run(parent).info.experiment_id
-    runs = client.search_runs([exp_id], f"tags.`{PARENT}` = '{parent}' and attributes.status = 'FINISHED'")
+    exp_id = client.get_run(sweep.parent).info.experiment_id
+    runs = client.search_runs(
+        [exp_id], f"tags.`{PARENT}` = '{sweep.parent}' and attributes.status = 'FINISHED'"
+    )
     return {r.data.tags.get(MEMBER, ""): r for r in runs}
 
 
@@ -107,14 +123,22 @@ def objective_of(spec: RunSpec, run_id: str, objective: str | None) -> float:
 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    Path(launcher.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)  # sweepers write results there
-    members = load_members(launcher, job_overrides, initial_job_idx)
+    sweep = sweep_of(launcher)
+    # Sweepers write their results there.
+    Path(launcher.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+    members = load_members(launcher, sweep, job_overrides, initial_job_idx)
     first = members[0].spec
     if is_scheduler(first.backend):
-        return submit_members(launcher, members)
+        return submit_members(launcher, sweep, members)
+    return run_members(launcher, sweep, members, initial_job_idx + len(members))
+
+
+def plan_member_slots(members: list[Member]) -> Slots:
+    """Each slot's own CPUs (and GPUs) on this host, for members like the first."""
+    first = members[0].spec
     host_gpus = gpu.require_host_gpus(first.resources.gpus) if first.env.gpu else []
     gpus_each = first.resources.gpus if isinstance(first.resources.gpus, int) else None
-    slots = plan_slots(
+    return plan_slots(
         len(members),
         members[0].cfg.sweep.parallel,
         first.resources.cpus,
@@ -123,14 +147,18 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         host_gpus,
         first.env.gpu,
     )
-    done = finished_before(members)
-    PLANNED.update(member_key(m.overrides) for m in members)
+
+
+def run_members(launcher: Any, sweep: Sweep, members: list[Member], total: int) -> list[JobReturn]:
+    """The members on this host, `sweep.parallel` at a time, each in its own slot; their returns to Hydra."""
+    slots = plan_member_slots(members)
+    done = finished_before(sweep, members)
+    sweep.planned.update(member_key(m.overrides) for m in members)
     free: queue.Queue[int] = queue.Queue()
     for i in range(slots.parallel):
         free.put(i)
     stop = Stop()
-    total = initial_job_idx + len(members)
-    say(f"[sweep {os.environ.get(ENV_SWEEP, '?')}] {len(members)} member(s), {slots.parallel} at a time")
+    say(f"[sweep {sweep.id}] {len(members)} member(s), {slots.parallel} at a time")
 
     def run_member(m: Member) -> Result | None:
         if member_key(m.overrides) in done:
@@ -145,19 +173,23 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                 cpuset=slots.cpusets[slot],
                 gpus=slots.gpus[slot] if slots.gpus else m.spec.resources.gpus,
             )
-            tags = {
-                SWEEP_ID: os.environ.get(ENV_SWEEP, ""),
-                PARENT: os.environ.get(ENV_PARENT, ""),
-                MEMBER: member_key(m.overrides),
-                "runner.sweep.index": str(m.index),
-            }
+            tags = sweep.member_tags(m.overrides, m.index)
             say(f"[sweep] member {m.index}/{total} started: {m.label}")
             return execute(replace(m.spec, resources=resources), extra_tags=tags, echo=None, stop=stop)
         finally:
             free.put(slot)
 
+    results = follow_members(members, run_member, slots.parallel, stop, total)
+    return [_job_return(m, results.get(m.index), launcher) for m in members]
+
+
+def follow_members(
+    members: list[Member], run_member: Any, parallel: int, stop: Stop, total: int
+) -> dict[int, Result | None]:
+    """Run every member in a pool of `parallel` threads; report each as it ends; on a failure with
+    sweep.fail_fast, or Ctrl-C, stop the others."""
     results: dict[int, Result | None] = {}
-    with ThreadPoolExecutor(max_workers=slots.parallel, thread_name_prefix="sweep-member") as pool:
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="sweep-member") as pool:
         futures: dict[Future[Result | None], Member] = {pool.submit(run_member, m): m for m in members}
         pending = set(futures)
         try:
@@ -165,8 +197,10 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                 finished, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
                 for fut in finished:
                     m = futures[fut]
-                    results[m.index] = _report(m, fut, total)
-                    failed = results[m.index] is None or results[m.index].outcome.status != FINISHED  # type: ignore[union-attr]
+                    result = results[m.index] = _report(m, fut, total)
+                    failed = result is None or (
+                        result.outcome is not None and result.outcome.status != FINISHED
+                    )
                     if failed and m.cfg.sweep.fail_fast and not stop.is_set():
                         say("[sweep] fail_fast: stopping the other members")
                         stop.set_because(f"fail_fast: member {m.index} failed")
@@ -175,23 +209,23 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
             stop.set_because("sweep interrupted")
             wait(pending, timeout=120)
             raise
-    return [_job_return(m, results.get(m.index), launcher) for m in members]
+    return results
 
 
-def submit_members(launcher: Any, members: list[Member]) -> list[JobReturn]:
+def submit_members(launcher: Any, sweep: Sweep, members: list[Member]) -> list[JobReturn]:
     """A scheduler's sweep: every member staged (its MLflow run, inputs and image), then all submitted at once as
     one job array with `sweep.parallel` as its throttle. Returns without waiting: the members end on the
     cluster, and the last of them closes the sweep."""
     from runner.backends import get_backend
 
-    if os.environ.get("RUNNER_SWEEPER", "basic") != "basic":
+    if sweep.sweeper != "basic":
         raise ConfigError(
             "a sweep on a cluster is submitted at once, so a sweeper that waits for results to choose the next "
             "trials (optuna) cannot drive it: use the basic sweeper with backend=slurm, or backend=docker."
         )
     first = members[0]
     backend = get_backend(first.spec.backend)
-    done = finished_before(members)
+    done = finished_before(sweep, members)
     batch: list[tuple[RunDir, int]] = []
     results: dict[int, Result] = {}
     try:
@@ -199,12 +233,7 @@ def submit_members(launcher: Any, members: list[Member]) -> list[JobReturn]:
             if member_key(m.overrides) in done:
                 say(f"[sweep] member {m.index} already FINISHED: {m.label}")
                 continue
-            tags = {
-                SWEEP_ID: os.environ.get(ENV_SWEEP, ""),
-                PARENT: os.environ.get(ENV_PARENT, ""),
-                MEMBER: member_key(m.overrides),
-                "runner.sweep.index": str(m.index),
-            }
+            tags = sweep.member_tags(m.overrides, m.index)
             results[m.index] = execute(m.spec, extra_tags=tags, echo=None, batch=batch)
     except BaseException as exc:
         abandon(batch, exc)
@@ -226,7 +255,8 @@ def submit_members(launcher: Any, members: list[Member]) -> list[JobReturn]:
 def _report(m: Member, fut: Future[Result | None], total: int) -> Result | None:
     try:
         result = fut.result()
-    except Exception as exc:  # a runner error inside one member: reported, the others go on
+    # A runner error inside one member: reported, the others go on.
+    except Exception as exc:
         say(f"[sweep] member {m.index}/{total} could not run ({m.label}): {exc}")
         return None
     if result is None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
@@ -15,12 +14,31 @@ from omegaconf import DictConfig
 from runner.errors import ConfigError
 
 SWEEP_ID = "runner.sweep_id"
-MEMBER = "runner.sweep.member"  # the member's own overrides, a JSON list: how resume recognises it
+# The member's own overrides, a JSON list: how resume recognises it.
+MEMBER = "runner.sweep.member"
 PARENT = "mlflow.parentRunId"
-ENV_SWEEP = "RUNNER_SWEEP_ID"
-ENV_PARENT = "RUNNER_SWEEP_PARENT"
-# Members the launcher was given in this process, by key: a member that never got a run still counts.
-PLANNED: set[str] = set()
+INDEX = "runner.sweep.index"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep as the runner's command started (or resumed) it: handed to Hydra with the task function, so
+    that the launcher (or a task function another launcher calls) knows which sweep its members belong to."""
+
+    id: str
+    # The sweep's MLflow parent run.
+    parent: str
+    sweeper: str = "basic"
+    objective: str | None = None
+    # The members' keys the launcher was given (it adds them): a member that never got a run still counts.
+    planned: set[str] = field(default_factory=set, compare=False)
+
+    def member_tags(self, overrides: Sequence[str], index: int | None = None) -> dict[str, str]:
+        """The tags that make a run a member of this sweep; `index`: its place among the launcher's members."""
+        tags = {SWEEP_ID: self.id, PARENT: self.parent, MEMBER: member_key(overrides)}
+        if index is not None:
+            tags[INDEX] = str(index)
+        return tags
 
 
 @dataclass(frozen=True)
@@ -164,16 +182,19 @@ def children(uri: str, parent: Any) -> list[Any]:
     )
 
 
-def finish_parent(uri: str, parent_id: str, interrupted: bool, error: str | None = None) -> str:
+def finish_parent(
+    uri: str, parent_id: str, interrupted: bool, error: str | None = None, planned: Iterable[str] = ()
+) -> str:
     """FINISHED when every member did, FAILED with the count when any failed (or the sweep itself broke
-    off with `error`), KILLED when interrupted."""
+    off with `error`), KILLED when interrupted. `planned`: the keys of the members the launcher was given, a
+    member among them that never got a run counting as failed."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     kids = children(uri, client.get_run(parent_id))
     # The latest attempt of each member counts (resume re-runs the ones that did not finish).
     latest = {r.data.tags.get(MEMBER, ""): r.info.status for r in kids}
-    latest.update({key: "NOT RUN" for key in PLANNED if key not in latest})
+    latest.update({key: "NOT RUN" for key in planned if key not in latest})
     failed = sum(1 for s in latest.values() if s != "FINISHED")
     status = "KILLED" if interrupted else ("FAILED" if failed or error or not latest else "FINISHED")
     if error:
@@ -208,8 +229,3 @@ def summary(uri: str, parent_id: str, objective: str | None) -> str:
     head = f"{'#':>3}  {'MEMBER':{width}}  {'STATUS':9}  {(objective or 'OBJECTIVE').upper():>14}  {'DURATION':>9}  RUN"
     lines = [f"{i:>3}  {o:{width}}  {s:9}  {v:>14}  {d:>9}  {r}" for i, (o, s, v, d, r) in enumerate(rows, 1)]
     return "\n".join([head, *lines])
-
-
-def environ_for_sweep(sweep_id: str, parent_id: str) -> None:
-    os.environ[ENV_SWEEP] = sweep_id
-    os.environ[ENV_PARENT] = parent_id

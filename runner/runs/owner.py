@@ -279,16 +279,35 @@ def settle_sweeps(project: Path) -> None:
         (folder / "live").unlink(missing_ok=True)
 
 
+def owned_elsewhere_of(run_dirs: list[RunDir]) -> list[RunDir]:
+    """The runs among `run_dirs` that another machine's process owns: one question per backend, which a
+    scheduler's backend asks once for all of their jobs (one sacct, not one a run)."""
+    from runner.backends import get_backend
+
+    by_backend: dict[str, list[RunDir]] = {}
+    for run_dir in run_dirs:
+        # Only a run handed to a scheduler has a job.
+        if (run_dir / JOB).exists():
+            by_backend.setdefault((read_json(run_dir / STATE) or {})["backend"], []).append(run_dir)
+    owned: list[RunDir] = []
+    for name, dirs in by_backend.items():
+        backend = get_backend(name)
+        many = getattr(backend, "owned_elsewhere_of", None)
+        owned += many(dirs) if many else [d for d in dirs if backend.owned_elsewhere(d)]
+    return owned
+
+
 def reconcile(project: Path) -> list[str]:
     """Give every run of this project on this host that has lost its owner a new one (the ids adopted);
     close the sweeps whose driver is gone once their members have ended."""
     live = project / LIVE
     if not live.is_dir():
         return []
-    adopted = []
+    unowned = []
     for marker in sorted(live.iterdir()):
         run_dir = RunDir(Path(marker.read_text().strip()))
-        if not run_dir.root.is_dir():  # removed by hand: nothing left to own
+        # Removed by hand: nothing left to own.
+        if not run_dir.root.is_dir():
             marker.unlink(missing_ok=True)
             continue
         state = read_json(run_dir / STATE)
@@ -297,8 +316,9 @@ def reconcile(project: Path) -> list[str]:
         if ending(run_dir) is not None:
             marker.unlink(missing_ok=True)
             continue
-        if adopt(run_dir):
-            adopted.append(marker.name)
+        unowned.append((marker.name, run_dir))
+    elsewhere = {run_dir.root for run_dir in owned_elsewhere_of([run_dir for _, run_dir in unowned])}
+    adopted = [name for name, run_dir in unowned if run_dir.root not in elsewhere and adopt(run_dir)]
     settle_sweeps(project)
     return adopted
 

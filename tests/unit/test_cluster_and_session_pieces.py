@@ -57,6 +57,35 @@ def test_a_job_still_queued_or_going_is_not_over() -> None:
     assert jobs.JobState("NODE_FAIL").over and jobs.JobState("OUT_OF_MEMORY").over
 
 
+def test_one_sacct_answers_for_every_job_a_waiting_arrays_tasks_included(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked = []
+
+    def call(*argv: str, timeout: float = 60) -> object:
+        asked.append(argv)
+        if argv[0] == "scontrol":
+            return type("Proc", (), {"returncode": 1, "stdout": "", "stderr": "Invalid job id specified"})()
+        out = "5|RUNNING|0:0|None\n7_1|COMPLETED|0:0|None\n7_[2-4,9%2]|PENDING|0:0|JobArrayTaskLimit\n"
+        return type("Proc", (), {"returncode": 0, "stdout": out, "stderr": ""})()
+
+    monkeypatch.setattr(jobs, "_call", call)
+    found = jobs.states(["5", "7_1", "7_3", "7_9", "8"])
+    # The controller only for the job that sacct did not list.
+    assert [a[0] for a in asked] == ["sacct", "scontrol"]
+    assert asked[0][asked[0].index("-j") + 1] == "5,7_1,7_3,7_9,8"
+    assert {job: s.state if s else None for job, s in found.items()} == {
+        "5": "RUNNING",
+        "7_1": "COMPLETED",
+        "7_3": "PENDING",
+        "7_9": "PENDING",
+        "8": None,
+    }
+    assert found["7_3"].reason == "JobArrayTaskLimit"  # type: ignore[union-attr]
+    assert jobs.array_ids("7_[0-2%1]") == ["7_0", "7_1", "7_2"] and jobs.array_ids("12") == ["12"]
+    assert jobs.states([]) == {}
+
+
 def container(**more: object) -> dict:
     return {
         "name": "runner-abc", "user": "1000:1000", "working_dir": "/code", "labels": {"runner.run_id": "abc"},

@@ -37,3 +37,33 @@ def test_secrets_are_masked_however_the_output_is_cut(size: int) -> None:
     out = b"".join(scrubber.feed(text[i : i + size]) for i in range(0, len(text), size)) + scrubber.end()
     assert out == text.replace(b"hunter22", b"***")
     assert b"hunter22" not in out and out.endswith(b"ends with hunt")
+
+
+def test_reconcile_asks_slurm_once_for_every_live_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import socket
+
+    from runner.backends.slurm import jobs
+    from runner.runs import owner
+
+    live = tmp_path / owner.LIVE
+    live.mkdir(parents=True)
+    for i in range(3):
+        run = tmp_path / ".runner" / "runs" / f"run{i}"
+        run.mkdir(parents=True)
+        (run / owner.STATE).write_text(json.dumps({"backend": "slurm", "host": socket.gethostname()}))
+        (run / owner.JOB).write_text(json.dumps({"job": f"9_{i}"}))
+        (live / f"run{i}").write_text(str(run))
+    asked = []
+
+    def call(*argv: str, timeout: float = 60) -> object:
+        asked.append(argv)
+        out = "9_0|RUNNING|0:0|None\n9_[1-2%1]|PENDING|0:0|JobArrayTaskLimit\n"
+        return type("Proc", (), {"returncode": 0, "stdout": out, "stderr": ""})()
+
+    monkeypatch.setattr(jobs, "_call", call)
+    # Every job is queued or running: each run is its job's, and none is adopted here.
+    assert owner.reconcile(tmp_path) == []
+    assert [a[:3] for a in asked] == [("sacct", "-j", "9_0,9_1,9_2")]

@@ -195,14 +195,17 @@ class SlurmBackend(Backend):
 
     def owned_elsewhere(self, run_dir: RunDir) -> bool:
         """True while the run's job is queued or running: its owner is (or will be) the job's process."""
-        job = job_of(run_dir)
-        if job is None:
-            return False
+        return bool(self.owned_elsewhere_of([run_dir]))
+
+    def owned_elsewhere_of(self, run_dirs: list[RunDir]) -> list[RunDir]:
+        """The runs among `run_dirs` whose job is queued or running, from one question to SLURM for all."""
+        by_job = {job: run_dir for run_dir in run_dirs if (job := job_of(run_dir)) is not None}
         try:
-            found = jobs.state(job)
-        except RunnerError:  # SLURM does not answer: nothing can be told, so nothing is settled
-            return True
-        return found is not None and not found.over
+            found = jobs.states(list(by_job))
+        # SLURM does not answer: nothing can be told, so nothing is settled.
+        except RunnerError:
+            return list(by_job.values())
+        return [run_dir for job, run_dir in by_job.items() if (s := found[job]) is not None and not s.over]
 
     def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         job = job_of(run_dir)

@@ -130,13 +130,40 @@ def submit(opts: list[str], script: str, tasks: int, parallel: int | None, cwd: 
 def state(job: str) -> JobState | None:
     """How the job stands: SLURM's accounting first (it keeps ended jobs), then the controller (which forgets
     them after MinJobAge); None when neither knows the job."""
-    proc = _call("sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", timeout=15)
+    return states([job])[job]
+
+
+def states(job_ids: list[str]) -> dict[str, JobState | None]:
+    """How each job stands, from one question to SLURM's accounting for all of them (as submitit's InfoWatcher
+    asks about every job it follows at once); the controller only for a job the accounting does not list."""
+    if not job_ids:
+        return {}
+    proc = _call(
+        "sacct", "-j", ",".join(job_ids), "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", timeout=15
+    )
+    found: dict[str, JobState] = {}
     if proc.returncode == 0:
         for line in proc.stdout.splitlines():
             fields = line.split("|")
-            if len(fields) >= 4 and fields[0] == job:
-                return JobState(fields[1].split()[0], fields[2], fields[3] if fields[3] != "None" else "")
-    return controller_state(job)
+            if len(fields) >= 4:
+                reason = fields[3] if fields[3] != "None" else ""
+                for job in array_ids(fields[0]):
+                    found.setdefault(job, JobState(fields[1].split()[0], fields[2], reason))
+    return {job: found[job] if job in found else controller_state(job) for job in job_ids}
+
+
+def array_ids(job_id: str) -> list[str]:
+    """The ids one of sacct's JobIDs stands for: itself, or each task of an array's tasks that are listed as one
+    line while they wait (`7_[2-4,9%2]`: 7_2, 7_3, 7_4 and 7_9)."""
+    head, bracket, rest = job_id.partition("_[")
+    if not bracket:
+        return [job_id]
+    ids = []
+    for part in rest.rstrip("]").split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (high.isdigit() or not high):
+            ids += [f"{head}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return ids
 
 
 def controller_state(job: str) -> JobState | None:
