@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from runner.backends.gpu import require_host_gpus
 from runner.compose.spec import RunSpec
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
@@ -86,6 +87,14 @@ class Prepared:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class HandOver:
+    """How runs went to their owners: to owners started on this machine (`jobs` empty: follow them from here), or
+    to a scheduler's jobs (their ids, one per run, in order), whose owners are elsewhere and go on without us."""
+
+    jobs: tuple[str, ...] = ()
+
+
 class RunHandle(abc.ABC):
     """A started run, as the engine sees it. Modelled on MLflow Projects' SubmittedRun."""
 
@@ -105,14 +114,21 @@ class RunHandle(abc.ABC):
 
 
 class Backend(abc.ABC):
-    """Lifecycle: check (no side effects) -> prepare (build or reuse the env) -> launch (start the run)."""
+    """Lifecycle: check (no side effects) -> prepare (build or reuse the env) -> plan -> hand over (to the
+    run's owner) -> start (the owner starts the run)."""
 
     name: str
-    scheduler = False  # True where a cluster's scheduler runs the owner (submit), not this machine
+    # A sweep's members are handed over together, and go on without the sweep's driver: the last of them to end
+    # closes the sweep. Where False, the driver runs them a few at a time and closes the sweep itself.
+    sweeps_at_once = False
 
     @abc.abstractmethod
     def check(self, spec: RunSpec) -> None:
         """Fail fast, before any side effect: engine reachable, GPUs present, base image available."""
+
+    def host_gpus(self, spec: RunSpec) -> list[str]:
+        """This machine's GPUs the run gets, checked here (none where the run's GPUs are another machine's)."""
+        return require_host_gpus(spec.resources.gpus) if spec.env.gpu else []
 
     @abc.abstractmethod
     def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
@@ -137,9 +153,10 @@ class Backend(abc.ABC):
         """The run as the engine has it now (running or ended but not yet released), or None if the engine
         has nothing of it."""
 
-    def submit(self, run_dirs: list[RunDir], parallel: int | None) -> list[str]:
-        """A scheduler's backend: hand the planned runs to the scheduler, whose jobs own them; their job ids."""
-        raise NotImplementedError(f"backend {self.name} hands its runs to an owner on this machine")
+    @abc.abstractmethod
+    def hand_over(self, run_dirs: list[RunDir], lock_fds: list[int], parallel: int | None) -> HandOver:
+        """Give the planned runs to their owners, each with its ownership lock (held by `lock_fds`, which the
+        caller closes afterwards); at most `parallel` of them at once, where the backend runs them together."""
 
     def owned_elsewhere(self, run_dir: RunDir) -> bool:
         """True while a process on another machine owns the run (a queued or running job): none here may."""

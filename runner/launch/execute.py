@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import runner
-from runner.backends import get_backend, gpu
-from runner.backends.base import FAILED, KILLED, Backend, Outcome, RunDir
+from runner.backends import get_backend
+from runner.backends.base import FAILED, KILLED, Backend, HandOver, Outcome, RunDir
 from runner.compose.spec import RunSpec
 from runner.compose.validate import check_ca_bundle
 from runner.datasets import record as data_record
@@ -152,12 +152,11 @@ def execute(
     batch: list[tuple[RunDir, int]] | None = None,
 ) -> Result:
     """Prepare `spec`'s run, hand it to its owner (runner.runs.owner) and follow it to its end (or, detached, to
-    its start). Raises RunnerError (before any run exists) on bad input. A scheduler's run is submitted and
+    its start). Raises RunnerError (before any run exists) on bad input. A run handed to a scheduler's job is
     not followed; with `batch` (a sweep's), it is added there, its ownership lock held, for `submit`."""
     backend = get_backend(spec.backend)
     backend.check(spec)
-    # A scheduler's nodes have the GPUs, not this machine: SLURM itself checks those (backend.check).
-    gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu and not backend.scheduler else []
+    gpus = backend.host_gpus(spec)
     # All set here: the owner reads them from the environment it inherits. None may be in the record.
     refuse_recorded_secrets(spec, read_secrets(spec.env.secrets))
     if spec.env.ca_bundle:  # it is mounted into builds and runs: a file of certificates, and nothing else
@@ -233,7 +232,7 @@ def execute(
     outcome = Outcome(FAILED, reason="runner error")
     handed_over = False
     offset = 0
-    job: str | None = None  # a scheduler's, once submitted
+    handed = HandOver()
     try:
         with sigterm_as_interrupt():
             try:
@@ -256,16 +255,11 @@ def execute(
                     log.write(plan["said"])
                 log.close()
                 offset = run_dir.log.stat().st_size
-                if batch is not None and backend.scheduler:
+                if batch is not None:  # a sweep's, handed over with the others (submit)
                     batch.append((run_dir, os.dup(lock_fd)))
                     handed_over = True
                     return Result(run_id, None)
-                if backend.scheduler:
-                    (job,) = backend.submit(
-                        [run_dir], None
-                    )  # the job owns the run from here: it needs the lock
-                else:
-                    owner.spawn(run_dir, lock_fd)
+                handed = backend.hand_over([run_dir], [lock_fd], None)
                 handed_over = True
             except KeyboardInterrupt:
                 log.write("\n[runner] interrupted before the run started\n")
@@ -282,10 +276,9 @@ def execute(
         os.close(lock_fd)
         if not handed_over:
             _finish(recorder, run_dir, outcome, started, log)
-    if backend.scheduler:
-        assert job is not None
-        recorded(recorder.client, run_dir, job)
-        return Result(run_id, None, job)
+    if handed.jobs:  # submitted: its job owns it, elsewhere
+        recorded(recorder.client, run_dir, handed.jobs[0])
+        return Result(run_id, None, handed.jobs[0])
     owner.wait_started(run_dir)
     if spec.session is not None:
         announce(spec, run_dir, recorder, echo)
@@ -321,7 +314,9 @@ def submit(backend: Backend, batch: list[tuple[RunDir, int]], parallel: int | No
     from mlflow import MlflowClient
 
     try:
-        jobs = backend.submit([run_dir for run_dir, _ in batch], parallel)
+        jobs = list(
+            backend.hand_over([run_dir for run_dir, _ in batch], [fd for _, fd in batch], parallel).jobs
+        )
     except BaseException as exc:
         abandon(batch, exc)
         raise

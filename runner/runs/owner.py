@@ -517,7 +517,8 @@ class Owner:
             {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
         )
         (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
-        if self.backend.scheduler and self.state.get("sweep_parent"):  # the last member to end closes it
+        # A sweep handed over at once goes on without its driver: the last member to end closes it.
+        if self.backend.sweeps_at_once and self.state.get("sweep_parent"):
             try:
                 settle_sweeps(Path(self.state["project"]))
             except Exception as exc:

@@ -22,7 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.base import FAILED, FINISHED, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.host import HostBackend
 from runner.compose.spec import RunSpec
 from runner.environment.lock import cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
@@ -264,7 +265,7 @@ class DockerHandle(RunHandle):
             self.container.remove(force=True)
 
 
-class DockerBackend(Backend):
+class DockerBackend(HostBackend):
     name = "docker"
 
     def __init__(self) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from runner.backends import gpu
-from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.base import FAILED, FINISHED, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.host import HostBackend
 from runner.compose.spec import RunSpec
 from runner.datasets.entry import parse_all
 from runner.datasets.mount import link_into
@@ -98,7 +99,7 @@ class LocalHandle(RunHandle):
                 return
 
 
-class LocalBackend(Backend):
+class LocalBackend(HostBackend):
     name = "local"
 
     def check(self, spec: RunSpec) -> None:

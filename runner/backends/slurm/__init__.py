@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.base import Backend, HandOver, Log, Outcome, Prepared, RunDir, RunHandle
 from runner.backends.slurm import jobs
 from runner.compose.spec import RunSpec
 from runner.environment.lock import cache_dir
@@ -80,7 +80,7 @@ class JobHandle(RunHandle):
 
 class SlurmBackend(Backend):
     name = "slurm"
-    scheduler = True
+    sweeps_at_once = True  # one job array
 
     def __init__(self) -> None:
         self._docker: Any = None
@@ -115,6 +115,10 @@ class SlurmBackend(Backend):
             raise ConfigError(f"backend.engine: '{cfg.engine}' is not one of {', '.join(ENGINES)}.")
         jobs.check(self.options(spec))  # partition, account, QOS, GPUs, time: SLURM's own verdict
         self.docker.base_image(spec.env.image)  # the image is built here, on the submitting machine
+
+    def host_gpus(self, spec: RunSpec) -> list[str]:
+        """None: the nodes have the run's GPUs, not this machine (SLURM itself checks those: check)."""
+        return []
 
     def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
         return self.docker.lock_target(spec)  # type: ignore[no-any-return]
@@ -155,6 +159,10 @@ class SlurmBackend(Backend):
     def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
         # Only a node's owner starts a SLURM run (runner.backends.slurm.node); here, it was never submitted.
         raise RunnerError("lost: the runner process ended before the run's job was submitted")
+
+    def hand_over(self, run_dirs: list[RunDir], lock_fds: list[int], parallel: int | None) -> HandOver:
+        """Submitted: each run's job owns it from its start (it claims the lock once the caller lets go)."""
+        return HandOver(tuple(self.submit(run_dirs, parallel)))
 
     def submit(self, run_dirs: list[RunDir], parallel: int | None) -> list[str]:
         """One job for one run, one job array for several (at most `parallel` at once): each task the owner of
