@@ -148,29 +148,20 @@ def follow(
     `interrupt_stops=False` it only stops following). `stop` (a sweep's Stop) asks the same with its reason.
     A lost owner is replaced."""
     interrupted = False
-    replaced = 0
+    watch = OwnerWatch(run_dir)
     with open(run_dir.log, "rb") as fh:
         fh.seek(offset)
-        last_check = time.monotonic()
         while True:
             try:
                 outcome = ending(run_dir)
-                chunk = fh.read()
-                if chunk and echo is not None:
-                    echo.write(chunk.decode(errors="replace"))
-                    echo.flush()
+                chunk = _echo(fh, echo)
                 if outcome is not None:
                     if interrupted:
                         raise KeyboardInterrupt
                     return outcome
                 if stop is not None and stop.is_set():
                     request_stop(run_dir, stop.reason)
-                if time.monotonic() - last_check > 2:
-                    last_check = time.monotonic()
-                    if not owned(run_dir) and ending(run_dir) is None and adopt(run_dir):
-                        replaced += 1
-                        if replaced > 3:
-                            raise RuntimeError(f"the run's owner keeps failing: see {run_dir / OWNER_LOG}")
+                watch.check()
                 if not chunk:
                     time.sleep(0.01)
             except KeyboardInterrupt:
@@ -180,6 +171,33 @@ def follow(
                 request_stop(run_dir, "interrupted")
                 if echo is not None:
                     echo.write("\n[runner] interrupted: stopping the run\n")
+
+
+def _echo(fh: Any, echo: Any) -> bytes:
+    """What the log has gained since the last read, copied to `echo` (where there is one)."""
+    chunk: bytes = fh.read()
+    if chunk and echo is not None:
+        echo.write(chunk.decode(errors="replace"))
+        echo.flush()
+    return chunk
+
+
+class OwnerWatch:
+    """A follower's look at the run's owner every 2 s: a lost one is replaced, up to 3 times."""
+
+    def __init__(self, run_dir: RunDir):
+        self.run_dir = run_dir
+        self.last_check = time.monotonic()
+        self.replaced = 0
+
+    def check(self) -> None:
+        if time.monotonic() - self.last_check <= 2:
+            return
+        self.last_check = time.monotonic()
+        if not owned(self.run_dir) and ending(self.run_dir) is None and adopt(self.run_dir):
+            self.replaced += 1
+            if self.replaced > 3:
+                raise RuntimeError(f"the run's owner keeps failing: see {self.run_dir / OWNER_LOG}")
 
 
 def wait_started(run_dir: RunDir, timeout: float = 120) -> bool:
