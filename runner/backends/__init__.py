@@ -21,14 +21,14 @@ def _module(name: str, part: str = "") -> Any:
     return importlib.import_module(f"runner.backends.{name}{part}")
 
 
-def get_backend(name: str) -> Backend:
-    backend: Backend = _module(name).BACKEND()
+def get_backend(name: str) -> Backend[Any]:
+    backend: Backend[Any] = _module(name).BACKEND()
     return backend
 
 
-def backend_class(name: str) -> type[Backend]:
+def backend_class(name: str) -> type[Backend[Any]]:
     """The backend's class, for what it says of every run (nothing is reached: no engine is asked)."""
-    cls: type[Backend] = _module(name).BACKEND
+    cls: type[Backend[Any]] = _module(name).BACKEND
     return cls
 
 

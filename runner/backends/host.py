@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from runner.backends.base import Backend, HandOver, RunDir
+from runner.backends.base import Backend, HandOver, P, RunDir
 from runner.runs import owner
 
 
-class HostBackend(Backend):
+class HostBackend(Backend[P]):
     """The owner of each run is a process on this machine, followed from here."""
 
     def hand_over(self, run_dirs: list[RunDir], lock_fds: list[int], parallel: int | None) -> HandOver:

@@ -153,7 +153,7 @@ class Launch:
     """What the steps of one run share once its record is open."""
 
     spec: RunSpec
-    backend: Backend
+    backend: Backend[Any]
     recorder: Recorder
     run_dir: RunDir
     lock: str  # the environment's lock (requirements.lock)
@@ -192,7 +192,7 @@ def execute(
     return follow(run, echo, stop)
 
 
-def preflight(spec: RunSpec, backend: Backend) -> tuple[RunSpec, list[str]]:
+def preflight(spec: RunSpec, backend: Backend[Any]) -> tuple[RunSpec, list[str]]:
     """Everything that can fail on bad input, before anything of the run exists: the spec with its datasets
     resolved, and this machine's GPUs the run gets."""
     backend.check(spec)
@@ -216,7 +216,7 @@ def preflight(spec: RunSpec, backend: Backend) -> tuple[RunSpec, list[str]]:
     return spec, gpus
 
 
-def lock_and_version(spec: RunSpec, backend: Backend, lock: str | None) -> tuple[str, CodeVersion]:
+def lock_and_version(spec: RunSpec, backend: Backend[Any], lock: str | None) -> tuple[str, CodeVersion]:
     """The environment's lock (resolved unless given: a reproduction passes the recorded one) and the code's
     version; git's three calls go on while the lock is found."""
     with ThreadPoolExecutor(1) as pool:
@@ -256,7 +256,7 @@ def run_tags(
 
 def open_record(
     spec: RunSpec,
-    backend: Backend,
+    backend: Backend[Any],
     gpus: list[str],
     lock: str | None,
     extra_tags: dict[str, str] | None,
@@ -345,9 +345,11 @@ def stage(run: Launch) -> None:
 
 
 def prepare(run: Launch) -> Prepared:
-    """The run's environment, built or reused, and named in its record."""
+    """The run's environment, built or reused, and named in its record; what the run's folder needs from the
+    backend besides (Backend.furnish)."""
     prepared = run.backend.prepare(run.spec, run.lock, run.log)
     stage_record(run.run_dir.root, dict(run.spec.params), {"runner.env.id": prepared.env_id, **prepared.tags})
+    run.backend.furnish(run.spec, run.run_dir, prepared)
     return prepared
 
 
@@ -364,9 +366,9 @@ def plan(run: Launch, prepared: Prepared) -> None:
         "PYTHONUNBUFFERED": "1",
     }
     planned = run.backend.plan(spec, run.run_dir, prepared, env)
-    write_json(run.run_dir / owner.PLAN, planned, private=True)
-    if planned.get("said"):
-        run.log.write(planned["said"])
+    write_json(run.run_dir / owner.PLAN, planned.to_json(), private=True)
+    if planned.said:
+        run.log.write(planned.said)
     run.log.close()
     run.offset = run.run_dir.log.stat().st_size
 
@@ -411,7 +413,9 @@ def announce(spec: RunSpec, run_dir: RunDir, recorder: Recorder, echo: TextIO | 
         time.sleep(0.2)
 
 
-def submit(backend: Backend, batch: list[tuple[RunDir, int]], parallel: int | None, uri: str) -> list[str]:
+def submit(
+    backend: Backend[Any], batch: list[tuple[RunDir, int]], parallel: int | None, uri: str
+) -> list[str]:
     """Hand a sweep's staged runs to the scheduler at once (one job array); their job ids. If the scheduler
     refuses, every run ends FAILED with its words."""
     from mlflow import MlflowClient

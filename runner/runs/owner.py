@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import FAILED, KILLED, Backend, Outcome, RunDir, RunHandle
+from runner.backends.base import FAILED, KILLED, Backend, Outcome, Plan, RunDir, RunHandle
 from runner.errors import RunnerError
 from runner.harness.shim import alive, write_json
 from runner.tracking.record import (
@@ -325,7 +325,7 @@ def reconcile(project: Path) -> list[str]:
 
 
 class Owner:
-    def __init__(self, run_dir: RunDir, backend: Backend | None = None):
+    def __init__(self, run_dir: RunDir, backend: Backend[Any] | None = None):
         """`backend`: where the run is not the recorded backend's on this machine (a cluster job's node)."""
         from runner.backends import get_backend
 
@@ -356,7 +356,7 @@ class Owner:
         outcome = Outcome(FAILED, reason="runner error")
         try:
             self.handle = self.backend.adopt(self.run_id, self.run_dir)
-            plan = read_json(self.run_dir / PLAN)
+            plan = self.backend.read_plan(self.run_dir)
             if plan and not is_remote(self.state["tracking_uri"]):
                 # MLflow's server takes a second or two to import: do it while the run starts, not before.
                 server_environment(self.state["tracking_uri"], *self.backend.tracking_bind(plan))
@@ -409,7 +409,7 @@ class Owner:
         except Exception as exc:  # the store busy: the ending tries again
             print(f"[owner] could not record the run's inputs yet: {exc}", file=sys.stderr, flush=True)
 
-    def access(self, plan: dict[str, Any]) -> dict[str, Any] | None:
+    def access(self, plan: Plan) -> dict[str, Any] | None:
         """The run's endpoint: a port and a token, kept across owners (None where the store is remote)."""
         from runner.tracking.record import free_port
 
@@ -422,7 +422,7 @@ class Owner:
             write_json(self.run_dir / "endpoint.json", access, private=True)
         return dict(access)
 
-    def run_env(self, plan: dict[str, Any], access: dict[str, Any] | None) -> dict[str, str]:
+    def run_env(self, plan: Plan, access: dict[str, Any] | None) -> dict[str, str]:
         uri = self.state["tracking_uri"]
         if access is None:
             return {"MLFLOW_TRACKING_URI": uri}
@@ -436,7 +436,7 @@ class Owner:
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
         }
 
-    def serve(self, plan: dict[str, Any], access: dict[str, Any]) -> None:
+    def serve(self, plan: Plan, access: dict[str, Any]) -> None:
         """The run's tracking endpoint, started once the run is: its first calls are retried meanwhile."""
         from runner.tracking.record import Endpoint
 
@@ -457,9 +457,8 @@ class Owner:
         timeout = self.state.get("timeout")
         deadline = None if timeout is None else started + timeout
         reported = False
-        idle_timeout = int(
-            self.state.get("idle_timeout") or 0
-        )  # a session (runner.session): it stops itself unused
+        # A session (runner.session): it stops itself unused.
+        idle_timeout = int(self.state.get("idle_timeout") or 0)
         access = session.read(self.run_dir) if idle_timeout else None
         next_check = time.monotonic()
         while True:
