@@ -21,17 +21,18 @@ def _module(name: str, part: str = "") -> Any:
     return importlib.import_module(f"runner.backends.{name}{part}")
 
 
-def get_backend(name: str) -> Backend:
-    backend: Backend = _module(name).BACKEND()
+def get_backend(name: str) -> Backend[Any]:
+    backend: Backend[Any] = _module(name).BACKEND()
     return backend
+
+
+def backend_class(name: str) -> type[Backend[Any]]:
+    """The backend's class, for what it says of every run (nothing is reached: no engine is asked)."""
+    cls: type[Backend[Any]] = _module(name).BACKEND
+    return cls
 
 
 def config_schema(name: str) -> type:
     """The dataclass of `backend=NAME`'s settings."""
     schema: type = _module(name, ".config").CONFIG
     return schema
-
-
-def is_scheduler(name: str) -> bool:
-    """True for a backend whose runs a cluster's scheduler owns (they are submitted, not followed)."""
-    return bool(_module(name).BACKEND.scheduler)

@@ -191,7 +191,7 @@ def open_sweep(
 
 def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:
     """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
-    from runner.backends import is_scheduler
+    from runner.backends import backend_class
     from runner.compose.build import build_spec
     from runner.compose.load import experiment_of
     from runner.launch import sweep_parent
@@ -213,13 +213,13 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
     try:
         with sigterm_as_interrupt():
             _hydra_main(project, argv, sweep)
-        submitted = is_scheduler(spec.backend)
+        submitted = backend_class(spec.backend).sweeps_at_once
     except KeyboardInterrupt:
         interrupted = True
     except SystemExit as exc:
         if exc.code not in (0, None):
             error = f"the sweep stopped early (exit {exc.code})"
-        submitted = error is None and is_scheduler(spec.backend)
+        submitted = error is None and backend_class(spec.backend).sweeps_at_once
     finally:
         # Submitted: its members are jobs now, and the last to end closes the sweep (at once, if none was left).
         if submitted:

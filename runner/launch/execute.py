@@ -1,4 +1,6 @@
-"""One run, start to end: checks -> lock -> MLflow run -> snapshot -> env -> plan -> hand-over -> follow.
+"""One run, start to end, in named steps: preflight (checks, GPUs, secrets, CA bundle, allow_targets, datasets)
+-> open_record (lock, code version, MLflow run, run folder, state) -> stage (code snapshot, harness, inputs)
+-> prepare (the environment) -> plan (plan.json) -> hand_over (to the run's owner) -> follow (its log).
 
 Everything that can fail on bad input fails before the MLflow run exists. Up to the hand-over, whatever happens
 (a build failure, Ctrl-C, SIGTERM, a runner bug) this process closes the run FAILED or KILLED with its log;
@@ -23,8 +25,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import runner
-from runner.backends import get_backend, gpu
-from runner.backends.base import FAILED, KILLED, Backend, Outcome, RunDir
+from runner.backends import get_backend
+from runner.backends.base import FAILED, KILLED, Backend, HandOver, Outcome, Prepared, RunDir
 from runner.compose.spec import RunSpec
 from runner.compose.validate import check_ca_bundle
 from runner.datasets import record as data_record
@@ -33,7 +35,7 @@ from runner.errors import ConfigError, RunnerError
 from runner.harness.shim import MIN_LENGTH, write_json
 from runner.launch import stage as harness
 from runner.runs import owner
-from runner.tracking.code import code_version, snapshot
+from runner.tracking.code import CodeVersion, code_version, snapshot
 from runner.tracking.record import (
     CODE_MANIFEST,
     RECORD,
@@ -59,12 +61,16 @@ class Tee:
     """A log that goes to the terminal and to the run's log file; safe to write from several threads."""
 
     def __init__(self, path: Path, echo: TextIO | None):
+        self._path = path
         self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (closed by close())
         self._echo = echo
         self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         with self._lock:
+            # Closed once the plan is written; a failure to hand over is still said in the run's log.
+            if self._file.closed:
+                self._file = open(self._path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
             self._file.write(text)
             if self._echo is not None:
                 self._echo.write(text)
@@ -142,6 +148,26 @@ class Stop(threading.Event):
         self.set()
 
 
+@dataclass
+class Launch:
+    """What the steps of one run share once its record is open."""
+
+    spec: RunSpec
+    backend: Backend[Any]
+    recorder: Recorder
+    run_dir: RunDir
+    lock: str  # the environment's lock (requirements.lock)
+    diff: str  # the code's uncommitted changes
+    lock_fd: int  # the run's ownership lock: ours while we prepare, the owner's from the hand-over on
+    started: float
+    log: Tee
+    offset: int = 0  # how much of the run's log is written before the hand-over (the rest is followed)
+
+    @property
+    def run_id(self) -> str:
+        return self.recorder.run_id
+
+
 def execute(
     spec: RunSpec,
     extra_tags: dict[str, str] | None = None,
@@ -152,15 +178,29 @@ def execute(
     batch: list[tuple[RunDir, int]] | None = None,
 ) -> Result:
     """Prepare `spec`'s run, hand it to its owner (runner.runs.owner) and follow it to its end (or, detached, to
-    its start). Raises RunnerError (before any run exists) on bad input. A scheduler's run is submitted and
+    its start). Raises RunnerError (before any run exists) on bad input. A run handed to a scheduler's job is
     not followed; with `batch` (a sweep's), it is added there, its ownership lock held, for `submit`."""
     backend = get_backend(spec.backend)
+    spec, gpus = preflight(spec, backend)
+    run = open_record(spec, backend, gpus, lock, extra_tags, adopt, echo)
+    handed = until_hand_over(run, batch)
+    if handed is None:  # a sweep's: `submit` hands it over with the others
+        return Result(run.run_id, None)
+    if handed.jobs:  # submitted: its job owns it, elsewhere
+        recorded(run.recorder.client, run.run_dir, handed.jobs[0])
+        return Result(run.run_id, None, handed.jobs[0])
+    return follow(run, echo, stop)
+
+
+def preflight(spec: RunSpec, backend: Backend[Any]) -> tuple[RunSpec, list[str]]:
+    """Everything that can fail on bad input, before anything of the run exists: the spec with its datasets
+    resolved, and this machine's GPUs the run gets."""
     backend.check(spec)
-    # A scheduler's nodes have the GPUs, not this machine: SLURM itself checks those (backend.check).
-    gpus = gpu.require_host_gpus(spec.resources.gpus) if spec.env.gpu and not backend.scheduler else []
+    gpus = backend.host_gpus(spec)
     # All set here: the owner reads them from the environment it inherits. None may be in the record.
     refuse_recorded_secrets(spec, read_secrets(spec.env.secrets))
-    if spec.env.ca_bundle:  # it is mounted into builds and runs: a file of certificates, and nothing else
+    # It is mounted into builds and runs: a file of certificates, and nothing else.
+    if spec.env.ca_bundle:
         check_ca_bundle(spec.env.ca_bundle)
     for module in spec.allow_targets:
         if not in_project(module, Path(spec.source)):
@@ -168,16 +208,20 @@ def execute(
                 f"allow_targets: '{module}' is not a module of the project ({spec.source}): no "
                 f"{module.replace('.', '/')}.py or {module.replace('.', '/')}/__init__.py there."
             )
-    project = Path(spec.project_dir)
-    if spec.data:  # exact versions, materialised read-only, before anything of the run exists
+    # Exact versions, materialised read-only, before anything of the run exists.
+    if spec.data:
         from runner.datasets.mount import resolve
 
-        spec = replace(spec, mounts=resolve(project, spec.data))
+        spec = replace(spec, mounts=resolve(Path(spec.project_dir), spec.data))
+    return spec, gpus
+
+
+def lock_and_version(spec: RunSpec, backend: Backend[Any], lock: str | None) -> tuple[str, CodeVersion]:
+    """The environment's lock (resolved unless given: a reproduction passes the recorded one) and the code's
+    version; git's three calls go on while the lock is found."""
     with ThreadPoolExecutor(1) as pool:
-        versioning = pool.submit(
-            code_version, Path(spec.source)
-        )  # git's three calls go on while the lock is found
-        if lock is None:  # a reproduction passes the recorded lock
+        versioning = pool.submit(code_version, Path(spec.source))
+        if lock is None:
             lock = resolve_lock(
                 requirement_lines(spec.env, Path(spec.source)),
                 Target(*backend.lock_target(spec)),
@@ -185,32 +229,49 @@ def execute(
                 os.environ,
                 index_url=spec.env.index_url,
             )
-        version = versioning.result()
+        return lock, versioning.result()
+
+
+def run_tags(
+    spec: RunSpec, gpus: list[str], lock: str, version: CodeVersion, extra_tags: dict[str, str] | None
+) -> dict[str, str]:
+    return {
+        "runner.experiment": spec.experiment,
+        "runner.backend": spec.backend,
+        "runner.host": socket.gethostname(),
+        "runner.seed": str(spec.seed),
+        "runner.gpus": ",".join(gpus) or "none",
+        "runner.command": shlex.join(spec.argv),
+        "runner.version": runner.__version__,
+        "runner.lock.sha256": content_hash(lock),
+        "runner.requirements_file": spec.env.requirements_file or "none",
+        "runner.git.dirty": str(version.dirty).lower(),
+        "mlflow.source.git.commit": version.commit or "",
+        "mlflow.source.name": spec.project_dir,
+        "mlflow.user": getpass.getuser(),
+        **data_record.tags(spec.mounts),
+        **(extra_tags or {}),
+    }
+
+
+def open_record(
+    spec: RunSpec,
+    backend: Backend[Any],
+    gpus: list[str],
+    lock: str | None,
+    extra_tags: dict[str, str] | None,
+    adopt: str | None,
+    echo: TextIO | None,
+) -> Launch:
+    """The MLflow run, its folder (ours to prepare: its ownership lock held) and its state, marked live."""
+    lock, version = lock_and_version(spec, backend, lock)
     recorder = Recorder(spec)
-    run_id = recorder.start(
-        {
-            "runner.experiment": spec.experiment,
-            "runner.backend": spec.backend,
-            "runner.host": socket.gethostname(),
-            "runner.seed": str(spec.seed),
-            "runner.gpus": ",".join(gpus) or "none",
-            "runner.command": shlex.join(spec.argv),
-            "runner.version": runner.__version__,
-            "runner.lock.sha256": content_hash(lock),
-            "runner.requirements_file": spec.env.requirements_file or "none",
-            "runner.git.dirty": str(version.dirty).lower(),
-            "mlflow.source.git.commit": version.commit or "",
-            "mlflow.source.name": spec.project_dir,
-            "mlflow.user": getpass.getuser(),
-            **data_record.tags(spec.mounts),
-            **(extra_tags or {}),
-        },
-        adopt=adopt,
-    )
+    run_id = recorder.start(run_tags(spec, gpus, lock, version, extra_tags), adopt=adopt)
+    project = Path(spec.project_dir)
     run_dir = RunDir(project / RUNS_DIR / run_id)
     for d in (run_dir.code, run_dir.output, run_dir.harness, run_dir.spool):
         d.mkdir(parents=True, exist_ok=True)
-    lock_fd = owner.try_claim(run_dir)  # ours while we prepare; the owner's from the hand-over on
+    lock_fd = owner.try_claim(run_dir)
     assert lock_fd is not None
     started = time.time()
     write_json(
@@ -230,69 +291,106 @@ def execute(
     owner.mark_live(project, run_id, run_dir)
     log = Tee(run_dir.log, echo)
     log.write(f"[runner] run {run_id} ({spec.experiment}, backend={spec.backend})\n")
+    return Launch(spec, backend, recorder, run_dir, lock, version.diff, lock_fd, started, log)
+
+
+def until_hand_over(run: Launch, batch: list[tuple[RunDir, int]] | None) -> HandOver | None:
+    """Stage, prepare, plan and hand over (None: added to `batch`). Whatever goes wrong before the hand-over
+    closes the run here, FAILED or KILLED with its reason; from the hand-over on, its owner records it."""
     outcome = Outcome(FAILED, reason="runner error")
     handed_over = False
-    offset = 0
-    job: str | None = None  # a scheduler's, once submitted
     try:
         with sigterm_as_interrupt():
             try:
-                _stage(spec, run_dir, recorder, lock, version.diff)
-                prepared = backend.prepare(spec, lock, log)
-                stage_record(
-                    run_dir.root, dict(spec.params), {"runner.env.id": prepared.env_id, **prepared.tags}
-                )
-                env = {
-                    **dict(spec.env.variables),
-                    "MLFLOW_RUN_ID": run_id,
-                    "MLFLOW_EXPERIMENT_ID": recorder.experiment_id,
-                    "PYTHONHASHSEED": str(spec.seed),
-                    "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ among what the run wrote in its folder
-                    "PYTHONUNBUFFERED": "1",
-                }
-                plan = backend.plan(spec, run_dir, prepared, env)
-                write_json(run_dir / owner.PLAN, plan, private=True)
-                if plan.get("said"):
-                    log.write(plan["said"])
-                log.close()
-                offset = run_dir.log.stat().st_size
-                if batch is not None and backend.scheduler:
-                    batch.append((run_dir, os.dup(lock_fd)))
-                    handed_over = True
-                    return Result(run_id, None)
-                if backend.scheduler:
-                    (job,) = backend.submit(
-                        [run_dir], None
-                    )  # the job owns the run from here: it needs the lock
-                else:
-                    owner.spawn(run_dir, lock_fd)
+                stage(run)
+                plan(run, prepare(run))
+                handed = hand_over(run, batch)
                 handed_over = True
+                return handed
             except KeyboardInterrupt:
-                log.write("\n[runner] interrupted before the run started\n")
+                run.log.write("\n[runner] interrupted before the run started\n")
                 outcome = Outcome(KILLED, reason="interrupted")
                 raise
             except RunnerError as exc:
                 outcome = Outcome(FAILED, reason=str(exc))
-                log.write(f"[runner] {exc}\n")
+                run.log.write(f"[runner] {exc}\n")
                 raise
             except Exception as exc:
                 outcome = Outcome(FAILED, reason=f"runner error: {type(exc).__name__}: {exc}")
                 raise
     finally:
-        os.close(lock_fd)
+        os.close(run.lock_fd)
         if not handed_over:
-            _finish(recorder, run_dir, outcome, started, log)
-    if backend.scheduler:
-        assert job is not None
-        recorded(recorder.client, run_dir, job)
-        return Result(run_id, None, job)
-    owner.wait_started(run_dir)
-    if spec.session is not None:
-        announce(spec, run_dir, recorder, echo)
-    if spec.detach and owner.ending(run_dir) is None:
-        return Result(run_id, None)
+            _finish(run.recorder, run.run_dir, outcome, run.started, run.log)
+
+
+def stage(run: Launch) -> None:
+    """The run's inputs: code snapshot, harness, resolved config; and, for its record (written by the owner
+    while the run starts: tracking.record_inputs), the config, lock, package list, diff and params."""
+    spec, run_dir = run.spec, run.run_dir
+    snapshot(Path(spec.source), run_dir.code)
+    # What the run then writes there is kept.
+    write_json(run_dir / CODE_MANIFEST, manifest(run_dir.code))
+    harness.copy_to(run_dir.harness)
+    run_dir.config.write_text(spec.config_yaml)
+    record = run_dir / RECORD
+    record.mkdir(exist_ok=True)
+    (record / "config.yaml").write_text(spec.config_yaml)
+    (record / "requirements.lock").write_text(run.lock)
+    (record / "packages.txt").write_text("\n".join(locked_versions(run.lock)) + "\n")
+    if run.diff:
+        (record / "code.diff").write_text(run.diff)
+    stage_record(run_dir.root, dict(spec.params), {})
+    data_record.log_inputs(run.recorder.client, run.run_id, spec.project_dir, spec.mounts)
+
+
+def prepare(run: Launch) -> Prepared:
+    """The run's environment, built or reused, and named in its record; what the run's folder needs from the
+    backend besides (Backend.furnish)."""
+    prepared = run.backend.prepare(run.spec, run.lock, run.log)
+    stage_record(run.run_dir.root, dict(run.spec.params), {"runner.env.id": prepared.env_id, **prepared.tags})
+    run.backend.furnish(run.spec, run.run_dir, prepared)
+    return prepared
+
+
+def plan(run: Launch, prepared: Prepared) -> None:
+    """How the run starts, decided and written (plan.json) for its owner; the log is the owner's from here."""
+    spec = run.spec
+    env = {
+        **dict(spec.env.variables),
+        "MLFLOW_RUN_ID": run.run_id,
+        "MLFLOW_EXPERIMENT_ID": run.recorder.experiment_id,
+        "PYTHONHASHSEED": str(spec.seed),
+        # No __pycache__ among what the run wrote in its folder.
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    planned = run.backend.plan(spec, run.run_dir, prepared, env)
+    write_json(run.run_dir / owner.PLAN, planned.to_json(), private=True)
+    if planned.said:
+        run.log.write(planned.said)
+    run.log.close()
+    run.offset = run.run_dir.log.stat().st_size
+
+
+def hand_over(run: Launch, batch: list[tuple[RunDir, int]] | None) -> HandOver | None:
+    """The run to its owner, with its ownership lock; or, a sweep's, into `batch` (None), its lock held there."""
+    if batch is not None:
+        batch.append((run.run_dir, os.dup(run.lock_fd)))
+        return None
+    return run.backend.hand_over([run.run_dir], [run.lock_fd], None)
+
+
+def follow(run: Launch, echo: TextIO | None, stop: Stop | None) -> Result:
+    """Once its owner has started it: a session's address said, then the run's log followed to its end (or,
+    detached, not at all)."""
+    owner.wait_started(run.run_dir)
+    if run.spec.session is not None:
+        announce(run.spec, run.run_dir, run.recorder, echo)
+    if run.spec.detach and owner.ending(run.run_dir) is None:
+        return Result(run.run_id, None)
     with sigterm_as_interrupt():
-        return Result(run_id, owner.follow(run_dir, echo, offset, stop))
+        return Result(run.run_id, owner.follow(run.run_dir, echo, run.offset, stop))
 
 
 def announce(spec: RunSpec, run_dir: RunDir, recorder: Recorder, echo: TextIO | None) -> None:
@@ -315,13 +413,17 @@ def announce(spec: RunSpec, run_dir: RunDir, recorder: Recorder, echo: TextIO | 
         time.sleep(0.2)
 
 
-def submit(backend: Backend, batch: list[tuple[RunDir, int]], parallel: int | None, uri: str) -> list[str]:
+def submit(
+    backend: Backend[Any], batch: list[tuple[RunDir, int]], parallel: int | None, uri: str
+) -> list[str]:
     """Hand a sweep's staged runs to the scheduler at once (one job array); their job ids. If the scheduler
     refuses, every run ends FAILED with its words."""
     from mlflow import MlflowClient
 
     try:
-        jobs = backend.submit([run_dir for run_dir, _ in batch], parallel)
+        jobs = list(
+            backend.hand_over([run_dir for run_dir, _ in batch], [fd for _, fd in batch], parallel).jobs
+        )
     except BaseException as exc:
         abandon(batch, exc)
         raise
@@ -357,24 +459,6 @@ def abandon(batch: list[tuple[RunDir, int]], exc: BaseException) -> None:
         finally:
             os.close(fd)
     batch.clear()
-
-
-def _stage(spec: RunSpec, run_dir: RunDir, recorder: Recorder, lock: str, diff: str) -> None:
-    """The run's inputs: code snapshot, harness, resolved config; and, for its record (written by the owner
-    while the run starts: tracking.record_inputs), the config, lock, package list, diff and params."""
-    snapshot(Path(spec.source), run_dir.code)
-    write_json(run_dir / CODE_MANIFEST, manifest(run_dir.code))  # what the run then writes there is kept
-    harness.copy_to(run_dir.harness)
-    run_dir.config.write_text(spec.config_yaml)
-    record = run_dir / RECORD
-    record.mkdir(exist_ok=True)
-    (record / "config.yaml").write_text(spec.config_yaml)
-    (record / "requirements.lock").write_text(lock)
-    (record / "packages.txt").write_text("\n".join(locked_versions(lock)) + "\n")
-    if diff:
-        (record / "code.diff").write_text(diff)
-    stage_record(run_dir.root, dict(spec.params), {})
-    data_record.log_inputs(recorder.client, recorder.run_id, spec.project_dir, spec.mounts)
 
 
 def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: float, log: Tee) -> None:

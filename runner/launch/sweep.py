@@ -19,7 +19,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict
 
-from runner.backends import gpu, is_scheduler
+from runner.backends import backend_class, gpu
 from runner.backends.base import FINISHED, Outcome, RunDir
 from runner.compose.build import build_spec
 from runner.compose.load import experiment_of, explained
@@ -128,7 +128,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     Path(launcher.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
     members = load_members(launcher, sweep, job_overrides, initial_job_idx)
     first = members[0].spec
-    if is_scheduler(first.backend):
+    if backend_class(first.backend).sweeps_at_once:
         return submit_members(launcher, sweep, members)
     return run_members(launcher, sweep, members, initial_job_idx + len(members))
 

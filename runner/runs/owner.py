@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import FAILED, KILLED, Backend, Outcome, RunDir, RunHandle
+from runner.backends.base import FAILED, KILLED, Backend, Outcome, Plan, RunDir, RunHandle
 from runner.errors import RunnerError
 from runner.harness.shim import alive, write_json
 from runner.tracking.record import (
@@ -148,29 +148,20 @@ def follow(
     `interrupt_stops=False` it only stops following). `stop` (a sweep's Stop) asks the same with its reason.
     A lost owner is replaced."""
     interrupted = False
-    replaced = 0
+    watch = OwnerWatch(run_dir)
     with open(run_dir.log, "rb") as fh:
         fh.seek(offset)
-        last_check = time.monotonic()
         while True:
             try:
                 outcome = ending(run_dir)
-                chunk = fh.read()
-                if chunk and echo is not None:
-                    echo.write(chunk.decode(errors="replace"))
-                    echo.flush()
+                chunk = _echo(fh, echo)
                 if outcome is not None:
                     if interrupted:
                         raise KeyboardInterrupt
                     return outcome
                 if stop is not None and stop.is_set():
                     request_stop(run_dir, stop.reason)
-                if time.monotonic() - last_check > 2:
-                    last_check = time.monotonic()
-                    if not owned(run_dir) and ending(run_dir) is None and adopt(run_dir):
-                        replaced += 1
-                        if replaced > 3:
-                            raise RuntimeError(f"the run's owner keeps failing: see {run_dir / OWNER_LOG}")
+                watch.check()
                 if not chunk:
                     time.sleep(0.01)
             except KeyboardInterrupt:
@@ -180,6 +171,33 @@ def follow(
                 request_stop(run_dir, "interrupted")
                 if echo is not None:
                     echo.write("\n[runner] interrupted: stopping the run\n")
+
+
+def _echo(fh: Any, echo: Any) -> bytes:
+    """What the log has gained since the last read, copied to `echo` (where there is one)."""
+    chunk: bytes = fh.read()
+    if chunk and echo is not None:
+        echo.write(chunk.decode(errors="replace"))
+        echo.flush()
+    return chunk
+
+
+class OwnerWatch:
+    """A follower's look at the run's owner every 2 s: a lost one is replaced, up to 3 times."""
+
+    def __init__(self, run_dir: RunDir):
+        self.run_dir = run_dir
+        self.last_check = time.monotonic()
+        self.replaced = 0
+
+    def check(self) -> None:
+        if time.monotonic() - self.last_check <= 2:
+            return
+        self.last_check = time.monotonic()
+        if not owned(self.run_dir) and ending(self.run_dir) is None and adopt(self.run_dir):
+            self.replaced += 1
+            if self.replaced > 3:
+                raise RuntimeError(f"the run's owner keeps failing: see {self.run_dir / OWNER_LOG}")
 
 
 def wait_started(run_dir: RunDir, timeout: float = 120) -> bool:
@@ -327,7 +345,7 @@ def reconcile(project: Path) -> list[str]:
 
 
 class Owner:
-    def __init__(self, run_dir: RunDir, backend: Backend | None = None):
+    def __init__(self, run_dir: RunDir, backend: Backend[Any] | None = None):
         """`backend`: where the run is not the recorded backend's on this machine (a cluster job's node)."""
         from runner.backends import get_backend
 
@@ -358,7 +376,7 @@ class Owner:
         outcome = Outcome(FAILED, reason="runner error")
         try:
             self.handle = self.backend.adopt(self.run_id, self.run_dir)
-            plan = read_json(self.run_dir / PLAN)
+            plan = self.backend.read_plan(self.run_dir)
             if plan and not is_remote(self.state["tracking_uri"]):
                 # MLflow's server takes a second or two to import: do it while the run starts, not before.
                 server_environment(self.state["tracking_uri"], *self.backend.tracking_bind(plan))
@@ -411,7 +429,7 @@ class Owner:
         except Exception as exc:  # the store busy: the ending tries again
             print(f"[owner] could not record the run's inputs yet: {exc}", file=sys.stderr, flush=True)
 
-    def access(self, plan: dict[str, Any]) -> dict[str, Any] | None:
+    def access(self, plan: Plan) -> dict[str, Any] | None:
         """The run's endpoint: a port and a token, kept across owners (None where the store is remote)."""
         from runner.tracking.record import free_port
 
@@ -424,7 +442,7 @@ class Owner:
             write_json(self.run_dir / "endpoint.json", access, private=True)
         return dict(access)
 
-    def run_env(self, plan: dict[str, Any], access: dict[str, Any] | None) -> dict[str, str]:
+    def run_env(self, plan: Plan, access: dict[str, Any] | None) -> dict[str, str]:
         uri = self.state["tracking_uri"]
         if access is None:
             return {"MLFLOW_TRACKING_URI": uri}
@@ -438,7 +456,7 @@ class Owner:
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
         }
 
-    def serve(self, plan: dict[str, Any], access: dict[str, Any]) -> None:
+    def serve(self, plan: Plan, access: dict[str, Any]) -> None:
         """The run's tracking endpoint, started once the run is: its first calls are retried meanwhile."""
         from runner.tracking.record import Endpoint
 
@@ -459,9 +477,8 @@ class Owner:
         timeout = self.state.get("timeout")
         deadline = None if timeout is None else started + timeout
         reported = False
-        idle_timeout = int(
-            self.state.get("idle_timeout") or 0
-        )  # a session (runner.session): it stops itself unused
+        # A session (runner.session): it stops itself unused.
+        idle_timeout = int(self.state.get("idle_timeout") or 0)
         access = session.read(self.run_dir) if idle_timeout else None
         next_check = time.monotonic()
         while True:
@@ -537,7 +554,8 @@ class Owner:
             {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
         )
         (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
-        if self.backend.scheduler and self.state.get("sweep_parent"):  # the last member to end closes it
+        # A sweep handed over at once goes on without its driver: the last member to end closes it.
+        if self.backend.sweeps_at_once and self.state.get("sweep_parent"):
             try:
                 settle_sweeps(Path(self.state["project"]))
             except Exception as exc:

@@ -63,7 +63,16 @@ def port_for(wanted: int) -> tuple[int, str | None]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    return port, f"[runner] port {wanted} is taken on 127.0.0.1: JupyterLab gets port {port}\n"
+    return port, port_taken(wanted, port)
+
+
+def port_taken(wanted: int, port: int) -> str | None:
+    """The line that says a session got `port` for the `wanted` one (None where it got the one it wanted)."""
+    return (
+        None
+        if port == wanted
+        else f"[runner] port {wanted} is taken on 127.0.0.1: JupyterLab gets port {port}\n"
+    )
 
 
 def url(access: dict[str, Any]) -> str:

@@ -18,11 +18,13 @@ import os
 import shlex
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.base import FAILED, FINISHED, Log, Outcome, Plan, Prepared, RunDir, RunHandle
+from runner.backends.host import HostBackend
 from runner.compose.spec import RunSpec
 from runner.environment.lock import cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
@@ -218,6 +220,40 @@ def with_secrets(kwargs: dict[str, Any], run_dir: RunDir, secrets: dict[str, str
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class DockerPlan(Plan):
+    """A Docker run: its container (`containers.run`'s keyword arguments; a session's with its ports), the
+    tracking endpoint's (bind address, name the run reaches it by, other names), and whether the container
+    stays. In plan.json, the container's arguments are at the top level, beside the plan's own keys."""
+
+    container: dict[str, Any] = field(default_factory=dict)
+    tracking: tuple[str, str, tuple[str, ...]] = ("127.0.0.1", "127.0.0.1", ())
+    keep: bool = False
+
+    OWN = ("said", "tracking", "secrets", "keep")
+
+    def to_json(self) -> dict[str, Any]:
+        bind, reach_as, names = self.tracking
+        return {
+            **self.container,
+            **({"said": self.said} if self.said else {}),
+            "tracking": [bind, reach_as, list(names)],
+            "secrets": list(self.secrets),
+            "keep": self.keep,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DockerPlan:
+        bind, reach_as, names = data["tracking"]
+        return cls(
+            container={k: v for k, v in data.items() if k not in cls.OWN},
+            tracking=(bind, reach_as, tuple(names)),
+            keep=data["keep"],
+            secrets=tuple(data["secrets"]),
+            said=data.get("said"),
+        )
+
+
 class DockerHandle(RunHandle):
     def __init__(self, run_id: str, container: Any, run_dir: RunDir, keep: bool, secrets: list[str]):
         """`secrets`: the values to mask in the run's output."""
@@ -264,8 +300,9 @@ class DockerHandle(RunHandle):
             self.container.remove(force=True)
 
 
-class DockerBackend(Backend):
+class DockerBackend(HostBackend[DockerPlan]):
     name = "docker"
+    plan_type = DockerPlan
 
     def __init__(self) -> None:
         self.docker = client()
@@ -528,45 +565,53 @@ class DockerBackend(Backend):
         config = self.docker.networks.get(network).attrs["IPAM"]["Config"][0]
         if config.get("Gateway"):
             return str(config["Gateway"])
-        return str(
-            next(ipaddress.ip_network(config["Subnet"]).hosts())
-        )  # Docker's default: the first address
+        # Docker's default: the first address.
+        return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
-    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
-        plan = container_spec(spec, run_dir, prepared.env_id, env)
-        if spec.session is not None:  # JupyterLab instead of the command, on the host's 127.0.0.1 only
+    def furnish(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared) -> None:
+        """A session's access file (its port on the host's 127.0.0.1, its token), and the packages its image
+        holds beside the lock (JupyterLab and what it brought) for its record."""
+        if spec.session is None:
+            return
+        from runner.runs import session
+
+        port, _ = session.port_for(spec.session.port)
+        session.write(run_dir, port)
+        (run_dir / RECORD / "session-packages.txt").write_text(self.session_packages(prepared.env_id))
+
+    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> DockerPlan:
+        container = container_spec(spec, run_dir, prepared.env_id, env)
+        said = None
+        # A session: JupyterLab instead of the command, on the host's 127.0.0.1 only (furnish chose its port).
+        if spec.session is not None:
             from runner.runs import session
 
-            port, said = session.port_for(spec.session.port)
-            access = session.write(run_dir, port)
-            plan["command"] = session.command(spec.resources.idle_timeout)
-            plan["ports"] = {f"{session.PORT_IN_CONTAINER}/tcp": ["127.0.0.1", access["port"]]}
-            plan["said"] = said
-            # JupyterLab and what it brought are in the session's image beside the lock: the record names them too.
-            (run_dir / RECORD / "session-packages.txt").write_text(self.session_packages(prepared.env_id))
-        if spec.backend_config.network in (
-            "host",
-            "none",
-        ):  # none: the run reaches no one (its spool still works)
-            plan["tracking"] = ["127.0.0.1", "127.0.0.1", []]
+            port = (session.read(run_dir) or {})["port"]
+            container["command"] = session.command(spec.resources.idle_timeout)
+            container["ports"] = {f"{session.PORT_IN_CONTAINER}/tcp": ["127.0.0.1", port]}
+            said = session.port_taken(spec.session.port, port)
+        # With no network (none) the run reaches no one; its spool still works.
+        if spec.backend_config.network in ("host", "none"):
+            tracking: tuple[str, str, tuple[str, ...]] = ("127.0.0.1", "127.0.0.1", ())
         else:
             gateway = self.gateway(spec.backend_config.network)
-            plan["tracking"] = [gateway, HOST_ALIAS, [HOST_ALIAS, gateway]]
-        plan["secrets"] = list(spec.env.secrets)
-        plan["keep"] = spec.backend_config.keep_container
-        return plan
+            tracking = (gateway, HOST_ALIAS, (HOST_ALIAS, gateway))
+        return DockerPlan(
+            container=container,
+            tracking=tracking,
+            keep=spec.backend_config.keep_container,
+            secrets=tuple(spec.env.secrets),
+            said=said,
+        )
 
-    def tracking_bind(self, plan: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
-        bind, reach_as, names = plan["tracking"]
-        return bind, reach_as, tuple(names)
+    def tracking_bind(self, plan: DockerPlan) -> tuple[str, str, tuple[str, ...]]:
+        return plan.tracking
 
-    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
-        from docker.errors import APIError, NotFound
-
-        kwargs = {k: v for k, v in plan.items() if k not in ("tracking", "secrets", "keep", "said")}
-        kwargs["environment"] = {**kwargs["environment"], **env}
-        secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
-        if "ports" in kwargs:  # a session: (address, port) pairs, and its token among the secrets
+    def start(self, plan: DockerPlan, run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        kwargs = {**plan.container, "environment": {**plan.container["environment"], **env}}
+        secrets = {name: os.environ[name] for name in plan.secrets if name in os.environ}
+        # A session: (address, port) pairs, and its token among the secrets.
+        if "ports" in kwargs:
             from runner.runs import session
 
             kwargs["ports"] = {k: tuple(v) for k, v in kwargs["ports"].items()}
@@ -577,23 +622,29 @@ class DockerBackend(Backend):
                 )
             secrets[session.TOKEN_VARIABLE] = access["token"]
         kwargs = with_secrets(kwargs, run_dir, secrets)
-        run_id = kwargs["labels"][RUN_LABEL]
+        container = self._run(kwargs, run_dir)
+        return DockerHandle(
+            kwargs["labels"][RUN_LABEL], container, run_dir, plan.keep, secret_values(secrets, secrets)
+        )
+
+    def _run(self, kwargs: dict[str, Any], run_dir: RunDir) -> Any:
+        """The container started (a session's port taken meanwhile: another one, up to twice)."""
+        from docker.errors import APIError, NotFound
+
         for attempt in range(3):
             try:
-                container = self.docker.containers.run(**kwargs)
-                break
+                return self.docker.containers.run(**kwargs)
             except APIError as exc:  # created but not started: nothing of it may stay
                 with contextlib.suppress(NotFound, APIError):
                     self.docker.api.remove_container(kwargs["name"], force=True)
                 said = str(exc.explanation or exc)
                 if "ports" in kwargs and attempt < 2 and ("already allocated" in said or "in use" in said):
-                    kwargs["ports"] = self._another_port(
-                        run_dir, kwargs["ports"]
-                    )  # taken since it was chosen
+                    # Taken since it was chosen.
+                    kwargs["ports"] = self._another_port(run_dir, kwargs["ports"])
                     continue
                 run_dir.secrets.unlink(missing_ok=True)
                 raise RunnerError(f"Docker could not start the run: {said}") from exc
-        return DockerHandle(run_id, container, run_dir, plan["keep"], secret_values(secrets, secrets))
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _another_port(run_dir: RunDir, ports: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
@@ -655,9 +706,8 @@ def made_by_runner(container: Any, kinds: tuple[str, ...] = ("run", "build")) ->
     try:
         image_labels = container.client.api.inspect_image(container.attrs["Image"])["Config"].get("Labels")
     except NotFound:
-        return (
-            False  # its image is unknown: whether the label was inherited cannot be told, so it is not ours
-        )
+        # Its image is unknown: whether the label was inherited cannot be told, so it is not ours.
+        return False
     image_labels = image_labels or {}
     for key in (CONTAINER_KIND, LEGACY_KIND):
         value = container.labels.get(key)

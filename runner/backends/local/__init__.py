@@ -19,11 +19,13 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from runner.backends import gpu
-from runner.backends.base import FAILED, FINISHED, Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.base import FAILED, FINISHED, Log, Outcome, Plan, Prepared, RunDir, RunHandle
+from runner.backends.host import HostBackend
 from runner.compose.spec import RunSpec
 from runner.datasets.entry import parse_all
 from runner.datasets.mount import link_into
@@ -57,6 +59,39 @@ def parse_cpuset(text: str | None) -> set[int]:
             lo, _, hi = part.partition("-")
             cpus.update(range(int(lo), int(hi or lo) + 1))
     return cpus
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalPlan(Plan):
+    """A local run: its command, working directory, environment (on top of the host's, less its Python
+    setup), the env's bin folder first on PATH, and the CPUs it may use ("0,1"; "" for any)."""
+
+    argv: tuple[str, ...] = ()
+    cwd: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+    cpus: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "argv": list(self.argv),
+            "cwd": self.cwd,
+            "env": dict(self.env),
+            "path": self.path,
+            "cpus": self.cpus,
+            "secrets": list(self.secrets),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LocalPlan:
+        return cls(
+            argv=tuple(data["argv"]),
+            cwd=data["cwd"],
+            env=dict(data["env"]),
+            path=data["path"],
+            cpus=data["cpus"],
+            secrets=tuple(data["secrets"]),
+        )
 
 
 class LocalHandle(RunHandle):
@@ -98,8 +133,9 @@ class LocalHandle(RunHandle):
                 return
 
 
-class LocalBackend(Backend):
+class LocalBackend(HostBackend[LocalPlan]):
     name = "local"
+    plan_type = LocalPlan
 
     def check(self, spec: RunSpec) -> None:
         if spec.env.gpu:
@@ -161,9 +197,14 @@ class LocalBackend(Backend):
                     f"Building the environment failed at: {' '.join(argv[:4])} (exit {proc.returncode})."
                 )
 
-    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
+    def furnish(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared) -> None:
+        """The datasets linked into the run's folder (/input/NAME in a container is $RUNNER_ROOT/input/NAME)."""
+        link_into(run_dir.root, spec.mounts)
+
+    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> LocalPlan:
         env_dir = Path(prepared.env_id)
-        run_env = {  # on top of the host's environment (less its Python setup), added at start
+        # On top of the host's environment (less its Python setup), added at start.
+        run_env = {
             **tls_env(spec.env.ca_bundle),
             **env,
             "VIRTUAL_ENV": str(env_dir),
@@ -172,35 +213,36 @@ class LocalBackend(Backend):
             "RUNNER_OUTPUT": str(run_dir.output),
             "RUNNER_CODE": str(run_dir.code),
             "RUNNER_SPOOL": str(run_dir.spool),
-            "RUNNER_ROOT": str(run_dir.root),  # /input/NAME in a container is $RUNNER_ROOT/input/NAME here
+            # /input/NAME in a container is $RUNNER_ROOT/input/NAME here.
+            "RUNNER_ROOT": str(run_dir.root),
         }
-        link_into(run_dir.root, spec.mounts)
-        return {
-            "argv": list(spec.argv),
-            "cwd": str(run_dir.code),
-            "env": run_env,
-            "path": str(env_dir / "bin"),
-            "cpus": ",".join(str(c) for c in sorted(parse_cpuset(spec.resources.cpuset))),
-            "secrets": list(spec.env.secrets),
-        }
+        return LocalPlan(
+            argv=tuple(spec.argv),
+            cwd=str(run_dir.code),
+            env=run_env,
+            path=str(env_dir / "bin"),
+            cpus=",".join(str(c) for c in sorted(parse_cpuset(spec.resources.cpuset))),
+            secrets=tuple(spec.env.secrets),
+        )
 
-    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
-        secrets = {name: os.environ[name] for name in plan["secrets"] if name in os.environ}
+    def start(self, plan: LocalPlan, run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+        secrets = {name: os.environ[name] for name in plan.secrets if name in os.environ}
         base = {k: v for k, v in os.environ.items() if not k.startswith(_HOST_ONLY) and k not in secrets}
-        path = f"{plan['path']}{os.pathsep}{base.get('PATH', '')}"
+        path = f"{plan.path}{os.pathsep}{base.get('PATH', '')}"
         child = subprocess.Popen(
             # By path, isolated: the shim needs only the standard library, and the run's environment is the run's.
-            [sys.executable, "-I", shim.__file__, str(run_dir.root), plan["cpus"], *plan["argv"]],
-            cwd=plan["cwd"],
-            env={**base, **plan["env"], **secrets, **env, "PATH": path, shim.SECRET_NAMES: " ".join(secrets)},
+            [sys.executable, "-I", shim.__file__, str(run_dir.root), plan.cpus, *plan.argv],
+            cwd=plan.cwd,
+            env={**base, **plan.env, **secrets, **env, "PATH": path, shim.SECRET_NAMES: " ".join(secrets)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, apart from the terminal's and the owner's
+            # Its own process group, apart from the terminal's and the owner's.
+            start_new_session=True,
         )
         while not (run_dir / shim.PROCESS).is_file() and child.poll() is None:
             time.sleep(0.01)
-        handle = self.adopt(plan["env"]["MLFLOW_RUN_ID"], run_dir)
+        handle = self.adopt(plan.env["MLFLOW_RUN_ID"], run_dir)
         if handle is None:
             raise RuntimeError(f"the run's process did not start (exit {child.poll()})")
         assert isinstance(handle, LocalHandle)

@@ -22,10 +22,11 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import Backend, Log, Outcome, Prepared, RunDir, RunHandle
+from runner.backends.base import Backend, HandOver, Log, Outcome, Plan, Prepared, RunDir, RunHandle
 from runner.backends.slurm import jobs
 from runner.compose.spec import RunSpec
 from runner.environment.lock import cache_dir
@@ -49,6 +50,48 @@ def archive_path(cfg: Any, project: str, image_id: str) -> Path:
     """The env image's file in the shared image cache, by the image's id (what a node's engine then has)."""
     folder = Path(cfg.image_cache).expanduser() if cfg.image_cache else cache_dir() / "image-archives"
     return Path(project, folder) / f"{image_id.replace(':', '-')}.tar"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmPlan(Plan):
+    """A SLURM run: its container (as the Docker backend's, started by the node's owner on the node's `engine`,
+    its image loaded from `archive` where the engine lacks it), whether the container stays, and the job's
+    `sbatch` options and name."""
+
+    container: dict[str, Any] = field(default_factory=dict)
+    engine: str = "docker"
+    archive: str = ""
+    keep: bool = False
+    sbatch: tuple[str, ...] = ()
+    name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "container": self.container,
+            "engine": self.engine,
+            "archive": self.archive,
+            "keep": self.keep,
+            "secrets": list(self.secrets),
+            "sbatch": list(self.sbatch),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SlurmPlan:
+        return cls(
+            container=dict(data["container"]),
+            engine=data["engine"],
+            archive=data["archive"],
+            keep=data["keep"],
+            secrets=tuple(data["secrets"]),
+            sbatch=tuple(data["sbatch"]),
+            name=data["name"],
+        )
+
+    @classmethod
+    def of(cls, run_dir: RunDir) -> SlurmPlan:
+        """The run's plan, which a submitted run has."""
+        return cls.from_json(json.loads(run_dir.plan.read_text()))
 
 
 class JobHandle(RunHandle):
@@ -78,9 +121,10 @@ class JobHandle(RunHandle):
         jobs.cancel(self.job)
 
 
-class SlurmBackend(Backend):
+class SlurmBackend(Backend[SlurmPlan]):
     name = "slurm"
-    scheduler = True
+    plan_type = SlurmPlan
+    sweeps_at_once = True  # one job array
 
     def __init__(self) -> None:
         self._docker: Any = None
@@ -116,6 +160,10 @@ class SlurmBackend(Backend):
         jobs.check(self.options(spec))  # partition, account, QOS, GPUs, time: SLURM's own verdict
         self.docker.base_image(spec.env.image)  # the image is built here, on the submitting machine
 
+    def host_gpus(self, spec: RunSpec) -> list[str]:
+        """None: the nodes have the run's GPUs, not this machine (SLURM itself checks those: check)."""
+        return []
+
     def lock_target(self, spec: RunSpec) -> tuple[str, str | None]:
         return self.docker.lock_target(spec)  # type: ignore[no-any-return]
 
@@ -138,29 +186,33 @@ class SlurmBackend(Backend):
                 partial.unlink(missing_ok=True)
         return Prepared(prepared.env_id, {**prepared.tags, "runner.image.archive": str(archive)})
 
-    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> dict[str, Any]:
+    def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> SlurmPlan:
         from runner.backends.docker import container_spec
 
         cfg = spec.backend_config
-        return {
-            "container": container_spec(spec, run_dir, prepared.env_id, env),
-            "engine": cfg.engine,
-            "archive": prepared.tags["runner.image.archive"],
-            "keep": cfg.keep_container,
-            "secrets": list(spec.env.secrets),
-            "sbatch": self.options(spec),
-            "name": f"runner-{spec.experiment}"[:64],
-        }
+        return SlurmPlan(
+            container=container_spec(spec, run_dir, prepared.env_id, env),
+            engine=cfg.engine,
+            archive=prepared.tags["runner.image.archive"],
+            keep=cfg.keep_container,
+            secrets=tuple(spec.env.secrets),
+            sbatch=tuple(self.options(spec)),
+            name=f"runner-{spec.experiment}"[:64],
+        )
 
-    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+    def start(self, plan: SlurmPlan, run_dir: RunDir, env: dict[str, str]) -> RunHandle:
         # Only a node's owner starts a SLURM run (runner.backends.slurm.node); here, it was never submitted.
         raise RunnerError("lost: the runner process ended before the run's job was submitted")
+
+    def hand_over(self, run_dirs: list[RunDir], lock_fds: list[int], parallel: int | None) -> HandOver:
+        """Submitted: each run's job owns it from its start (it claims the lock once the caller lets go)."""
+        return HandOver(tuple(self.submit(run_dirs, parallel)))
 
     def submit(self, run_dirs: list[RunDir], parallel: int | None) -> list[str]:
         """One job for one run, one job array for several (at most `parallel` at once): each task the owner of
         its run. The job id of each run, in order."""
-        plans = [json.loads(d.plan.read_text()) for d in run_dirs]
-        if any(p["sbatch"] != plans[0]["sbatch"] for p in plans):
+        plans = [SlurmPlan.of(d) for d in run_dirs]
+        if any(p.sbatch != plans[0].sbatch for p in plans):
             raise ConfigError(
                 "a SLURM sweep is one job array, so its members must ask SLURM for the same resources: do not "
                 "sweep over resources.* or backend.* with backend=slurm."
@@ -172,9 +224,8 @@ class SlurmBackend(Backend):
         listing.write_text("".join(f"{d.root}\n" for d in run_dirs))
         output = folder / ("%A_%a.out" if len(run_dirs) > 1 else "%j.out")
         node = f"{shlex.quote(sys.executable)} -m runner.backends.slurm.node"
-        index = (
-            '"$SLURM_ARRAY_TASK_ID"' if len(run_dirs) > 1 else "single"
-        )  # never one inherited from elsewhere
+        # Never one inherited from elsewhere.
+        index = '"$SLURM_ARRAY_TASK_ID"' if len(run_dirs) > 1 else "single"
         script = (
             "#!/bin/sh\n"
             "# The owner of this task's run (runner.backends.slurm.node) starts the run's container here and\n"
@@ -186,7 +237,7 @@ class SlurmBackend(Backend):
             f"{node} --leftovers {shlex.quote(str(listing))} {index}\n"
             "exit $code\n"
         )
-        opts = [*plans[0]["sbatch"], f"--job-name={plans[0]['name']}", f"--output={output}", "--export=ALL"]
+        opts = [*plans[0].sbatch, f"--job-name={plans[0].name}", f"--output={output}", "--export=ALL"]
         job = jobs.submit(opts, script, len(run_dirs), parallel, str(project))
         ids = [f"{job}_{i}" if len(run_dirs) > 1 else job for i in range(len(run_dirs))]
         for run_dir, job_id in zip(run_dirs, ids, strict=True):

@@ -35,47 +35,67 @@ def run_options(kwargs: dict[str, Any], engine: str) -> list[str]:
         "--workdir",
         kwargs["working_dir"],
     ]
+    # Rootless: the user's own UID inside, so the run's folders are its own.
     if engine == "podman" and os.getuid() != 0:
-        opts.append(
-            "--userns=keep-id"
-        )  # rootless: the user's own UID inside, so the run's folders are its own
+        opts.append("--userns=keep-id")
     for key, value in kwargs["labels"].items():
         opts += ["--label", f"{key}={value}"]
-    for mount in kwargs["mounts"]:
+    opts += _mount_options(kwargs["mounts"], engine)
+    opts += ["--network", kwargs["network_mode"]]
+    opts += _confinement_options(kwargs)
+    opts += _limit_options(kwargs)
+    if kwargs.get("device_requests"):
+        opts += _gpu_options(engine)
+    return [*opts, kwargs["image"], *kwargs["command"]]
+
+
+def _mount_options(mounts: list[dict[str, Any]], engine: str) -> list[str]:
+    opts: list[str] = []
+    for mount in mounts:
         if "," in mount["Source"] + mount["Target"]:
             raise RunnerError(
                 f"{engine} cannot mount a path holding a comma: {mount['Source']} -> {mount['Target']}"
             )
         spec = f"type=bind,source={mount['Source']},target={mount['Target']}"
         opts += ["--mount", spec + (",readonly" if mount.get("ReadOnly") else "")]
-    opts += ["--network", kwargs["network_mode"]]
-    if kwargs.get("init"):
-        opts.append("--init")
+    return opts
+
+
+def _confinement_options(kwargs: dict[str, Any]) -> list[str]:
+    """PID 1, capabilities, security options and extra host names."""
+    opts = ["--init"] if kwargs.get("init") else []
     for cap in kwargs.get("cap_drop", []):
         opts += ["--cap-drop", cap]
     for opt in kwargs.get("security_opt", []):
         opts += ["--security-opt", opt]
     for host, address in (kwargs.get("extra_hosts") or {}).items():
         opts += ["--add-host", f"{host}:{address}"]
+    return opts
+
+
+def _limit_options(kwargs: dict[str, Any]) -> list[str]:
+    """CPUs and memory."""
+    opts: list[str] = []
     if kwargs.get("cpuset_cpus"):
         opts += ["--cpuset-cpus", kwargs["cpuset_cpus"]]
     if kwargs.get("nano_cpus"):
         opts += ["--cpus", f"{kwargs['nano_cpus'] / 1e9:g}"]
     if kwargs.get("mem_limit"):
         opts += ["--memory", str(kwargs["mem_limit"]), "--memory-swap", str(kwargs["memswap_limit"])]
-    if kwargs.get("device_requests"):
-        # The GPUs SLURM gave the job, by their node-wide ids (CUDA_VISIBLE_DEVICES counts from 0 within the job).
-        given = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS")
-        if not given:
-            raise RunnerError(
-                "env.gpu=true, but SLURM gave this job no GPU (no SLURM_JOB_GPUS): ask with resources.gpus"
-            )
-        if engine == "podman":  # Podman names GPUs through CDI (nvidia-ctk cdi generate)
-            for gpu in given.split(","):
-                opts += ["--device", f"nvidia.com/gpu={gpu}"]
-        else:
-            opts += ["--gpus", f'"device={given}"']
-    return [*opts, kwargs["image"], *kwargs["command"]]
+    return opts
+
+
+def _gpu_options(engine: str) -> list[str]:
+    """The GPUs SLURM gave the job, by their node-wide ids (CUDA_VISIBLE_DEVICES counts from 0 within the job)."""
+    given = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS")
+    if not given:
+        raise RunnerError(
+            "env.gpu=true, but SLURM gave this job no GPU (no SLURM_JOB_GPUS): ask with resources.gpus"
+        )
+    # Podman names GPUs through CDI (nvidia-ctk cdi generate).
+    if engine == "podman":
+        return [opt for gpu in given.split(",") for opt in ("--device", f"nvidia.com/gpu={gpu}")]
+    return ["--gpus", f'"device={given}"']
 
 
 def engine_call(engine: str, *args: str, timeout: float | None = 120) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.backends.base import RunDir, RunHandle
-from runner.backends.slurm import SlurmBackend, engine, jobs
+from runner.backends.slurm import SlurmBackend, SlurmPlan, engine, jobs
 from runner.errors import RunnerError
 from runner.harness.shim import secret_values
 
@@ -64,16 +64,17 @@ class NodeBackend(SlurmBackend):
         super().__init__()
         self.job = job
 
-    def start(self, plan: dict[str, Any], run_dir: RunDir, env: dict[str, str]) -> RunHandle:
+    def start(self, plan: SlurmPlan, run_dir: RunDir, env: dict[str, str]) -> RunHandle:
         from mlflow import MlflowClient
         from mlflow.entities import RunTag
 
         from runner.backends.docker import with_secrets
 
-        name = plan["engine"]
-        kwargs = plan["container"]
-        loaded = engine.load_image(name, kwargs["image"], Path(plan["archive"]))
-        MlflowClient(env["MLFLOW_TRACKING_URI"]).log_batch(  # its other inputs were recorded at submission
+        name = plan.engine
+        kwargs = plan.container
+        loaded = engine.load_image(name, kwargs["image"], Path(plan.archive))
+        # Its other inputs were recorded at submission.
+        MlflowClient(env["MLFLOW_TRACKING_URI"]).log_batch(
             self.run_id_of(kwargs),
             tags=[
                 RunTag("runner.image.source", "shared cache" if loaded else "node"),
@@ -81,7 +82,7 @@ class NodeBackend(SlurmBackend):
             ],
         )
         run_id = self.run_id_of(kwargs)
-        secrets = {n: os.environ[n] for n in plan["secrets"] if n in os.environ}
+        secrets = {n: os.environ[n] for n in plan.secrets if n in os.environ}
         # Every variable in the owner-only file the command sources (as secrets are for Docker runs): never on a
         # command line, and read by `sh` as written, whatever quotes a value holds (engines' env files differ).
         environment = {**kwargs["environment"], **env, **secrets}
@@ -96,7 +97,7 @@ class NodeBackend(SlurmBackend):
             run_dir.secrets.unlink(missing_ok=True)
             raise RunnerError(f"{name} could not start the run: {exc}") from exc
         handle = engine.EngineHandle(
-            run_id, name, container, run_dir, plan["keep"], secret_values(secrets, secrets)
+            run_id, name, container, run_dir, plan.keep, secret_values(secrets, secrets)
         )
         return NodeHandle(handle, self.job)
 
@@ -105,27 +106,23 @@ class NodeBackend(SlurmBackend):
         return str(kwargs["labels"]["runner.run_id"])
 
     def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
-        import json
-
         from runner.backends.docker import started_secrets
 
-        plan = json.loads(run_dir.plan.read_text())
-        name, container = plan["engine"], plan["container"]["name"]
+        plan = SlurmPlan.of(run_dir)
+        name, container = plan.engine, plan.container["name"]
         if not engine.has(name, "container", container):
             return None
-        values = {n: os.environ[n] for n in plan["secrets"] if n in os.environ}
-        masked = secret_values(values, values) if values else started_secrets(run_dir, plan["secrets"])
-        handle = engine.EngineHandle(run_id, name, container, run_dir, plan["keep"], masked)
+        values = {n: os.environ[n] for n in plan.secrets if n in os.environ}
+        masked = secret_values(values, values) if values else started_secrets(run_dir, list(plan.secrets))
+        handle = engine.EngineHandle(run_id, name, container, run_dir, plan.keep, masked)
         return NodeHandle(handle, self.job)
 
 
 def leftovers(run_dir: RunDir) -> int:
     """After the owner: its container, if the owner was killed before removing it (a run never outlives its job)."""
-    import json
-
-    plan = json.loads(run_dir.plan.read_text())
-    if not plan["keep"]:
-        engine.remove(plan["engine"], plan["container"]["name"])
+    plan = SlurmPlan.of(run_dir)
+    if not plan.keep:
+        engine.remove(plan.engine, plan.container["name"])
     run_dir.secrets.unlink(missing_ok=True)
     return 0
 
