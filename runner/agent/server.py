@@ -245,13 +245,13 @@ class Agent:
             main(list(request["argv"]))
             return 0
         os.setsid()  # the owner: apart from any terminal and from the agent's own life
-        from runner.backends.base import RunDir
         from runner.runs import owner
+        from runner.runs.rundir import RunDir
 
         run_dir = RunDir(Path(request["run_dir"]))
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        log = os.open(run_dir / owner.OWNER_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        log = os.open(run_dir.owner_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.dup2(log, 1)
         os.dup2(log, 2)
         return owner.main([str(run_dir.root), str(fds[0])])

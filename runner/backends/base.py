@@ -5,79 +5,17 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from runner.backends.gpu import require_host_gpus
 from runner.compose.spec import RunSpec
-
-FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+from runner.runs.rundir import Outcome, RunDir
 
 
 class Log(Protocol):
     """Where a run's output goes: the terminal and the run's log file."""
 
     def write(self, text: str, /) -> int: ...
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # FINISHED, FAILED or KILLED
-    exit_code: int | None = None
-    reason: str | None = None  # e.g. "exit code 3", "OOMKilled", "timeout after 60 s", "interrupted"
-
-
-@dataclass(frozen=True)
-class RunDir:
-    """The host side of one run: a fresh directory per run."""
-
-    root: Path
-
-    # Every name a run directory holds besides its mounts (input/): the runner's and the owner's files. A local
-    # run maps its data mounts into this directory, so none of them may name one of these.
-    RESERVED = (
-        "code", "output", "harness", "run.log", "spool", "spool.ingested", "state.json", "plan.json", "started",
-        "stop", "settled.json", "ended.json", "owner.lock", "owner.json", "owner.log", "endpoint.json",
-        "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes", "secrets.env",
-        "code.manifest.json", "job.json", "session.json", "pulled.json",
-    )  # fmt: skip
-
-    @property
-    def secrets(self) -> Path:
-        """The run's secrets for its start (owner-only; gone when the run ends): `export NAME=VALUE` lines."""
-        return self.root / "secrets.env"
-
-    @property
-    def plan(self) -> Path:
-        """How the run starts (Backend.plan), as JSON: names of secrets, never their values."""
-        return self.root / "plan.json"
-
-    @property
-    def code(self) -> Path:
-        return self.root / "code"
-
-    @property
-    def output(self) -> Path:
-        return self.root / "output"
-
-    @property
-    def harness(self) -> Path:  # the runner's in-run harness and the resolved config
-        return self.root / "harness"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "run.log"
-
-    @property
-    def config(self) -> Path:
-        return self.harness / "config.yaml"
-
-    @property
-    def spool(self) -> Path:  # what the harness logs, for the owner to record (see runner.harness.spool)
-        return self.root / "spool"
-
-    def __truediv__(self, name: str) -> Path:  # the owner's files: state.json, plan.json, ended.json, ...
-        return self.root / name
 
 
 @dataclass(frozen=True)
@@ -188,7 +126,7 @@ class Backend(abc.ABC, Generic[P]):
         run's log file as it comes."""
 
     @abc.abstractmethod
-    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+    def reattach(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         """The run as the engine has it now (running or ended but not yet released), or None if the engine
         has nothing of it."""
 
@@ -197,9 +135,10 @@ class Backend(abc.ABC, Generic[P]):
         """Give the planned runs to their owners, each with its ownership lock (held by `lock_fds`, which the
         caller closes afterwards); at most `parallel` of them at once, where the backend runs them together."""
 
-    def owned_elsewhere(self, run_dir: RunDir) -> bool:
-        """True while a process on another machine owns the run (a queued or running job): none here may."""
-        return False
+    def owned_elsewhere(self, run_dirs: list[RunDir]) -> list[RunDir]:
+        """The runs among `run_dirs` that a process on another machine owns (a queued or running job): none
+        here may own them. A scheduler's backend asks once for all of them."""
+        return []
 
     def cancel(self, run_dir: RunDir) -> None:
         """Besides the stop request its owner obeys: cancel what a scheduler holds of the run (a queued job)."""

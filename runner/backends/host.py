@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from runner.backends.base import Backend, HandOver, P, RunDir
+from runner.backends.base import Backend, HandOver, P
 from runner.runs import owner
+from runner.runs.rundir import RunDir
 
 
 class HostBackend(Backend[P]):

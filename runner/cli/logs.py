@@ -29,7 +29,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         run_dir = owner.find_run_dir(project, args.run_id)
     except RunnerError:
         return _logs_from_store(store_uri(project), args.run_id)  # a run made elsewhere: its log artifact
-    if args.follow and (run_dir / owner.STATE).is_file():
+    if args.follow and (run_dir.state).is_file():
         try:
             owner.follow(run_dir, sys.stdout, interrupt_stops=False)
         except KeyboardInterrupt:
@@ -55,7 +55,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     """Follow a run from the start of its log, as if it had been started here: Ctrl-C stops it (KILLED)."""
 
     run_dir = owner.find_run_dir(find_project_dir(), args.run_id)
-    if not (run_dir / owner.STATE).is_file():
+    if not (run_dir.state).is_file():
         raise RunnerError(f"Run {args.run_id} was not started by this runner here: see it with runner logs")
     try:
         outcome = owner.follow(run_dir, sys.stdout)

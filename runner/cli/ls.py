@@ -11,6 +11,7 @@ from typing import Any
 
 from runner.compose.load import find_project_dir
 from runner.runs import session
+from runner.runs.rundir import RunDir
 from runner.tracking.compare import KEY_METRICS
 from runner.tracking.store import store_uri
 
@@ -82,5 +83,5 @@ def _row(run: Any) -> dict[str, Any]:
 def _session_url(project: Path, run: Any) -> str | None:
     """A session's address with its token, from this project's own (owner-only) file; else as recorded."""
 
-    access = session.read(project / ".runner" / "runs" / run.info.run_id)
+    access = session.read(RunDir.of(project, run.info.run_id))
     return session.url(access) if access else run.data.tags.get("runner.session.url")

@@ -8,7 +8,6 @@ from runner.compose.load import find_project_dir
 from runner.errors import RunnerError
 from runner.harness.shim import write_json
 from runner.runs import owner, session
-from runner.tracking.record import CODE_MANIFEST
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,15 +27,15 @@ def cmd_notebook_pull(args: argparse.Namespace) -> int:
 
     project = find_project_dir()
     run_dir = owner.find_run_dir(project, args.run_id)
-    manifest = owner.read_json(run_dir / CODE_MANIFEST)
-    state = owner.read_json(run_dir / owner.STATE) or {}
+    manifest = owner.read_json(run_dir.code_manifest)
+    state = owner.read_json(run_dir.state) or {}
     if not run_dir.code.is_dir() or not isinstance(manifest, dict):
         raise RunnerError(
             f"Run {run_dir.root.name} has no working directory here any more: its files are the run's workdir/ "
             f"artifacts (runner ui, or mlflow artifacts download -r {run_dir.root.name} -a workdir)."
         )
     # What earlier pulls copied: theirs to replace, not the user's edits.
-    ledger_path = run_dir / "pulled.json"
+    ledger_path = run_dir.pulled
     ledger = owner.read_json(ledger_path) or {}
     copied, refused = session.pull(run_dir.code, manifest, project, float(state.get("created", 0)), ledger)
     write_json(ledger_path, ledger)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, RunnerError
+from runner.runs.rundir import LIVE, RunDir
 
 if TYPE_CHECKING:
     from runner.launch.sweep_parent import Sweep
@@ -160,9 +161,9 @@ def owner_of_sweep_members(project: Path, parent_id: str) -> int:
     """How many of a sweep's members have not ended (a submitted sweep's jobs go on after its command)."""
     from runner.runs import owner
 
-    live = project / owner.LIVE
+    live = project / LIVE
     markers = live.iterdir() if live.is_dir() else []
-    states = [owner.read_json(Path(m.read_text().strip()) / owner.STATE) or {} for m in markers]
+    states = [owner.read_json(RunDir(Path(m.read_text().strip())).state) or {} for m in markers]
     return sum(1 for s in states if s.get("sweep_parent") == parent_id)
 
 
@@ -285,8 +286,8 @@ def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> i
     try:
         spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
         # Under `mlflow run`, record into the run it made (not for sweep members: each gets its own).
-        adopt = None if tags else os.environ.get("MLFLOW_RUN_ID")
-        result = execute(spec, extra_tags=tags, adopt=adopt)
+        given_run = None if tags else os.environ.get("MLFLOW_RUN_ID")
+        result = execute(spec, extra_tags=tags, given_run=given_run)
     except RunnerError as exc:
         if os.environ.get("RUNNER_TRACEBACK"):
             raise

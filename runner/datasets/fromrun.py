@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from runner.datasets.errors import DatasetError
+from runner.runs.rundir import RunDir
 from runner.tracking.record import get_run
 from runner.tracking.store import store_uri
 
@@ -24,7 +25,7 @@ def run_output(project: Path, run_id: str) -> Iterator[Path]:
         raise DatasetError(
             f"Run {run_id} is {run.info.status}: only a FINISHED run's output becomes a dataset."
         )
-    local = project / ".runner" / "runs" / run_id / "output"
+    local = RunDir.of(project, run_id).output
     if local.is_dir() and any(local.iterdir()):
         yield local
         return

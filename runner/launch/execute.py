@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import runner
 from runner.backends import get_backend
-from runner.backends.base import FAILED, KILLED, Backend, HandOver, Outcome, Prepared, RunDir
+from runner.backends.base import Backend, HandOver, Prepared
 from runner.compose.spec import RunSpec
 from runner.compose.validate import check_ca_bundle
 from runner.datasets import record as data_record
@@ -35,10 +35,9 @@ from runner.errors import ConfigError, RunnerError
 from runner.harness.shim import MIN_LENGTH, write_json
 from runner.launch import stage as harness
 from runner.runs import owner
+from runner.runs.rundir import FAILED, KILLED, LIVE, Outcome, RunDir
 from runner.tracking.code import CodeVersion, code_version, snapshot
 from runner.tracking.record import (
-    CODE_MANIFEST,
-    RECORD,
     Recorder,
     log_outputs,
     log_the_log,
@@ -46,8 +45,6 @@ from runner.tracking.record import (
     record_inputs,
     stage_record,
 )
-
-RUNS_DIR = Path(".runner") / "runs"
 
 
 @dataclass(frozen=True)
@@ -173,7 +170,7 @@ def execute(
     extra_tags: dict[str, str] | None = None,
     echo: TextIO | None = sys.stdout,
     stop: Stop | None = None,
-    adopt: str | None = None,
+    given_run: str | None = None,
     lock: str | None = None,
     batch: list[tuple[RunDir, int]] | None = None,
 ) -> Result:
@@ -182,7 +179,7 @@ def execute(
     not followed; with `batch` (a sweep's), it is added there, its ownership lock held, for `submit`."""
     backend = get_backend(spec.backend)
     spec, gpus = preflight(spec, backend)
-    run = open_record(spec, backend, gpus, lock, extra_tags, adopt, echo)
+    run = open_record(spec, backend, gpus, lock, extra_tags, given_run, echo)
     handed = until_hand_over(run, batch)
     if handed is None:  # a sweep's: `submit` hands it over with the others
         return Result(run.run_id, None)
@@ -260,22 +257,22 @@ def open_record(
     gpus: list[str],
     lock: str | None,
     extra_tags: dict[str, str] | None,
-    adopt: str | None,
+    given_run: str | None,
     echo: TextIO | None,
 ) -> Launch:
     """The MLflow run, its folder (ours to prepare: its ownership lock held) and its state, marked live."""
     lock, version = lock_and_version(spec, backend, lock)
     recorder = Recorder(spec)
-    run_id = recorder.start(run_tags(spec, gpus, lock, version, extra_tags), adopt=adopt)
+    run_id = recorder.start(run_tags(spec, gpus, lock, version, extra_tags), given_run=given_run)
     project = Path(spec.project_dir)
-    run_dir = RunDir(project / RUNS_DIR / run_id)
+    run_dir = RunDir.of(project, run_id)
     for d in (run_dir.code, run_dir.output, run_dir.harness, run_dir.spool):
         d.mkdir(parents=True, exist_ok=True)
     lock_fd = owner.try_claim(run_dir)
     assert lock_fd is not None
     started = time.time()
     write_json(
-        run_dir / owner.STATE,
+        run_dir.state,
         {
             "run_id": run_id,
             "backend": spec.backend,
@@ -330,17 +327,17 @@ def stage(run: Launch) -> None:
     spec, run_dir = run.spec, run.run_dir
     snapshot(Path(spec.source), run_dir.code)
     # What the run then writes there is kept.
-    write_json(run_dir / CODE_MANIFEST, manifest(run_dir.code))
+    write_json(run_dir.code_manifest, manifest(run_dir.code))
     harness.copy_to(run_dir.harness)
     run_dir.config.write_text(spec.config_yaml)
-    record = run_dir / RECORD
+    record = run_dir.record
     record.mkdir(exist_ok=True)
     (record / "config.yaml").write_text(spec.config_yaml)
     (record / "requirements.lock").write_text(run.lock)
     (record / "packages.txt").write_text("\n".join(locked_versions(run.lock)) + "\n")
     if run.diff:
         (record / "code.diff").write_text(run.diff)
-    stage_record(run_dir.root, dict(spec.params), {})
+    stage_record(run_dir, dict(spec.params), {})
     data_record.log_inputs(run.recorder.client, run.run_id, spec.project_dir, spec.mounts)
 
 
@@ -348,7 +345,7 @@ def prepare(run: Launch) -> Prepared:
     """The run's environment, built or reused, and named in its record; what the run's folder needs from the
     backend besides (Backend.furnish)."""
     prepared = run.backend.prepare(run.spec, run.lock, run.log)
-    stage_record(run.run_dir.root, dict(run.spec.params), {"runner.env.id": prepared.env_id, **prepared.tags})
+    stage_record(run.run_dir, dict(run.spec.params), {"runner.env.id": prepared.env_id, **prepared.tags})
     run.backend.furnish(run.spec, run.run_dir, prepared)
     return prepared
 
@@ -366,7 +363,7 @@ def plan(run: Launch, prepared: Prepared) -> None:
         "PYTHONUNBUFFERED": "1",
     }
     planned = run.backend.plan(spec, run.run_dir, prepared, env)
-    write_json(run.run_dir / owner.PLAN, planned.to_json(), private=True)
+    write_json(run.run_dir.plan, planned.to_json(), private=True)
     if planned.said:
         run.log.write(planned.said)
     run.log.close()
@@ -440,7 +437,7 @@ def recorded(client: Any, run_dir: RunDir, job: str) -> None:
     effort: the job's owner records the inputs too, and nothing here may end a run its job owns."""
     try:
         client.set_tag(run_dir.root.name, "runner.slurm.job", job)
-        record_inputs(client, run_dir.root.name, run_dir.root)
+        record_inputs(client, run_dir.root.name, run_dir)
     except Exception as exc:
         print(f"[runner] could not record run {run_dir.root.name}'s inputs yet: {exc}", file=sys.stderr)
 
@@ -471,8 +468,8 @@ def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: floa
     )
     log.close()
     steps = [
-        lambda: record_inputs(recorder.client, recorder.run_id, run_dir.root),
-        lambda: recorder.set_tags({"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason}),
+        lambda: record_inputs(recorder.client, recorder.run_id, run_dir),
+        lambda: recorder.set_tags(outcome.tags()),
         lambda: recorder.log_metric("duration_s", round(time.time() - started, 3)),
         lambda: log_outputs(recorder.client, recorder.run_id, run_dir.output),
         lambda: log_the_log(recorder.client, recorder.run_id, run_dir.log),
@@ -484,7 +481,7 @@ def _finish(recorder: Recorder, run_dir: RunDir, outcome: Outcome, started: floa
             print(f"[runner] could not record part of run {recorder.run_id}: {exc}", file=sys.stderr)
     recorder.end(outcome.status)
     write_json(
-        run_dir / owner.ENDED,
-        {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
+        run_dir.ended,
+        outcome.to_json(),
     )
-    (Path(recorder.spec.project_dir) / owner.LIVE / recorder.run_id).unlink(missing_ok=True)
+    (Path(recorder.spec.project_dir) / LIVE / recorder.run_id).unlink(missing_ok=True)

@@ -20,7 +20,6 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict
 
 from runner.backends import backend_class, gpu
-from runner.backends.base import FINISHED, Outcome, RunDir
 from runner.compose.build import build_spec
 from runner.compose.load import experiment_of, explained
 from runner.compose.spec import RunSpec
@@ -28,6 +27,7 @@ from runner.compose.validate import validate
 from runner.errors import ConfigError
 from runner.launch.execute import Result, Stop, abandon, execute, submit
 from runner.launch.sweep_parent import MEMBER, PARENT, Slots, Sweep, check_objective, member_key, plan_slots
+from runner.runs.rundir import FINISHED, Outcome, RunDir
 
 # Log lines shown for a failing member.
 TAIL = 10
@@ -264,7 +264,7 @@ def _report(m: Member, fut: Future[Result | None], total: int) -> Result | None:
     status = result.outcome.status if result.outcome else "started (detached)"
     say(f"[sweep] member {m.index}/{total} {status}: {m.label} (run {result.run_id})")
     if status != FINISHED:
-        log = Path(m.spec.project_dir, ".runner", "runs", result.run_id, "run.log")
+        log = RunDir.of(Path(m.spec.project_dir), result.run_id).log
         lines = log.read_text(errors="replace").splitlines()[-TAIL:] if log.is_file() else []
         sys.stdout.write("".join(f"    | {ln}\n" for ln in lines))
         sys.stdout.flush()

@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import FAILED, KILLED, Backend, Outcome, Plan, RunDir, RunHandle
+from runner.backends.base import Backend, Plan, RunHandle
 from runner.errors import RunnerError
 from runner.harness.shim import alive, write_json
+from runner.runs.rundir import FAILED, KILLED, LIVE, RUNS, SWEEPS, Outcome, RunDir, SweepDir
 from runner.tracking.record import (
-    CODE_MANIFEST,
     WORKDIR,
     WORKDIR_LIMIT,
     is_remote,
@@ -44,20 +44,6 @@ from runner.tracking.record import (
     server_environment,
 )
 
-STATE, PLAN, STARTED, STOP, ENDED, LOCK, OWNER_LOG = (
-    "state.json",
-    "plan.json",
-    "started",
-    "stop",
-    "ended.json",
-    "owner.lock",
-    "owner.log",
-)
-JOB = "job.json"  # the scheduler's job that owns the run, where one does
-SETTLED = "settled.json"  # the engine's account of the ending, kept before the engine's copy of the run goes
-SPOOL_OFFSET = "spool.ingested"  # how much of the spool is in the store: beside it, out of the run's reach
-LIVE = Path(".runner") / "live"
-SWEEPS = Path(".runner") / "sweeps"
 INGEST_EVERY = 1.0  # seconds between spool reads: metrics show in the UI about this late
 
 
@@ -71,9 +57,9 @@ def read_json(path: Path) -> Any:
 # -- ownership -------------------------------------------------------------------------------------------
 
 
-def try_claim(run_dir: RunDir) -> int | None:
+def try_claim(run_dir: RunDir | SweepDir) -> int | None:
     """An fd holding the run's ownership lock, or None if a live owner holds it."""
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(run_dir.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -82,7 +68,7 @@ def try_claim(run_dir: RunDir) -> int | None:
     return fd
 
 
-def owned(run_dir: RunDir) -> bool:
+def owned(run_dir: RunDir | SweepDir) -> bool:
     fd = try_claim(run_dir)
     if fd is None:
         return True
@@ -113,7 +99,7 @@ def find_run_dir(project: Path, run_id: str) -> RunDir:
     names the closest ids otherwise."""
     from runner.errors import RunnerError, suggest
 
-    runs = project / ".runner" / "runs"
+    runs = project / RUNS
     ids = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
     if run_id in ids:  # only a name listed there: never a path built from what was typed
         return RunDir(runs / run_id)
@@ -126,15 +112,15 @@ def find_run_dir(project: Path, run_id: str) -> RunDir:
 
 
 def request_stop(run_dir: RunDir, reason: str) -> None:
-    if not (run_dir / STOP).exists():
-        (run_dir / STOP).write_text(reason)
+    if not (run_dir.stop).exists():
+        (run_dir.stop).write_text(reason)
 
 
 def ending(run_dir: RunDir) -> Outcome | None:
-    ended = read_json(run_dir / ENDED)
+    ended = read_json(run_dir.ended)
     if not isinstance(ended, dict):
         return None
-    return Outcome(ended["status"], ended.get("exit_code"), ended.get("reason"))
+    return Outcome.from_json(ended)
 
 
 # -- following (the terminal's side) ---------------------------------------------------------------------
@@ -197,17 +183,17 @@ class OwnerWatch:
         if not owned(self.run_dir) and ending(self.run_dir) is None and adopt(self.run_dir):
             self.replaced += 1
             if self.replaced > 3:
-                raise RuntimeError(f"the run's owner keeps failing: see {self.run_dir / OWNER_LOG}")
+                raise RuntimeError(f"the run's owner keeps failing: see {self.run_dir.owner_log}")
 
 
 def wait_started(run_dir: RunDir, timeout: float = 120) -> bool:
     """True once the owner has started the run (False if it ended first, or the owner died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (run_dir / STARTED).exists():
+        if (run_dir.started).exists():
             return True
         if ending(run_dir) is not None or not owned(run_dir):
-            return (run_dir / STARTED).exists()
+            return (run_dir.started).exists()
         time.sleep(0.01)
     return False
 
@@ -215,19 +201,10 @@ def wait_started(run_dir: RunDir, timeout: float = 120) -> bool:
 # -- reconciling (every command) --------------------------------------------------------------------------
 
 
-def owned_elsewhere(run_dir: RunDir) -> bool:
-    """True while another machine's process owns the run: its job is queued or running on a cluster."""
-    from runner.backends import get_backend
-
-    if not (run_dir / JOB).exists():  # only a run handed to a scheduler has a job
-        return False
-    return get_backend((read_json(run_dir / STATE) or {})["backend"]).owned_elsewhere(run_dir)
-
-
 def adopt(run_dir: RunDir, wait: float = 60) -> bool:
     """Hand an unowned run to a new owner; return once it has settled what the run is (or `wait` passed).
     False where the run is owned (here, or by a job elsewhere)."""
-    if owned_elsewhere(run_dir):
+    if owned_elsewhere([run_dir]):
         return False
     fd = try_claim(run_dir)
     if fd is None:
@@ -238,7 +215,7 @@ def adopt(run_dir: RunDir, wait: float = 60) -> bool:
         os.close(fd)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and alive(child, None):
-        report = read_json(run_dir / "owner.json") or {}
+        report = read_json(run_dir.owner_report) or {}
         if ending(run_dir) is not None or report == {"pid": child, "phase": "supervising"}:
             break
         time.sleep(0.1)
@@ -247,24 +224,24 @@ def adopt(run_dir: RunDir, wait: float = 60) -> bool:
 
 def hold_sweep(project: Path, sweep_id: str, parent_id: str, uri: str) -> int:
     """The sweep's driver (the terminal's runner) holds its lock while it lives; an fd to close at the end."""
-    folder = project / SWEEPS / sweep_id
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    folder = SweepDir.of(project, sweep_id)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder.lock, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     state = {"sweep_id": sweep_id, "parent": parent_id, "tracking_uri": uri, "host": socket.gethostname()}
-    write_json(folder / STATE, state)
-    (folder / "live").touch()
+    write_json(folder.state, state)
+    folder.live.touch()
     return fd
 
 
 def release_sweep(project: Path, sweep_id: str, fd: int, submitted: bool = False) -> None:
     """The driver is done. `submitted`: its members went to a scheduler and go on; the last of them to end (or
     the first command after) closes the sweep."""
-    folder = project / SWEEPS / sweep_id
+    folder = SweepDir.of(project, sweep_id)
     if submitted:
-        write_json(folder / STATE, {**read_json(folder / STATE), "submitted": True})
+        write_json(folder.state, {**read_json(folder.state), "submitted": True})
     else:
-        (folder / "live").unlink(missing_ok=True)
+        folder.live.unlink(missing_ok=True)
     os.close(fd)
 
 
@@ -278,15 +255,15 @@ def settle_sweeps(project: Path) -> None:
         return
     running = set()
     for marker in (project / LIVE).glob("*") if (project / LIVE).is_dir() else []:
-        state = read_json(Path(marker.read_text().strip()) / STATE) or {}
+        state = read_json(RunDir(Path(marker.read_text().strip())).state) or {}
         running.add(state.get("sweep_parent"))
-    for folder in sweeps.iterdir():
-        state = read_json(folder / STATE)
-        if not (folder / "live").exists() or not state:
+    for folder in map(SweepDir, sweeps.iterdir()):
+        state = read_json(folder.state)
+        if not folder.live.exists() or not state:
             continue
         if not state.get("submitted") and state.get("host") != socket.gethostname():
             continue
-        if state["parent"] in running or owned(RunDir(folder)):
+        if state["parent"] in running or owned(folder):
             continue
         why = (
             None
@@ -294,24 +271,22 @@ def settle_sweeps(project: Path) -> None:
             else f"lost: the sweep's runner process ended; run the rest with: runner sweep resume {state['sweep_id']}"
         )
         sweep.finish_parent(state["tracking_uri"], state["parent"], interrupted=False, error=why)
-        (folder / "live").unlink(missing_ok=True)
+        folder.live.unlink(missing_ok=True)
 
 
-def owned_elsewhere_of(run_dirs: list[RunDir]) -> list[RunDir]:
-    """The runs among `run_dirs` that another machine's process owns: one question per backend, which a
-    scheduler's backend asks once for all of their jobs (one sacct, not one a run)."""
+def owned_elsewhere(run_dirs: list[RunDir]) -> list[RunDir]:
+    """The runs among `run_dirs` that another machine's process owns (a queued or running job on a cluster):
+    one question per backend, which a scheduler's backend asks once for all of their jobs."""
     from runner.backends import get_backend
 
     by_backend: dict[str, list[RunDir]] = {}
     for run_dir in run_dirs:
         # Only a run handed to a scheduler has a job.
-        if (run_dir / JOB).exists():
-            by_backend.setdefault((read_json(run_dir / STATE) or {})["backend"], []).append(run_dir)
+        if (run_dir.slurm_job).exists():
+            by_backend.setdefault((read_json(run_dir.state) or {})["backend"], []).append(run_dir)
     owned: list[RunDir] = []
     for name, dirs in by_backend.items():
-        backend = get_backend(name)
-        many = getattr(backend, "owned_elsewhere_of", None)
-        owned += many(dirs) if many else [d for d in dirs if backend.owned_elsewhere(d)]
+        owned += get_backend(name).owned_elsewhere(dirs)
     return owned
 
 
@@ -328,14 +303,14 @@ def reconcile(project: Path) -> list[str]:
         if not run_dir.root.is_dir():
             marker.unlink(missing_ok=True)
             continue
-        state = read_json(run_dir / STATE)
+        state = read_json(run_dir.state)
         if state is None or state.get("host") != socket.gethostname():
             continue
         if ending(run_dir) is not None:
             marker.unlink(missing_ok=True)
             continue
         unowned.append((marker.name, run_dir))
-    elsewhere = {run_dir.root for run_dir in owned_elsewhere_of([run_dir for _, run_dir in unowned])}
+    elsewhere = {run_dir.root for run_dir in owned_elsewhere([run_dir for _, run_dir in unowned])}
     adopted = [name for name, run_dir in unowned if run_dir.root not in elsewhere and adopt(run_dir)]
     settle_sweeps(project)
     return adopted
@@ -350,7 +325,7 @@ class Owner:
         from runner.backends import get_backend
 
         self.run_dir = run_dir
-        self.state: dict[str, Any] = read_json(run_dir / STATE)
+        self.state: dict[str, Any] = read_json(run_dir.state)
         self.run_id: str = self.state["run_id"]
         self.backend = backend or get_backend(self.state["backend"])
         self.endpoint: Any = None
@@ -370,27 +345,27 @@ class Owner:
             return self._client
 
     def report(self, phase: str) -> None:
-        write_json(self.run_dir / "owner.json", {"pid": os.getpid(), "phase": phase})
+        write_json(self.run_dir.owner_report, {"pid": os.getpid(), "phase": phase})
 
     def run(self) -> None:
         outcome = Outcome(FAILED, reason="runner error")
         try:
-            self.handle = self.backend.adopt(self.run_id, self.run_dir)
+            self.handle = self.backend.reattach(self.run_id, self.run_dir)
             plan = self.backend.read_plan(self.run_dir)
             if plan and not is_remote(self.state["tracking_uri"]):
                 # MLflow's server takes a second or two to import: do it while the run starts, not before.
                 server_environment(self.state["tracking_uri"], *self.backend.tracking_bind(plan))
                 threading.Thread(target=lambda: __import__("mlflow.server"), daemon=True).start()
-            if self.handle is None and not (self.run_dir / STARTED).exists():
-                if (self.run_dir / STOP).exists():
-                    outcome = Outcome(KILLED, reason=(self.run_dir / STOP).read_text().strip())
+            if self.handle is None and not (self.run_dir.started).exists():
+                if (self.run_dir.stop).exists():
+                    outcome = Outcome(KILLED, reason=(self.run_dir.stop).read_text().strip())
                     return
                 if plan is None:
                     outcome = Outcome(FAILED, reason="lost: the runner process ended before the run started")
                     return
                 access = self.access(plan)
                 self.handle = self.backend.start(plan, self.run_dir, self.run_env(plan, access))
-                write_json(self.run_dir / STARTED, {"at": time.time()})
+                write_json(self.run_dir.started, {"at": time.time()})
                 self.record_inputs()  # while the engine starts it
             else:  # taking over from a lost owner
                 recorded = self.client.get_run(self.run_id)
@@ -399,9 +374,9 @@ class Owner:
                     return
                 self.record_inputs()
                 if self.handle is None:
-                    settled = read_json(self.run_dir / SETTLED)  # ended, released, not yet recorded
+                    settled = read_json(self.run_dir.settled)  # ended, released, not yet recorded
                     outcome = (
-                        Outcome(settled["status"], settled.get("exit_code"), settled.get("reason"))
+                        Outcome.from_json(settled)
                         if isinstance(settled, dict)
                         else Outcome(FAILED, reason="lost: the engine has no trace of the run")
                     )
@@ -418,14 +393,14 @@ class Owner:
                     self.handle.cancel()
             raise
         finally:
-            if not (self.run_dir / ENDED).exists():
+            if not (self.run_dir.ended).exists():
                 self.finish(outcome)
 
     def record_inputs(self) -> None:
         from runner.tracking.record import record_inputs
 
         try:
-            record_inputs(self.client, self.run_id, self.run_dir.root)
+            record_inputs(self.client, self.run_id, self.run_dir)
         except Exception as exc:  # the store busy: the ending tries again
             print(f"[owner] could not record the run's inputs yet: {exc}", file=sys.stderr, flush=True)
 
@@ -435,11 +410,11 @@ class Owner:
 
         if is_remote(self.state["tracking_uri"]):
             return None
-        access = read_json(self.run_dir / "endpoint.json")
+        access = read_json(self.run_dir.endpoint)
         if access is None:
             bind, _, _ = self.backend.tracking_bind(plan)
             access = {"port": free_port(bind), "token": secrets.token_urlsafe(32)}
-            write_json(self.run_dir / "endpoint.json", access, private=True)
+            write_json(self.run_dir.endpoint, access, private=True)
         return dict(access)
 
     def run_env(self, plan: Plan, access: dict[str, Any] | None) -> dict[str, str]:
@@ -473,7 +448,7 @@ class Owner:
         from runner.runs import session
 
         assert self.handle is not None
-        started = (read_json(self.run_dir / STARTED) or {}).get("at", time.time())
+        started = (read_json(self.run_dir.started) or {}).get("at", time.time())
         timeout = self.state.get("timeout")
         deadline = None if timeout is None else started + timeout
         reported = False
@@ -490,8 +465,8 @@ class Owner:
                 self.report("supervising")
                 reported = True
             reason = None
-            if (self.run_dir / STOP).exists():
-                reason = (self.run_dir / STOP).read_text().strip() or "stopped"
+            if (self.run_dir.stop).exists():
+                reason = (self.run_dir.stop).read_text().strip() or "stopped"
             elif deadline is not None and time.time() >= deadline:
                 reason = f"timeout after {timeout} s"
             elif access is not None and time.monotonic() >= next_check:
@@ -504,7 +479,7 @@ class Owner:
 
     def ingest(self, spool: Any) -> None:
         try:
-            spool.ingest(self.run_dir.spool, self.run_dir / SPOOL_OFFSET, self.client, self.run_id)
+            spool.ingest(self.run_dir.spool, self.run_dir.spool_offset, self.client, self.run_id)
         except Exception as exc:  # the store busy or away: the records wait in the spool
             print(f"[owner] could not record spooled records yet: {exc}", file=sys.stderr, flush=True)
 
@@ -518,8 +493,8 @@ class Owner:
         # The engine's copy goes while we record, too (its output is in run.log: the handle has read it all);
         # its account of the ending is kept first, for an owner that takes over if this one dies meanwhile.
         write_json(
-            self.run_dir / SETTLED,
-            {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
+            self.run_dir.settled,
+            outcome.to_json(),
         )
         releasing = threading.Thread(target=self.release, daemon=True)
         releasing.start()
@@ -530,10 +505,10 @@ class Owner:
         )
         output, logfile = self.run_dir.output, self.run_dir.log
         steps = [
-            lambda: record_inputs(self.client, self.run_id, self.run_dir.root),
-            lambda: spool.ingest(self.run_dir.spool, self.run_dir / SPOOL_OFFSET, self.client, self.run_id),
+            lambda: record_inputs(self.client, self.run_id, self.run_dir),
+            lambda: spool.ingest(self.run_dir.spool, self.run_dir.spool_offset, self.client, self.run_id),
             lambda: self.set_tags(
-                {"runner.exit_code": outcome.exit_code, "runner.reason": outcome.reason},
+                outcome.tags(),
                 {"duration_s": round(time.time() - self.state["created"], 3)},
             ),
             lambda: self.log_outputs(output, logfile),
@@ -550,8 +525,8 @@ class Owner:
         self.client.set_terminated(self.run_id, status=outcome.status)
         releasing.join(timeout=60)
         write_json(
-            self.run_dir / ENDED,
-            {"status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason},
+            self.run_dir.ended,
+            outcome.to_json(),
         )
         (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
         # A sweep handed over at once goes on without its driver: the last member to end closes it.
@@ -566,7 +541,7 @@ class Owner:
         """/output's files under output/, and what the run wrote in its working directory under workdir/."""
         for line in log_outputs(self.client, self.run_id, output):
             self.say(f"[runner] {line}\n")
-        snapshot = read_json(self.run_dir / CODE_MANIFEST)
+        snapshot = read_json(self.run_dir.code_manifest)
         if isinstance(snapshot, dict):  # the code as it was staged: what differs from it, the run wrote
             code = self.run_dir.code
             for line in log_outputs(self.client, self.run_id, code, WORKDIR, snapshot, WORKDIR_LIMIT):
@@ -580,15 +555,8 @@ class Owner:
     def settle_recorded(self, recorded: Any) -> None:
         """The ending is in the record already: only what came after it is left to do."""
         self.release()
-        tags = recorded.data.tags
-        code = tags.get("runner.exit_code")
         write_json(
-            self.run_dir / ENDED,
-            {
-                "status": recorded.info.status,
-                "exit_code": int(code) if code and code.lstrip("-").isdigit() else None,
-                "reason": tags.get("runner.reason") or None,
-            },
+            self.run_dir.ended, Outcome.from_record(recorded.info.status, recorded.data.tags).to_json()
         )
         (Path(self.state["project"]) / LIVE / self.run_id).unlink(missing_ok=True)
 

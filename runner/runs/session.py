@@ -24,8 +24,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from runner.runs.rundir import RunDir
+
 PORT_IN_CONTAINER = 8888
-SESSION = "session.json"  # in the run directory, owner-only: {"port", "token"}
 CHECK_EVERY = 5.0  # seconds between the owner's questions to the server
 SAME, REFUSED = "same", "refused"  # what a pull did with a file, besides copying it
 TOKEN_VARIABLE = "JUPYTER_TOKEN"  # Jupyter Server reads its token from it: never on its command line
@@ -79,9 +80,9 @@ def url(access: dict[str, Any]) -> str:
     return f"http://127.0.0.1:{access['port']}/lab?token={access['token']}"
 
 
-def read(run_dir: Any) -> dict[str, Any] | None:
+def read(run_dir: RunDir) -> dict[str, Any] | None:
     try:
-        found = json.loads((run_dir / SESSION).read_text())
+        found = json.loads(run_dir.session.read_text())
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) else None
@@ -221,9 +222,9 @@ def token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def write(run_dir: Any, port: int) -> dict[str, Any]:
+def write(run_dir: RunDir, port: int) -> dict[str, Any]:
     from runner.harness.shim import write_json
 
     access = {"port": port, "token": token()}
-    write_json(run_dir / SESSION, access, private=True)
+    write_json(run_dir.session, access, private=True)
     return access

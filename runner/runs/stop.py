@@ -23,13 +23,13 @@ def stop(uri: str, project: Path, run_id: str) -> str:
     run = get_run(uri, run_id)
     if run.info.status != "RUNNING":
         return f"Run {run_id} already ended {run.info.status}."
-    if not (run_dir / owner.STATE).is_file():
+    if not (run_dir.state).is_file():
         return _close_unowned(uri, run_id)
     owner.request_stop(run_dir, REASON)  # its owner obeys it, wherever it runs
-    if owner.owned_elsewhere(run_dir):  # a queued job on a cluster has no owner yet: the scheduler drops it
+    if owner.owned_elsewhere([run_dir]):  # a queued job on a cluster has no owner yet: the scheduler drops it
         from runner.backends import get_backend
 
-        get_backend((owner.read_json(run_dir / owner.STATE) or {})["backend"]).cancel(run_dir)
+        get_backend((owner.read_json(run_dir.state) or {})["backend"]).cancel(run_dir)
     deadline = time.monotonic() + GRACE + 30
     while time.monotonic() < deadline:
         ended = owner.ending(run_dir)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.compose.spec import RunSpec
+from runner.runs.rundir import RunDir
 
 # MLflow's limits: 100 params per batch call, 6000 characters per value.
 _BATCH = 100
@@ -62,12 +63,12 @@ class Recorder:
         with store_init_lock(spec.tracking_uri):
             self.client = MlflowClient(spec.tracking_uri)  # creates or migrates the store, once
 
-    def start(self, tags: dict[str, str], adopt: str | None = None) -> str:
-        """Create the run; or adopt `adopt`, a RUNNING run made for us (`mlflow run` hands one over). Its
-        params are staged with its other inputs (stage_record), and written while it starts."""
-        adopted = self.client.get_run(adopt) if adopt else None
-        if adopted is not None and adopted.info.status == "RUNNING":
-            self.run_id, self.experiment_id = adopt or "", adopted.info.experiment_id
+    def start(self, tags: dict[str, str], given_run: str | None = None) -> str:
+        """Create the run; or record into `given_run`, a RUNNING run made for us (`mlflow run` hands one over).
+        Its params are staged with its other inputs (stage_record), and written while it starts."""
+        given = self.client.get_run(given_run) if given_run else None
+        if given is not None and given.info.status == "RUNNING":
+            self.run_id, self.experiment_id = given_run or "", given.info.experiment_id
             self.set_tags(tags)
         else:
             exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
@@ -108,31 +109,28 @@ class Recorder:
         self.client.set_terminated(self.run_id, status=status)
 
 
-RECORD = "record"  # in a run directory: the files of the run's inputs for its record (config, lock, diff)
-
-
-def stage_record(run_dir: Path, params: dict[str, str], tags: dict[str, str]) -> None:
+def stage_record(run_dir: RunDir, params: dict[str, str], tags: dict[str, str]) -> None:
     """Stage the run's params and (more) tags for `record_inputs`."""
     staged = _read_staged(run_dir)
     staged["params"].update(params)
     staged["tags"].update(tags)
-    (run_dir / "record.json").write_text(json.dumps(staged))
+    run_dir.record_staged.write_text(json.dumps(staged))
 
 
-def _read_staged(run_dir: Path) -> dict[str, dict[str, str]]:
+def _read_staged(run_dir: RunDir) -> dict[str, dict[str, str]]:
     try:
-        staged = json.loads((run_dir / "record.json").read_text())
+        staged = json.loads(run_dir.record_staged.read_text())
     except (OSError, ValueError):
         staged = {}
     return {"params": dict(staged.get("params", {})), "tags": dict(staged.get("tags", {}))}
 
 
-def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
+def record_inputs(client: Any, run_id: str, run_dir: RunDir) -> None:
     """Write the run's staged inputs (params, tags, and the files in record/) into its record, once: whoever
     owns the run does it as the run starts, an owner that takes over if the last one could not."""
     from mlflow.entities import Param, RunTag
 
-    done = run_dir / "recorded"
+    done = run_dir.recorded
     if done.exists():
         return
     staged = _read_staged(run_dir)
@@ -140,7 +138,7 @@ def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
     tags = [RunTag(k, str(v)[:_MAX_VALUE]) for k, v in staged["tags"].items()]
     for i in range(0, max(len(params), len(tags)), _BATCH):
         client.log_batch(run_id, params=params[i : i + _BATCH], tags=tags[i : i + _BATCH])
-    folder = run_dir / RECORD
+    folder = run_dir.record
     if folder.is_dir() and any(folder.iterdir()):
         client.log_artifacts(run_id, str(folder))
     done.touch()
@@ -149,7 +147,6 @@ def record_inputs(client: Any, run_id: str, run_dir: Path) -> None:
 WORKDIR = "workdir"  # artifacts: what a run wrote in its working directory (its copy of the code)
 # Files, bytes: a script that downloads its data there keeps it out of the record.
 WORKDIR_LIMIT = (1000, 1_000_000_000)
-CODE_MANIFEST = "code.manifest.json"  # in the run's folder: the code copy as staged (tracking.manifest)
 
 
 def log_outputs(

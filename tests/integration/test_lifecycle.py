@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from runner.backends.base import RunDir
 from runner.harness.shim import alive
+from runner.runs.rundir import RunDir
 from tests.helpers import all_runs, artifacts, docker_engine, only_run, read_artifact, run_cli, store
 
 pytestmark = pytest.mark.integration

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from docker.types import DeviceRequest, Mount
 
-from runner.backends.base import RunDir
 from runner.backends.docker import container_spec, device_requests
 from runner.compose.build import build_spec
 from runner.compose.load import compose_config
+from runner.runs.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"MLFLOW_RUN_ID": "abc123", "X": "1"}

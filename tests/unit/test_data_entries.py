@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from docker.types import Mount
 
-from runner.backends.base import RunDir
 from runner.backends.docker import container_spec
 from runner.compose.build import build_spec
 from runner.compose.load import compose_config
@@ -16,6 +15,7 @@ from runner.compose.validate import validate
 from runner.datasets import record
 from runner.datasets.entry import DataMount, DataRef, parse, parse_all
 from runner.errors import ConfigError
+from runner.runs.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
 

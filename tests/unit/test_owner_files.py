@@ -47,15 +47,16 @@ def test_reconcile_asks_slurm_once_for_every_live_job(
 
     from runner.backends.slurm import jobs
     from runner.runs import owner
+    from runner.runs.rundir import LIVE, RunDir
 
-    live = tmp_path / owner.LIVE
+    live = tmp_path / LIVE
     live.mkdir(parents=True)
     for i in range(3):
-        run = tmp_path / ".runner" / "runs" / f"run{i}"
-        run.mkdir(parents=True)
-        (run / owner.STATE).write_text(json.dumps({"backend": "slurm", "host": socket.gethostname()}))
-        (run / owner.JOB).write_text(json.dumps({"job": f"9_{i}"}))
-        (live / f"run{i}").write_text(str(run))
+        run = RunDir.of(tmp_path, f"run{i}")
+        run.root.mkdir(parents=True)
+        run.state.write_text(json.dumps({"backend": "slurm", "host": socket.gethostname()}))
+        run.slurm_job.write_text(json.dumps({"job": f"9_{i}"}))
+        (live / f"run{i}").write_text(str(run.root))
     asked = []
 
     def call(*argv: str, timeout: float = 60) -> object:

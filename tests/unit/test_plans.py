@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runner.backends.base import RunDir
 from runner.backends.docker import DockerPlan
 from runner.backends.local import LocalPlan
 from runner.backends.slurm import SlurmPlan
+from runner.runs.rundir import RunDir
 
 CONTAINER = {
     "image": "sha256:img",

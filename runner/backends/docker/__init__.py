@@ -23,13 +23,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import FAILED, FINISHED, Log, Outcome, Plan, Prepared, RunDir, RunHandle
+from runner.backends.base import Log, Plan, Prepared, RunHandle
 from runner.backends.host import HostBackend
+from runner.backends.logpump import LogPump
 from runner.compose.spec import RunSpec
 from runner.environment.lock import cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
 from runner.harness.shim import Scrubber, secret_values
-from runner.tracking.record import RECORD
+from runner.runs.rundir import FAILED, FINISHED, Outcome, RunDir
 
 ENV_REPO = "runner-env"
 # Labels. Images and containers use different keys because a container inherits its image's labels: a
@@ -176,29 +177,14 @@ def stream_logs(container: Any, log: Log) -> threading.Thread:
     return thread
 
 
-LOG_OFFSET = "container.log.bytes"  # how much of the container's output is already in run.log
-
-
 def pump_to_file(container: Any, run_dir: RunDir, scrubber: Scrubber) -> threading.Thread:
-    """The run container's output appended to run.log as it comes, its secrets masked. The engine keeps the
-    whole output for the container's life, so an owner that takes over skips what an earlier one wrote."""
-    offset_file = run_dir / LOG_OFFSET
+    """The run container's output appended to run.log as it comes (LogPump)."""
+    pump = LogPump(run_dir, scrubber)
 
     def run() -> None:
-        try:
-            done = int(offset_file.read_text() or 0)
-        except (OSError, ValueError):
-            done = 0
-        seen = 0
-        with open(run_dir.log, "ab", buffering=0) as out:
-            for chunk in container.logs(stream=True, follow=True):
-                new = chunk[max(0, done - seen) :]
-                seen += len(chunk)
-                if new:
-                    out.write(scrubber.feed(new))
-                    done = seen - len(scrubber.held)  # what is held is written by whoever reads it next
-                    offset_file.write_text(str(done))
-            out.write(scrubber.end())
+        with pump.open() as out:
+            pump.stream(container.logs(stream=True, follow=True), out)
+            pump.end(out)
 
     thread = threading.Thread(target=run, name="container-logs", daemon=True)
     thread.start()
@@ -577,7 +563,7 @@ class DockerBackend(HostBackend[DockerPlan]):
 
         port, _ = session.port_for(spec.session.port)
         session.write(run_dir, port)
-        (run_dir / RECORD / "session-packages.txt").write_text(self.session_packages(prepared.env_id))
+        (run_dir.record / "session-packages.txt").write_text(self.session_packages(prepared.env_id))
 
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> DockerPlan:
         container = container_spec(spec, run_dir, prepared.env_id, env)
@@ -617,9 +603,7 @@ class DockerBackend(HostBackend[DockerPlan]):
             kwargs["ports"] = {k: tuple(v) for k, v in kwargs["ports"].items()}
             access = session.read(run_dir)
             if access is None:
-                raise RunnerError(
-                    f"the session's access file {run_dir / session.SESSION} is gone: start it again"
-                )
+                raise RunnerError(f"the session's access file {run_dir.session} is gone: start it again")
             secrets[session.TOKEN_VARIABLE] = access["token"]
         kwargs = with_secrets(kwargs, run_dir, secrets)
         container = self._run(kwargs, run_dir)
@@ -656,7 +640,7 @@ class DockerBackend(HostBackend[DockerPlan]):
         ((inside, (address, taken)),) = ports.items()
         port, _ = session.port_for(taken)
         access = session.read(run_dir) or {}
-        write_json(run_dir / session.SESSION, {**access, "port": port}, private=True)
+        write_json(run_dir.session, {**access, "port": port}, private=True)
         with open(run_dir.log, "a", encoding="utf-8") as log:
             log.write(f"[runner] port {taken} was taken meanwhile: JupyterLab gets port {port}\n")
         return {inside: (address, port)}
@@ -667,7 +651,7 @@ class DockerBackend(HostBackend[DockerPlan]):
         touched, nor images that carry another tag besides `runner-env:`."""
         return remove_unused(self.docker)
 
-    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+    def reattach(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         found = runner_containers(self.docker, run_id, kinds=("run",))
         if not found:
             return None

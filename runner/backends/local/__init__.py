@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from runner.backends import gpu
-from runner.backends.base import FAILED, FINISHED, Log, Outcome, Plan, Prepared, RunDir, RunHandle
+from runner.backends.base import Log, Plan, Prepared, RunHandle
 from runner.backends.host import HostBackend
 from runner.compose.spec import RunSpec
 from runner.datasets.entry import parse_all
@@ -32,6 +32,7 @@ from runner.datasets.mount import link_into
 from runner.environment.lock import cache_dir, content_hash, tls_env, uv_bin
 from runner.errors import ConfigError, EnvBuildError
 from runner.harness import shim
+from runner.runs.rundir import FAILED, FINISHED, Outcome, RunDir
 
 # What a run directory holds besides code/ and output/: a dataset mounted over one would collide with it.
 # Host variables a run must not inherit: they would leak the host's Python setup into the run's env.
@@ -105,7 +106,7 @@ class LocalHandle(RunHandle):
         if self.child is not None:
             self.child.poll()  # reap the shim when this process started it
         try:
-            code = int((self.run_dir / shim.EXIT_CODE).read_text())
+            code = int((self.run_dir.exit_code).read_text())
         except (OSError, ValueError):
             if shim.alive(self.pid, self.ticks):
                 return None
@@ -240,18 +241,18 @@ class LocalBackend(HostBackend[LocalPlan]):
             # Its own process group, apart from the terminal's and the owner's.
             start_new_session=True,
         )
-        while not (run_dir / shim.PROCESS).is_file() and child.poll() is None:
+        while not (run_dir.process).is_file() and child.poll() is None:
             time.sleep(0.01)
-        handle = self.adopt(plan.env["MLFLOW_RUN_ID"], run_dir)
+        handle = self.reattach(plan.env["MLFLOW_RUN_ID"], run_dir)
         if handle is None:
             raise RuntimeError(f"the run's process did not start (exit {child.poll()})")
         assert isinstance(handle, LocalHandle)
         handle.child = child
         return handle
 
-    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+    def reattach(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         try:
-            process = json.loads((run_dir / shim.PROCESS).read_text())
+            process = json.loads((run_dir.process).read_text())
         except (OSError, ValueError):
             return None
         return LocalHandle(run_id, run_dir, int(process["pid"]), process.get("ticks"))

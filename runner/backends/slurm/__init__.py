@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import Backend, HandOver, Log, Outcome, Plan, Prepared, RunDir, RunHandle
+from runner.backends.base import Backend, HandOver, Log, Plan, Prepared, RunHandle
 from runner.backends.slurm import jobs
 from runner.compose.spec import RunSpec
 from runner.environment.lock import cache_dir
 from runner.errors import ConfigError, RunnerError
 from runner.harness.shim import write_json
-from runner.runs.owner import JOB
+from runner.runs.rundir import Outcome, RunDir
 from runner.tracking.record import is_remote
 
 JOBS = Path(".runner") / "jobs"  # in the project: job scripts' run lists and the owners' own output
@@ -41,7 +41,7 @@ ENGINES = ("docker", "podman")
 
 def job_of(run_dir: RunDir) -> str | None:
     try:
-        return str(json.loads((run_dir / JOB).read_text())["job"])
+        return str(json.loads((run_dir.slurm_job).read_text())["job"])
     except (OSError, ValueError, KeyError):
         return None
 
@@ -102,16 +102,16 @@ class JobHandle(RunHandle):
         self.job, self.run_dir = job, run_dir
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
-        from runner.runs.owner import SETTLED, STOP, read_json
+        from runner.runs.owner import read_json
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            settled = read_json(self.run_dir / SETTLED)  # the node's owner knew the ending, then died
+            settled = read_json(self.run_dir.settled)  # the node's owner knew the ending, then died
             if isinstance(settled, dict):
-                return Outcome(settled["status"], settled.get("exit_code"), settled.get("reason"))
+                return Outcome.from_json(settled)
             found = jobs.state(self.job)
             if found is None or found.over:
-                stop = self.run_dir / STOP
+                stop = self.run_dir.stop
                 return jobs.outcome(self.job, found, stop.read_text().strip() if stop.exists() else None)
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -217,7 +217,7 @@ class SlurmBackend(Backend[SlurmPlan]):
                 "a SLURM sweep is one job array, so its members must ask SLURM for the same resources: do not "
                 "sweep over resources.* or backend.* with backend=slurm."
             )
-        project = Path(json.loads((run_dirs[0] / "state.json").read_text())["project"])
+        project = Path(json.loads(run_dirs[0].state.read_text())["project"])
         folder = project / JOBS
         folder.mkdir(parents=True, exist_ok=True)
         listing = folder / f"{run_dirs[0].root.name}.runs"
@@ -241,15 +241,12 @@ class SlurmBackend(Backend[SlurmPlan]):
         job = jobs.submit(opts, script, len(run_dirs), parallel, str(project))
         ids = [f"{job}_{i}" if len(run_dirs) > 1 else job for i in range(len(run_dirs))]
         for run_dir, job_id in zip(run_dirs, ids, strict=True):
-            write_json(run_dir / JOB, {"job": job_id, "listing": str(listing)})
+            write_json(run_dir.slurm_job, {"job": job_id, "listing": str(listing)})
         return ids
 
-    def owned_elsewhere(self, run_dir: RunDir) -> bool:
-        """True while the run's job is queued or running: its owner is (or will be) the job's process."""
-        return bool(self.owned_elsewhere_of([run_dir]))
-
-    def owned_elsewhere_of(self, run_dirs: list[RunDir]) -> list[RunDir]:
-        """The runs among `run_dirs` whose job is queued or running, from one question to SLURM for all."""
+    def owned_elsewhere(self, run_dirs: list[RunDir]) -> list[RunDir]:
+        """The runs among `run_dirs` whose job is queued or running (its owner is, or will be, the job's
+        process), from one question to SLURM for all."""
         by_job = {job: run_dir for run_dir in run_dirs if (job := job_of(run_dir)) is not None}
         try:
             found = jobs.states(list(by_job))
@@ -258,7 +255,7 @@ class SlurmBackend(Backend[SlurmPlan]):
             return list(by_job.values())
         return [run_dir for job, run_dir in by_job.items() if (s := found[job]) is not None and not s.over]
 
-    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+    def reattach(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         job = job_of(run_dir)
         return None if job is None else JobHandle(run_id, job, run_dir)
 

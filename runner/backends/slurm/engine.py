@@ -9,6 +9,7 @@ to start on each node, and a job must not leave one behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import threading
@@ -16,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import FAILED, FINISHED, Outcome, RunDir, RunHandle
+from runner.backends.base import RunHandle
+from runner.backends.logpump import LogPump
 from runner.errors import RunnerError
 from runner.harness.shim import Scrubber
-
-LOG_OFFSET = "container.log.bytes"  # how much of the container's output is already in run.log
+from runner.runs.rundir import FAILED, FINISHED, Outcome, RunDir
 
 
 def run_options(kwargs: dict[str, Any], engine: str) -> list[str]:
@@ -171,17 +172,11 @@ class EngineHandle(RunHandle):
             time.sleep(0.5)
 
     def _pump(self, scrubber: Scrubber) -> None:
-        """The container's output appended to run.log, its secrets masked; an owner that takes over (or a
-        `logs` process started again after SLURM signalled it) skips what was written (the engine keeps the
-        whole output for the container's life)."""
-        offset_file = self.run_dir / LOG_OFFSET
-        try:
-            done = int(offset_file.read_text() or 0)
-        except (OSError, ValueError):
-            done = 0
-        with open(self.run_dir.log, "ab", buffering=0) as out:
-            for _ in range(100):  # each time, `logs` follows from the start until the container has ended
-                seen = 0
+        """The container's output appended to run.log (LogPump), by the engine's `logs` process, started again
+        when SLURM signalled it: each reading follows from the start until the container has ended."""
+        pump = LogPump(self.run_dir, scrubber)
+        with pump.open() as out:
+            for _ in range(100):
                 proc = subprocess.Popen(
                     [self.engine, "logs", "--follow", self.container],
                     stdout=subprocess.PIPE,
@@ -189,18 +184,13 @@ class EngineHandle(RunHandle):
                     stdin=subprocess.DEVNULL,
                 )
                 assert proc.stdout is not None
-                while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
-                    new = chunk[max(0, done - seen) :]
-                    seen += len(chunk)
-                    if new:
-                        out.write(scrubber.feed(new))
-                        done = seen - len(scrubber.held)
-                        offset_file.write_text(str(done))
+                read = functools.partial(proc.stdout.read1, 65536)  # type: ignore[attr-defined]
+                pump.stream(iter(read, b""), out)
                 proc.wait()
                 if proc.returncode == 0 and not self.running():
                     break
                 time.sleep(0.5)
-            out.write(scrubber.end())
+            pump.end(out)
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
         self.waiter.join(timeout)

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from runner.backends.base import FAILED, KILLED, Outcome
 from runner.errors import BackendUnavailable, ConfigError, RunnerError
+from runner.runs.rundir import FAILED, KILLED, Outcome
 
 # States of a job that has not ended (sacct and scontrol spell them alike).
 ACTIVE = {

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.backends.base import RunDir, RunHandle
+from runner.backends.base import RunHandle
 from runner.backends.slurm import SlurmBackend, SlurmPlan, engine, jobs
 from runner.errors import RunnerError
 from runner.harness.shim import secret_values
+from runner.runs.rundir import RunDir
 
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 WATCH_EVERY = 10.0  # seconds between asking the controller how the job stands
@@ -105,7 +106,7 @@ class NodeBackend(SlurmBackend):
     def run_id_of(kwargs: dict[str, Any]) -> str:
         return str(kwargs["labels"]["runner.run_id"])
 
-    def adopt(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
+    def reattach(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         from runner.backends.docker import started_secrets
 
         plan = SlurmPlan.of(run_dir)

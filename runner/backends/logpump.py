@@ -1,0 +1,39 @@
+"""A container's output into its run's log, as it comes, its secrets masked. The engine keeps the whole output for
+the container's life, so whoever reads it again (an owner that takes over, an engine's `logs` process started
+again) skips what is written already: how much is kept beside the log (RunDir.log_offset)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import IO
+
+from runner.harness.shim import Scrubber
+from runner.runs.rundir import RunDir
+
+
+class LogPump:
+    def __init__(self, run_dir: RunDir, scrubber: Scrubber):
+        self.run_dir = run_dir
+        self.scrubber = scrubber
+        try:
+            self.done = int(run_dir.log_offset.read_text() or 0)
+        except (OSError, ValueError):
+            self.done = 0
+
+    def open(self) -> IO[bytes]:
+        return open(self.run_dir.log, "ab", buffering=0)
+
+    def stream(self, chunks: Iterable[bytes], out: IO[bytes]) -> None:
+        """One reading of the engine's output, from its start: what is new goes to `out`."""
+        seen = 0
+        for chunk in chunks:
+            new = chunk[max(0, self.done - seen) :]
+            seen += len(chunk)
+            if new:
+                out.write(self.scrubber.feed(new))
+                # What the scrubber holds back is written by whoever reads it next.
+                self.done = seen - len(self.scrubber.held)
+                self.run_dir.log_offset.write_text(str(self.done))
+
+    def end(self, out: IO[bytes]) -> None:
+        out.write(self.scrubber.end())
