@@ -25,7 +25,7 @@ def _warm() -> None:
     """Import what commands and owners need, so that each fork starts with it. Nothing is opened."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # MLflow's server installs its Host-header check when imported as a server; the run's guard checks the
-    # Host header itself, per run (runner.tracking.guard), so MLflow's check is told to let all through.
+    # Host header itself, per run (runner.tracking.endpoint.guard), so MLflow's check is told to let all through.
     os.environ["_MLFLOW_SERVER_FILE_STORE"] = "sqlite:///:memory:"
     os.environ["MLFLOW_SERVER_ALLOWED_HOSTS"] = "*"
     import mlflow.server

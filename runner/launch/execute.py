@@ -37,14 +37,8 @@ from runner.launch import stage as harness
 from runner.runs import owner
 from runner.runs.rundir import FAILED, KILLED, LIVE, Outcome, RunDir
 from runner.tracking.code import CodeVersion, code_version, snapshot
-from runner.tracking.record import (
-    Recorder,
-    log_outputs,
-    log_the_log,
-    manifest,
-    record_inputs,
-    stage_record,
-)
+from runner.tracking.logtext import log_the_log
+from runner.tracking.record import Recorder, log_outputs, manifest, record_inputs, stage_record
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,9 @@ from runner.backends.base import Backend, Plan, RunHandle
 from runner.errors import RunnerError
 from runner.harness.shim import alive, write_json
 from runner.runs.rundir import FAILED, KILLED, LIVE, RUNS, SWEEPS, Outcome, RunDir, SweepDir
-from runner.tracking.record import (
-    WORKDIR,
-    WORKDIR_LIMIT,
-    is_remote,
-    log_outputs,
-    log_the_log,
-    server_environment,
-)
+from runner.tracking.endpoint import server_environment
+from runner.tracking.logtext import log_the_log
+from runner.tracking.record import WORKDIR, WORKDIR_LIMIT, is_remote, log_outputs
 
 INGEST_EVERY = 1.0  # seconds between spool reads: metrics show in the UI about this late
 
@@ -406,7 +401,7 @@ class Owner:
 
     def access(self, plan: Plan) -> dict[str, Any] | None:
         """The run's endpoint: a port and a token, kept across owners (None where the store is remote)."""
-        from runner.tracking.record import free_port
+        from runner.tracking.endpoint import free_port
 
         if is_remote(self.state["tracking_uri"]):
             return None
@@ -433,7 +428,7 @@ class Owner:
 
     def serve(self, plan: Plan, access: dict[str, Any]) -> None:
         """The run's tracking endpoint, started once the run is: its first calls are retried meanwhile."""
-        from runner.tracking.record import Endpoint
+        from runner.tracking.endpoint import Endpoint
 
         bind, _, names = self.backend.tracking_bind(plan)
         try:

@@ -1,13 +1,11 @@
-"""The MLflow side: the host's record of a run, and the guarded endpoint a run's own MLflow calls reach."""
+"""The host's record of a run in MLflow: the run itself, its staged inputs, its outputs and working-directory
+artifacts."""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
-import re
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -214,161 +212,6 @@ def manifest(folder: Path) -> dict[str, list[int]]:
 
 # An escape sequence (CSI such as colours and "erase line", OSC such as titles, or a two-byte one), a carriage
 # return or a backspace: what a terminal acts on instead of printing.
-TERMINAL = re.compile(r"(\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])|\r|\x08)")
-
-
-def log_the_log(client: Any, run_id: str, logfile: Path) -> None:
-    """The run's log as an artifact (run.log), as a person would read it (readable_log); the file in the run's
-    folder stays as it came, for `runner logs`."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="runner-log-") as tmp:
-        readable = Path(tmp) / "run.log"
-        readable.write_text(
-            readable_log(logfile.read_text(encoding="utf-8", errors="replace")), encoding="utf-8"
-        )
-        client.log_artifact(run_id, str(readable))
-
-
-def readable_log(text: str) -> str:
-    """What a terminal would finally show of `text`: ANSI codes gone, carriage-return redraws (progress bars)
-    and backspaces applied, each line at its last state."""
-    lines = []
-    for raw in text.split("\n"):
-        if "\r" not in raw and "\b" not in raw and "\x1b" not in raw:
-            lines.append(raw)
-            continue
-        line: list[str] = []
-        col = 0
-        for piece in TERMINAL.split(raw):
-            if not piece:
-                continue
-            if piece == "\r":
-                col = 0
-            elif piece == "\x08":
-                col = max(0, col - 1)
-            elif piece.startswith("\x1b"):
-                if piece.startswith("\x1b[") and piece.endswith("K"):  # erase to the end of the line
-                    del line[col:]
-            else:
-                for ch in piece:
-                    if col < len(line):
-                        line[col] = ch
-                    else:
-                        line.append(ch)
-                    col += 1
-        lines.append("".join(line).rstrip())
-    return "\n".join(lines)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-# The REST calls a run may make, each about one run: the one named in the request, which must be its own.
-RUN_CALLS = {
-    "/api/2.0/mlflow/runs/get",
-    "/api/2.0/mlflow/runs/log-metric",
-    "/api/2.0/mlflow/runs/log-parameter",
-    "/api/2.0/mlflow/runs/set-tag",
-    "/api/2.0/mlflow/runs/delete-tag",
-    "/api/2.0/mlflow/runs/log-batch",
-    "/api/2.0/mlflow/runs/log-inputs",
-    "/api/2.0/mlflow/runs/update",
-    "/api/2.0/mlflow/metrics/get-history",
-}
-
-
-def guard(app: Any, run_id: str, token: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Any:
-    """A WSGI wrapper that lets through only calls about run `run_id` that carry its token. Anyone else on
-    the network (another run's container included) is refused, and cannot read any run either. A run may
-    not end itself: the status and end time of an update are dropped (its owner records the ending). The
-    Host header must be one of `hosts` (no DNS rebinding)."""
-    import json
-    from io import BytesIO
-    from urllib.parse import parse_qs
-
-    def refuse(start_response: Any, code: str, why: str) -> list[bytes]:
-        body = json.dumps({"error_code": "PERMISSION_DENIED", "message": why}).encode()
-        start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
-
-    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("HTTP_HOST", "").rsplit(":", 1)[0] not in hosts:
-            return refuse(
-                start_response, "403 Forbidden", "this endpoint answers to the run's own names only"
-            )
-        if environ.get("HTTP_AUTHORIZATION") != f"Bearer {token}":
-            return refuse(start_response, "401 Unauthorized", "this endpoint serves one run, with its token")
-        path = environ.get("PATH_INFO", "")
-        if path not in RUN_CALLS:
-            return refuse(start_response, "403 Forbidden", f"{path} is not open to runs")
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        if environ.get("REQUEST_METHOD") == "GET":
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            named = {k: v[0] for k, v in query.items() if v}
-        else:
-            try:
-                named = json.loads(body or b"{}")
-            except ValueError:
-                return refuse(start_response, "400 Bad Request", "the body is not JSON")
-            if not isinstance(named, dict):
-                return refuse(start_response, "400 Bad Request", "the body is not a JSON object")
-        ids = {named.get("run_id"), named.get("run_uuid")} - {None, ""}
-        if ids != {run_id}:
-            return refuse(start_response, "403 Forbidden", "a run may read and write its own record only")
-        if path.endswith("/runs/update"):
-            named = {k: v for k, v in named.items() if k not in ("status", "end_time")}
-            body = json.dumps(named).encode()
-            environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input"] = BytesIO(body)
-        return app(environ, start_response)
-
-    return wsgi
-
-
-def server_environment(store_uri: str, bind: str, reach_as: str, names: tuple[str, ...]) -> None:
-    """What MLflow's server reads from the environment, some of it when first imported: set it before."""
-    os.environ["_MLFLOW_SERVER_FILE_STORE"] = store_uri
-    os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = store_uri
-    os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "false"
-    # MLflow's own Host-header check (DNS-rebinding protection), told the names runs use to reach us.
-    hosts = sorted({bind, "localhost", "127.0.0.1", *names} - {""})
-    os.environ["MLFLOW_SERVER_ALLOWED_HOSTS"] = ",".join([*hosts, *(f"{h}:*" for h in hosts)])
-
-
-class Endpoint:
-    """MLflow's tracking REST API for one run, served from its owner against the project's store.
-
-    In-process (a werkzeug thread) rather than `mlflow server`: the same API, ready in about a second instead
-    of ten, and behind `guard`: only the run, with its token, reaches its own record.
-    """
-
-    def __init__(self, store_uri: str, bind: str, port: int, run_id: str, token: str, names: tuple[str, ...]):
-        from werkzeug.serving import WSGIRequestHandler, make_server
-
-        class QuietHandler(WSGIRequestHandler):
-            def log_request(self, *args: Any, **kwargs: Any) -> None:  # one line per metric is noise
-                pass
-
-        server_environment(store_uri, bind, "", names)
-        from mlflow.server import app
-
-        self.port = port
-        hosts = tuple(sorted({bind, "localhost", "127.0.0.1", *names} - {""}))
-        self._server = make_server(
-            bind, port, guard(app, run_id, token, hosts), threaded=True, request_handler=QuietHandler
-        )
-        self._thread = threading.Thread(  # a short poll: stopping it is on the path to the run's ending
-            target=self._server.serve_forever, args=(0.05,), name="mlflow-server", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
 
 
 def is_remote(uri: str) -> bool:

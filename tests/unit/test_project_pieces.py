@@ -15,7 +15,7 @@ from runner.compose.load import PACKAGED, compose_config, config_dirs, find_proj
 from runner.compose.spec import check_requirement, command_argv, requirement_file_lines
 from runner.errors import ConfigError
 from runner.launch.execute import in_project
-from runner.tracking.record import readable_log
+from runner.tracking.logtext import readable_log
 
 ROOT = Path(__file__).resolve().parents[2]
 

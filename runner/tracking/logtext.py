@@ -1,0 +1,54 @@
+"""A run's log as a terminal would finally show it: progress bars' carriage-return redraws at their last state,
+colour codes gone; and that text in the record as the `run.log` artifact."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+TERMINAL = re.compile(r"(\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])|\r|\x08)")
+
+
+def log_the_log(client: Any, run_id: str, logfile: Path) -> None:
+    """The run's log as an artifact (run.log), as a person would read it (readable_log); the file in the run's
+    folder stays as it came, for `runner logs`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="runner-log-") as tmp:
+        readable = Path(tmp) / "run.log"
+        readable.write_text(
+            readable_log(logfile.read_text(encoding="utf-8", errors="replace")), encoding="utf-8"
+        )
+        client.log_artifact(run_id, str(readable))
+
+
+def readable_log(text: str) -> str:
+    """What a terminal would finally show of `text`: ANSI codes gone, carriage-return redraws (progress bars)
+    and backspaces applied, each line at its last state."""
+    lines = []
+    for raw in text.split("\n"):
+        if "\r" not in raw and "\b" not in raw and "\x1b" not in raw:
+            lines.append(raw)
+            continue
+        line: list[str] = []
+        col = 0
+        for piece in TERMINAL.split(raw):
+            if not piece:
+                continue
+            if piece == "\r":
+                col = 0
+            elif piece == "\x08":
+                col = max(0, col - 1)
+            elif piece.startswith("\x1b"):
+                if piece.startswith("\x1b[") and piece.endswith("K"):  # erase to the end of the line
+                    del line[col:]
+            else:
+                for ch in piece:
+                    if col < len(line):
+                        line[col] = ch
+                    else:
+                        line.append(ch)
+                    col += 1
+        lines.append("".join(line).rstrip())
+    return "\n".join(lines)
