@@ -50,7 +50,10 @@ def spread(values: list[float], unit: str = "s") -> str:
 def make_project() -> Path:
     proj = Path(tempfile.mkdtemp(prefix="runner-bench-")) / "proj"
     proj.mkdir()
-    shutil.copy(ROOT / ".gitignore", proj / ".gitignore")  # the configs and models come with the package
+    shutil.copy(ROOT / ".gitignore", proj / ".gitignore")
+    # The examples' configs and model builders, as a project holds its own.
+    for folder in ("conf", "models"):
+        shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for args in (
         ["init", "-q"],
         ["add", "-A"],

@@ -14,11 +14,13 @@ from tests.helpers import CHROMIUM, DRIVER, FLAGS, READER, ROOT, dvc, git
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A fresh project: a git repository of one commit, outside this one; the configs and models it runs are the
-    installed package's."""
+    """A fresh project: a git repository of one commit, outside this one, holding this repository's examples
+    (conf/ and models/) as a researcher's project would hold its own."""
     proj = tmp_path / "proj a'b"  # hostile characters: spaces and quotes must survive every path
     proj.mkdir()
     shutil.copy(ROOT / ".gitignore", proj / ".gitignore")
+    for folder in ("conf", "models"):
+        shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__"))
     git(proj, "init", "-q")
     git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
     git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")

@@ -135,6 +135,7 @@ def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
     cfg = composed_before(project_dir, overrides)
     if cfg is not None:
         return cfg
+    _check_empty_groups(project_dir, overrides)
     cached = _cached(project_dir, overrides)
     register_configs()
     with explained(project_dir, overrides):
@@ -144,6 +145,17 @@ def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
     partial.write_bytes(pickle.dumps(cfg))
     partial.replace(cached)
     return cfg
+
+
+def _check_empty_groups(project_dir: Path, overrides: list[str]) -> None:
+    """A choice in a group that has no option anywhere (a project without models or experiments of its own): Hydra
+    would take `+experiment=x` for a plain value, so it is refused here, as an unknown option is."""
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if sep and key in GROUPS and value not in ("", "null") and not options(project_dir, key):
+            raise ConfigError(
+                f"Unknown {key} '{value}'. Available: (none): add conf/{key}/{value}.yaml to the project."
+            )
 
 
 @contextlib.contextmanager
@@ -215,6 +227,11 @@ def _bad_override(project_dir: Path, overrides: list[str], exc: ConfigCompositio
         )
         hint = suggest(leaf, known)
         where = f"'{parent}'" if parent else "the config"
+        if not known and parent in GROUPS:
+            return ConfigError(
+                f"Unknown key '{key}': no {parent} is chosen. Choose one first, e.g. +experiment=NAME or "
+                f"{parent}=NAME ({', '.join(options(project_dir, parent)) or f'none in conf/{parent}/'})."
+            )
         return ConfigError(f"Unknown key '{key}'.{hint} Keys in {where}: {', '.join(known)}.")
     if isinstance(cause, ValidationError):
         msg = str(cause.msg).splitlines()[0]

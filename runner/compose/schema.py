@@ -79,8 +79,8 @@ class SweepConfig:
 
 @dataclass
 class RunnerConfig:
-    model: Any = MISSING
-    dataset: Any = MISSING
+    model: Any = None  # the built-in trainer's model node: a builder of the project's (models/)
+    dataset: Any = None  # its data: a reader's node
     env: EnvConfig = field(default_factory=EnvConfig)
     backend: Any = MISSING  # each backend's own typed settings (runner/backends/NAME/config.py)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -63,9 +63,7 @@ def _targets(cfg: DictConfig) -> None:
     """model, dataset and allow_targets: what the harness would build."""
     target = cfg.model.get("_target_") if OmegaConf.is_dict(cfg.model) else None
     if not target:
-        raise ConfigError(
-            "model._target_ is missing: a model node names its builder, e.g. runner.models.mlp.build."
-        )
+        raise ConfigError("model._target_ is missing: a model node names its builder, e.g. models.mlp.build.")
     if not OmegaConf.is_dict(cfg.dataset) or not cfg.dataset.get("_target_"):
         raise ConfigError(
             "dataset._target_ is missing: a dataset node names its loader, e.g. runner.loaders.random_binary."

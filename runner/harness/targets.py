@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# The runner's model builders; a project adds its own (allow_targets).
-ALLOWED_TARGET_PREFIXES = ("runner.models.",)
+# A project's model builders live in its own `models` package (models/ at its root); it names others in
+# allow_targets.
+ALLOWED_TARGET_PREFIXES = ("models.",)
 EVALUATE_PREFIXES = ("runner.mnist.report.", "runner.vqa.report.")  # in-run reports
 LOADER_PREFIXES = ("runner.loaders.", "runner.mnist.loader.", "runner.vqa.loader.", *ALLOWED_TARGET_PREFIXES)
 

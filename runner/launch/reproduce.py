@@ -125,11 +125,26 @@ def _fresh_lock(spec: Any) -> str | None:
         return None  # unresolvable today: the recorded lock is all there is
 
 
-def renamed(cfg: DictConfig) -> None:
-    """Targets recorded before the model builders moved into the package (`models.X` is `runner.models.X`)."""
+def renamed(cfg: DictConfig) -> bool:
+    """Targets recorded while the example builders shipped with the runner (`runner.models.X` is the project's
+    `models.X` now); True when there were any."""
+    moved = False
     for node in (cfg.model, cfg.dataset):
-        if OmegaConf.is_dict(node) and str(node.get("_target_", "")).startswith("models."):
-            node._target_ = "runner." + str(node._target_)
+        if OmegaConf.is_dict(node) and str(node.get("_target_", "")).startswith("runner.models."):
+            node._target_ = str(node._target_).removeprefix("runner.")
+            moved = True
+    return moved
+
+
+def with_builders(tree: Path, project: Path) -> list[str]:
+    """A record made while the builders shipped with the runner names `models.X`, which its code may lack: the
+    project's models/ goes into the recorded tree (said as drift)."""
+    if (tree / "models").is_dir() or not (project / "models").is_dir():
+        return []
+    shutil.copytree(project / "models", tree / "models", ignore=shutil.ignore_patterns("__pycache__"))
+    return [
+        "models/: the record's model builders shipped with the runner then; the project's models/ is used"
+    ]
 
 
 def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
@@ -153,7 +168,7 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     cfg = OmegaConf.merge(OmegaConf.structured(RunnerConfig), OmegaConf.create(config))  # typed, struct mode
     assert isinstance(cfg, DictConfig)
     cfg.data = pinned_data(run.data.tags) or cfg.data
-    renamed(cfg)
+    builders_moved = renamed(cfg)
     validate(cfg)
     experiment = run.data.tags.get("runner.experiment", "default")
     with recorded_tree(project, commit, diff, f"{run_id}-{os.getpid()}") as tree:
@@ -166,7 +181,9 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
                 spec,
                 env=replace(spec.env, requirements_file=None if recorded_file == "none" else recorded_file),
             )
-        moved = drift(project, tree, run, lock, _fresh_lock(spec))
+        moved = (with_builders(tree, project) if builders_moved else []) + drift(
+            project, tree, run, lock, _fresh_lock(spec)
+        )
         for line in moved or ["no drift: code and packages are as recorded"]:
             print(f"[reproduce] {line}", flush=True)
         if check:

@@ -10,7 +10,7 @@ from pathlib import Path
 import runner
 
 # Files and folders of the runner package, kept importable as `runner.*` so that config targets keep their names.
-MODULES = ("__init__.py", "errors.py", "loaders.py", "harness", "mnist", "vqa", "models")
+MODULES = ("__init__.py", "errors.py", "loaders.py", "harness", "mnist", "vqa")
 
 
 def copy_to(dest: Path) -> None:

@@ -19,7 +19,7 @@ def test_every_experiment_composes_and_validates(experiment: str) -> None:
     cfg = compose_config(ROOT, [f"+experiment={experiment}"])
     validate(cfg)
     assert OmegaConf.is_struct(cfg)
-    assert str(cfg.model._target_).startswith("runner.models.")
+    assert str(cfg.model._target_).startswith("models.")
 
 
 def test_keras_mlp_is_the_seed_script() -> None:

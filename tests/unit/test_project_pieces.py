@@ -23,16 +23,30 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_project_without_conf_composes_from_the_package_and_its_own_conf_comes_first(
     tmp_path: Path,
 ) -> None:
+    """The package ships the runner's own groups (backend, tracking, the default env and the random data its
+    reader makes); models, datasets and experiments are a project's (this repository's: the FloydHub examples)."""
     assert config_dirs(tmp_path) == [PACKAGED]
-    assert compose_config(tmp_path, ["+experiment=keras_mlp"]).model._target_ == "runner.models.mlp.build"
+    assert options(tmp_path, "model") == [] and options(tmp_path, "experiment") == []
+    bare = compose_config(tmp_path, [])
+    assert bare.model is None and bare.dataset.name == "random_binary" and bare.backend.name == "docker"
+    with pytest.raises(
+        ConfigError, match=r"Unknown key 'model\.units': no model is chosen\. Choose one first"
+    ):
+        compose_config(tmp_path, ["model.units=3"])
+    # A group with no option at all: Hydra would take the choice for a plain value.
+    with pytest.raises(ConfigError, match=r"Unknown experiment 'mnist_cnn'\. Available: \(none\)"):
+        compose_config(tmp_path, ["+experiment=mnist_cnn"])
     (tmp_path / "conf" / "model").mkdir(parents=True)
-    (tmp_path / "conf" / "model" / "mlp.yaml").write_text("_target_: mine.build\n")  # replaces the runner's
-    (tmp_path / "conf" / "model" / "extra.yaml").write_text("_target_: mine.extra\n")  # beside the runner's
+    (tmp_path / "conf" / "model" / "mlp.yaml").write_text("_target_: mine.build\n")
+    (tmp_path / "conf" / "backend").mkdir(parents=True)
+    (tmp_path / "conf" / "backend" / "local.yaml").write_text("name: local\n")  # replaces the runner's
     assert config_dirs(tmp_path) == [tmp_path / "conf", PACKAGED]
-    assert {"mlp", "extra", "mnist_cnn"} <= set(options(tmp_path, "model"))
+    assert options(tmp_path, "model") == ["mlp"]
+    assert {"docker", "local", "slurm"} <= set(options(tmp_path, "backend"))
+    # Its `mlp` is the default model, as this repository's is.
     assert compose_config(tmp_path, []).model._target_ == "mine.build"
-    assert compose_config(tmp_path, ["model=extra"]).model._target_ == "mine.extra"
-    assert compose_config(tmp_path, ["model=mnist_cnn"]).model._target_ == "runner.models.mnist_cnn.build"
+    assert compose_config(ROOT, ["+experiment=keras_mlp"]).model._target_ == "models.mlp.build"
+    assert compose_config(ROOT, ["model=mnist_cnn"]).model._target_ == "models.mnist_cnn.build"
 
 
 @pytest.mark.parametrize(
@@ -102,7 +116,8 @@ def test_the_root_config_of_a_projects_own_hydra_app_is_not_taken_for_the_runner
     (tmp_path / ".git").mkdir()
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text("db:\n  driver: mysql\n")  # the project's app's own
-    assert compose_config(tmp_path, []).model._target_ == "runner.models.mlp.build"
+    cfg = compose_config(tmp_path, [])  # the runner's root config, not the app's
+    assert "db" not in cfg and cfg.backend.name == "docker"
     (tmp_path / "src" / "conf").mkdir(parents=True)  # a conf/ deeper down: the git repository is the project
     assert find_project_dir(tmp_path / "src") == tmp_path
 

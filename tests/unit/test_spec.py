@@ -37,7 +37,7 @@ def test_spec_is_deterministic_and_complete() -> None:
     assert spec.mlflow_experiment == "keras_mlp"
     params = dict(spec.params)
     assert params["train.epochs"] == "20.0" and params["train.seed"] == "7" and params["model.units"] == "64"
-    assert params["model._target_"] == "runner.models.mlp.build"
+    assert params["model._target_"] == "models.mlp.build"
     assert "\ntrain:\n  epochs: 20.0\n" in spec.config_yaml
 
 

@@ -37,7 +37,7 @@ def test_long_schedule_is_a_config_away() -> None:
 
 def test_vqa_dataset_follows_the_model_node() -> None:
     cfg = compose_config(ROOT, ["+experiment=vqa_vgg", "model=vqa_lstm", "model.answers=20"])
-    assert cfg.model._target_ == "runner.models.vqa_lstm.build"
+    assert cfg.model._target_ == "models.vqa_lstm.build"
     assert (cfg.dataset.answers, cfg.dataset.max_tokens, cfg.dataset.word_dim) == (20, 30, 300)
 
 

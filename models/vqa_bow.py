@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from runner.models.vqa_head import answer_head, normalised_image
+from models.vqa_head import answer_head, normalised_image
 
 
 @keras.saving.register_keras_serializable(package="vqa")
