@@ -52,7 +52,7 @@ def init(project: Path) -> list[str]:
         there = sorted(str(p.relative_to(project)) for p in conf.rglob("*") if p.is_file())[:5]
         raise ConfigError(
             f"runner init: {conf} exists already ({', '.join(there) or 'empty'}): nothing was changed. Add "
-            "an experiment to it instead, e.g. conf/experiment/NAME.yaml (see runner/conf/ in the package)."
+            "an experiment to it instead, e.g. conf/experiment/NAME.yaml."
         )
     inside = subprocess.run(
         ["git", "rev-parse", "--show-toplevel"], cwd=project, capture_output=True, text=True

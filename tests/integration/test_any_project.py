@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,10 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     wheel = next(where.glob("runner-*.whl"))
+    # The runner alone: a project's own models package and its examples' configs are never shadowed by it.
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert "models" not in tops and "conf" not in tops, tops
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("runner/conf/experiment/")]
     env = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], check=True)
     subprocess.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -211,6 +212,8 @@ def test_a_sweep_whose_terminal_died_ends_lost_once_its_members_end(project: Pat
 def test_a_sweep_in_a_project_with_its_own_conf(project: Path) -> None:
     """`runner init` gives a project its own conf/: the runner's groups join Hydra's search path, and a sweep
     there runs as anywhere (it ended 'unrecognized arguments' when the search path came before `-m`)."""
+    for folder in ("conf", "models"):  # a project of its own, as `runner init` finds one
+        shutil.rmtree(project / folder)
     run_cli(project, "init", check=True)
     assert (project / "conf" / "experiment" / "example.yaml").is_file()
     run_cli(project, "-m", *TINY, "command=python -c pass", "train.seed=1,2", check=True)

@@ -169,3 +169,22 @@ def test_hydra_argv_keeps_the_overrides_one_group(tmp_path: Path) -> None:
     assert hydra_argv(tmp_path, ["--multirun"]) == ["--multirun", search]
     # No conf/ of its own: nothing to add.
     assert hydra_argv(tmp_path / "none", ["-m", "a=1"]) == ["-m", "a=1"]
+
+
+def test_records_naming_the_builders_the_runner_once_shipped_reproduce_with_the_projects(
+    tmp_path: Path,
+) -> None:
+    from runner.launch.reproduce import renamed, with_builders
+
+    cfg = OmegaConf.create({"model": {"_target_": "runner.models.mlp.build"}, "dataset": {"_target_": "x.y"}})
+    assert renamed(cfg) and cfg.model._target_ == "models.mlp.build" and cfg.dataset._target_ == "x.y"
+    assert not renamed(cfg)
+    project, tree = tmp_path / "project", tmp_path / "tree"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "mlp.py").write_text("def build(): ...\n")
+    tree.mkdir()
+    assert with_builders(tree, project) == [
+        "models/: the record's model builders shipped with the runner then; the project's models/ is used"
+    ]
+    assert (tree / "models" / "mlp.py").read_text() == "def build(): ...\n"
+    assert with_builders(tree, project) == []  # the recorded code has its own
