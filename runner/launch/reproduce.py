@@ -138,10 +138,12 @@ def renamed(cfg: DictConfig) -> bool:
 
 def with_builders(tree: Path, project: Path) -> list[str]:
     """A record made while the builders shipped with the runner names `models.X`, which its code may lack: the
-    project's models/ goes into the recorded tree (said as drift)."""
-    if (tree / "models").is_dir() or not (project / "models").is_dir():
+    project's models/ goes into the recorded tree (said as drift). Links stay links, as the code snapshot keeps
+    them: what they point at on this host never enters the run's code."""
+    source = project / "models"
+    if (tree / "models").is_dir() or source.is_symlink() or not source.is_dir():
         return []
-    shutil.copytree(project / "models", tree / "models", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source, tree / "models", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     return [
         "models/: the record's model builders shipped with the runner then; the project's models/ is used"
     ]

@@ -188,3 +188,24 @@ def test_records_naming_the_builders_the_runner_once_shipped_reproduce_with_the_
     ]
     assert (tree / "models" / "mlp.py").read_text() == "def build(): ...\n"
     assert with_builders(tree, project) == []  # the recorded code has its own
+
+
+def test_builders_taken_for_a_reproduction_never_bring_in_what_a_link_points_at(tmp_path: Path) -> None:
+    from runner.launch.reproduce import with_builders
+
+    secret = tmp_path / "host secret"
+    secret.write_text("not for runs\n")
+    project, tree = tmp_path / "project", tmp_path / "tree"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "leak.py").symlink_to(secret)
+    tree.mkdir()
+    with_builders(tree, project)
+    assert (
+        tree / "models" / "leak.py"
+    ).is_symlink()  # a link, as the code snapshot keeps it; no copy of its target
+    linked, other = tmp_path / "linked", tmp_path / "other"
+    (other / "models").mkdir(parents=True)
+    linked.mkdir()
+    (linked / "models").symlink_to(other / "models", target_is_directory=True)
+    (tmp_path / "tree2").mkdir()
+    assert with_builders(tmp_path / "tree2", linked) == [] and not (tmp_path / "tree2" / "models").exists()
