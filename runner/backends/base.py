@@ -24,6 +24,8 @@ class Prepared:
 
     env_id: str
     tags: dict[str, str] = field(default_factory=dict)
+    harness_lock: str = ""  # the runner's in-run packages (runner.environment.harness), recorded apart
+    harness_site: str = ""  # where the run finds them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +45,10 @@ class Plan(abc.ABC):
     @abc.abstractmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
         """The plan in `data` (plan.json's)."""
+
+    def variable(self, name: str) -> str | None:
+        """A variable of the run's environment, as planned."""
+        return None
 
     @classmethod
     def read(cls, run_dir: RunDir) -> Self | None:

@@ -96,4 +96,13 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         backend_config=backend_settings(cfg.backend),
         detach=bool(cfg.detach),
         session=Session(int(cfg.jupyter.port), str(cfg.jupyter.version)) if cfg.mode == "jupyter" else None,
+        autolog=autolog_of(cfg),
     )
+
+
+def autolog_of(cfg: DictConfig) -> str:
+    """A command run's autologging: "models" (models logged too), "on", or "" (off; the built-in trainer
+    records its own metrics, a session is a notebook's)."""
+    if cfg.command is None or cfg.mode != "run" or not cfg.autolog.enabled:
+        return ""
+    return "models" if cfg.autolog.models else "on"

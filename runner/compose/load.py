@@ -67,9 +67,10 @@ def hydra_argv(project_dir: Path, argv: list[str]) -> list[str]:
     """`argv` for Hydra with the rest of the config search path (config_dirs after the primary folder) among the
     overrides: Hydra's parser takes its overrides as one group, so they go just before the first override
     given (after `-m` and other flags), or last when none is."""
+    argv = [spelled_out(a) for a in argv]
     rest = config_dirs(project_dir)[1:]
     if not rest:
-        return list(argv)
+        return argv
     quoted = ",".join("'file://" + str(d).replace("\\", "\\\\").replace("'", "\\'") + "'" for d in rest)
     at, i = len(argv), 0
     while i < len(argv):
@@ -81,6 +82,14 @@ def hydra_argv(project_dir: Path, argv: list[str]) -> list[str]:
             break
         i += 1
     return [*argv[:at], f"hydra.searchpath=[{quoted}]", *argv[at:]]
+
+
+def spelled_out(override: str) -> str:
+    """`autolog=false` (or true) is `autolog.enabled=false`: the short form a switch deserves."""
+    key, eq, value = override.partition("=")
+    if eq and key == "autolog" and value.lower() in ("true", "false"):
+        return f"autolog.enabled={value.lower()}"
+    return override
 
 
 def options(project_dir: Path, group: str) -> list[str]:

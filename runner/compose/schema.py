@@ -64,6 +64,15 @@ class TrackingConfig:
 
 
 @dataclass
+class AutologConfig:
+    """MLflow's autologging in a command's process (Keras, TensorFlow, scikit-learn, PyTorch Lightning, XGBoost,
+    LightGBM); `autolog=false` is `autolog.enabled=false`."""
+
+    enabled: bool = True
+    models: bool = False  # the trained model too, as MLflow's integration logs it
+
+
+@dataclass
 class JupyterConfig:
     port: int = 8888  # on 127.0.0.1; when taken, the next free one (and said)
     version: str = "4.6.6"  # JupyterLab, installed on top of the run's environment
@@ -87,6 +96,7 @@ class RunnerConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     command: str | None = None  # null: the built-in Keras trainer for `model`
+    autolog: AutologConfig = field(default_factory=AutologConfig)
     evaluate: Any = None  # null: model.evaluate on the test split; else a report node (_target_ allowlisted)
     data: list[str] = field(default_factory=list)  # NAME@VERSION:MOUNT entries
     detach: bool = False

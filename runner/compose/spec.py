@@ -72,6 +72,7 @@ class RunSpec:
     mounts: tuple[DataMount, ...] = ()  # `data` resolved to exact versions; filled in by launch.execute
     allow_targets: tuple[str, ...] = ()  # the project's own modules a model or dataset node may name
     code_dir: str = ""  # where the run's code is taken from, when not the project itself (a reproduction)
+    autolog: str = ""  # MLflow's autologging in the run's process: "on", "models" (models too), "" (off)
 
     @property
     def source(self) -> str:

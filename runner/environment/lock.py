@@ -7,7 +7,6 @@ import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from runner.compose.spec import EnvSpec, check_requirement, requirement_file_lines
@@ -21,15 +20,6 @@ def cache_dir() -> Path:
     )
     root.mkdir(parents=True, exist_ok=True)
     return root
-
-
-def harness_requirements() -> tuple[str, ...]:
-    """What the in-run harness needs, pinned to the host's versions so host and run speak the same MLflow."""
-    return (
-        f"mlflow-skinny=={metadata.version('mlflow-skinny')}",
-        f"hydra-core=={metadata.version('hydra-core')}",
-        f"omegaconf=={metadata.version('omegaconf')}",
-    )
 
 
 def uv_bin() -> str:
@@ -47,7 +37,8 @@ def content_hash(*parts: str) -> str:
 
 
 def requirement_lines(env: EnvSpec, project_dir: Path) -> list[str]:
-    """The env's requirements (config list plus requirements_file) and the harness's own."""
+    """The env's requirements: the config's list plus its requirements_file (the runner's own in-run pieces
+    are apart: runner.environment.harness)."""
     lines = [check_requirement(line, "env.requirements") for line in env.requirements]
     if env.requirements_file:
         path = project_dir / env.requirements_file
@@ -67,7 +58,7 @@ def requirement_lines(env: EnvSpec, project_dir: Path) -> list[str]:
                 lines.append(check_requirement(line, f"{env.requirements_file}:{n}"))
             except ConfigError as exc:
                 raise ConfigError(f"{exc} (env.requirements_file=none leaves the file out.)") from None
-    return [*lines, *harness_requirements()]
+    return lines
 
 
 def index_args(environ: Mapping[str, str], index_url: str | None = None) -> list[str]:

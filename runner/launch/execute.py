@@ -339,7 +339,13 @@ def prepare(run: Launch) -> Prepared:
     """The run's environment, built or reused, and named in its record; what the run's folder needs from the
     backend besides (Backend.furnish)."""
     prepared = run.backend.prepare(run.spec, run.lock, run.log)
-    stage_record(run.run_dir, dict(run.spec.params), {"runner.env.id": prepared.env_id, **prepared.tags})
+    # The runner's own in-run packages, apart from the run's lock (which is the project's resolution alone).
+    (run.run_dir.record / "harness.lock").write_text(prepared.harness_lock)
+    tags = {
+        "runner.env.id": prepared.env_id,
+        "runner.harness.lock.sha256": content_hash(prepared.harness_lock),
+    }
+    stage_record(run.run_dir, dict(run.spec.params), {**tags, **prepared.tags})
     run.backend.furnish(run.spec, run.run_dir, prepared)
     return prepared
 
@@ -355,6 +361,7 @@ def plan(run: Launch, prepared: Prepared) -> None:
         # No __pycache__ among what the run wrote in its folder.
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        **({"RUNNER_AUTOLOG": spec.autolog} if spec.autolog else {}),
     }
     planned = run.backend.plan(spec, run.run_dir, prepared, env)
     write_json(run.run_dir.plan, planned.to_json(), private=True)

@@ -37,7 +37,7 @@ from runner.harness.shim import alive, write_json
 from runner.runs.rundir import FAILED, KILLED, LIVE, RUNS, SWEEPS, Outcome, RunDir, SweepDir
 from runner.tracking.endpoint import server_environment
 from runner.tracking.logtext import log_the_log
-from runner.tracking.record import WORKDIR, WORKDIR_LIMIT, is_remote, log_outputs
+from runner.tracking.record import ARTIFACTS, WORKDIR, WORKDIR_LIMIT, is_remote, log_outputs
 
 INGEST_EVERY = 1.0  # seconds between spool reads: metrics show in the UI about this late
 
@@ -432,9 +432,11 @@ class Owner:
 
         bind, _, names = self.backend.tracking_bind(plan)
         try:
+            spool = plan.variable("RUNNER_SPOOL")  # the run's artifacts go to its spool, for us to record
             self.endpoint = Endpoint(
-                self.state["tracking_uri"], bind, access["port"], self.run_id, access["token"], names
-            )
+                self.state["tracking_uri"], bind, access["port"], self.run_id, access["token"], names,
+                f"{spool}/{ARTIFACTS}" if spool else None,
+            )  # fmt: skip
         except OSError as exc:  # the port taken meanwhile: the run's own MLflow calls then fail, nothing else
             print(f"[owner] cannot serve the run's endpoint again: {exc}", file=sys.stderr, flush=True)
 
@@ -533,8 +535,13 @@ class Owner:
         stopping.join(timeout=5)
 
     def log_outputs(self, output: Path, logfile: Path) -> None:
-        """/output's files under output/, and what the run wrote in its working directory under workdir/."""
+        """/output's files under output/, what the run wrote in its working directory under workdir/, and the
+        artifacts its own MLflow calls logged (autologging's, say) where they said."""
         for line in log_outputs(self.client, self.run_id, output):
+            self.say(f"[runner] {line}\n")
+        for line in log_outputs(
+            self.client, self.run_id, self.run_dir.spool / ARTIFACTS, "", None, WORKDIR_LIMIT
+        ):
             self.say(f"[runner] {line}\n")
         snapshot = read_json(self.run_dir.code_manifest)
         if isinstance(snapshot, dict):  # the code as it was staged: what differs from it, the run wrote

@@ -29,11 +29,18 @@ RUN_CALLS = {
 }
 
 
-def guard(app: Any, run_id: str, token: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Any:
+def guard(
+    app: Any,
+    run_id: str,
+    token: str,
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    artifacts: str | None = None,
+) -> Any:
     """A WSGI wrapper that lets through only calls about run `run_id` that carry its token. Anyone else on
     the network (another run's container included) is refused, and cannot read any run either. A run may
     not end itself: the status and end time of an update are dropped (its owner records the ending). The
-    Host header must be one of `hosts` (no DNS rebinding)."""
+    Host header must be one of `hosts` (no DNS rebinding). With `artifacts` (a folder as the run sees it), the
+    run is told to write its artifacts there (its owner records them): the store's own folder is not the run's."""
     import json
     from io import BytesIO
     from urllib.parse import parse_qs
@@ -72,9 +79,27 @@ def guard(app: Any, run_id: str, token: str, hosts: tuple[str, ...] = ("127.0.0.
             body = json.dumps(named).encode()
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = BytesIO(body)
+        if artifacts and path.endswith("/runs/get"):
+            return with_artifact_uri(app, environ, start_response, "file://" + artifacts)
         return app(environ, start_response)
 
     return wsgi
+
+
+def with_artifact_uri(app: Any, environ: dict[str, Any], start_response: Any, uri: str) -> list[bytes]:
+    """`app`'s answer to runs/get, its artifact_uri replaced by `uri`."""
+    import json
+
+    said: list[Any] = []
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: said.extend((status, headers))))
+    status, headers = said
+    if status.startswith("200"):
+        answer = json.loads(body)
+        answer["run"]["info"]["artifact_uri"] = uri
+        body = json.dumps(answer).encode()
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+    start_response(status, [*headers, ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def server_environment(store_uri: str, bind: str, reach_as: str, names: tuple[str, ...]) -> None:
@@ -94,7 +119,16 @@ class Endpoint:
     of ten, and behind `guard`: only the run, with its token, reaches its own record.
     """
 
-    def __init__(self, store_uri: str, bind: str, port: int, run_id: str, token: str, names: tuple[str, ...]):
+    def __init__(
+        self,
+        store_uri: str,
+        bind: str,
+        port: int,
+        run_id: str,
+        token: str,
+        names: tuple[str, ...],
+        artifacts: str | None = None,
+    ):
         from werkzeug.serving import WSGIRequestHandler, make_server
 
         class QuietHandler(WSGIRequestHandler):
@@ -107,7 +141,11 @@ class Endpoint:
         self.port = port
         hosts = tuple(sorted({bind, "localhost", "127.0.0.1", *names} - {""}))
         self._server = make_server(
-            bind, port, guard(app, run_id, token, hosts), threaded=True, request_handler=QuietHandler
+            bind,
+            port,
+            guard(app, run_id, token, hosts, artifacts),
+            threaded=True,
+            request_handler=QuietHandler,
         )
         self._thread = threading.Thread(  # a short poll: stopping it is on the path to the run's ending
             target=self._server.serve_forever, args=(0.05,), name="mlflow-server", daemon=True

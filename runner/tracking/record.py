@@ -142,6 +142,7 @@ def record_inputs(client: Any, run_id: str, run_dir: RunDir) -> None:
     done.touch()
 
 
+ARTIFACTS = "artifacts"  # in a run's spool: the artifacts its own MLflow calls log (tracking.endpoint)
 WORKDIR = "workdir"  # artifacts: what a run wrote in its working directory (its copy of the code)
 # Files, bytes: a script that downloads its data there keeps it out of the record.
 WORKDIR_LIMIT = (1000, 1_000_000_000)
@@ -165,17 +166,19 @@ def log_outputs(
     said: list[str] = []
     unchanged = unchanged or {}
     files, size, over, over_size = 0, 0, 0, 0
-    if not folder.is_dir():
+    if (
+        folder.is_symlink() or not folder.is_dir()
+    ):  # a run may put a link in place of its folder: not followed
         return said
     for dirpath, dirnames, filenames in os.walk(folder):  # a linked folder is listed, never entered
         dirnames.sort()
         here = Path(dirpath)
-        into = "/".join((where, *here.relative_to(folder).parts))
+        into = "/".join(p for p in (where, *here.relative_to(folder).parts) if p) or None
         for name in sorted(dirnames):
             if (here / name).is_symlink():
                 if str((here / name).relative_to(folder)) not in unchanged:
                     said.append(
-                        f"{where}/{(here / name).relative_to(folder)}: a link, not kept (only regular files are)"
+                        f"{where or '.'}/{(here / name).relative_to(folder)}: a link, not kept (only regular files are)"
                     )
                 dirnames.remove(name)
         for name in sorted(filenames):
@@ -185,7 +188,9 @@ def log_outputs(
             if unchanged.get(rel) == [info.st_size, info.st_mtime_ns]:
                 continue
             if not stat.S_ISREG(info.st_mode):
-                said.append(f"{where}/{rel}: a link or special file, not kept (only regular files are)")
+                said.append(
+                    f"{where or '.'}/{rel}: a link or special file, not kept (only regular files are)"
+                )
                 continue
             if limit and (files + 1 > limit[0] or size + info.st_size > limit[1]):
                 over, over_size = over + 1, over_size + info.st_size

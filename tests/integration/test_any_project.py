@@ -247,3 +247,89 @@ def test_outside_any_project_it_says_how_to_make_one(venv: Path, tmp_path: Path)
     assert proc.returncode == 2
     assert "is not inside a project" in proc.stderr and "git init" in proc.stderr
     assert list(plain.iterdir()) == []
+
+
+KERAS_FIT = """import numpy as np
+import keras{extra}
+
+rng = np.random.default_rng(0)
+x = rng.random((200, 8)).astype("float32")
+y = (x.sum(axis=1) > 4).astype("float32")
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"),
+                          keras.layers.Dense(1, activation="sigmoid")])
+model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+model.fit(x, y, epochs=4, validation_split=0.2)
+"""
+
+
+def steps(project: Path, run_id: str, key: str) -> list[int]:
+    from mlflow import MlflowClient
+
+    from tests.helpers import store
+
+    return sorted(m.step for m in MlflowClient(store(project)).get_metric_history(run_id, key))
+
+
+def test_an_unchanged_keras_script_records_its_epochs(venv: Path, mine: Path) -> None:
+    """MLflow's own autologging, on without a line changed; off with autolog=false; never twice for a script
+    that turns it on itself."""
+    docker_engine()
+    (mine / "fit.py").write_text(KERAS_FIT.format(extra=""))
+    (mine / "own.py").write_text(KERAS_FIT.format(extra="\nimport mlflow\n\nmlflow.autolog()"))
+    for args in (["fit.py"], ["own.py"], ["autolog=false", "--", "python", "fit.py"]):
+        cmd = ["run", "--", "python", *args] if len(args) == 1 else ["run", *args]
+        proc = runner(venv, mine, *cmd)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    plain, own, off = sorted(all_runs(mine), key=lambda r: r.info.start_time)
+    for run in (plain, own):
+        assert run.info.status == "FINISHED"
+        # One point per epoch, each epoch once.
+        assert steps(mine, run.info.run_id, "loss") == [0, 1, 2, 3]
+        assert steps(mine, run.info.run_id, "val_loss") == [0, 1, 2, 3]
+        assert run.data.params["epochs"] == "4"
+    assert "model_summary.txt" in artifacts(mine, plain.info.run_id)  # an artifact the run's MLflow logged
+    assert "loss" not in off.data.metrics and "epochs" not in off.data.params
+    # The run's environment is the project's: the runner's in-run packages are recorded apart.
+    lock = read_artifact(mine, plain.info.run_id, "requirements.lock")
+    assert "keras==" in lock and "mlflow-skinny" not in lock and "hydra-core" not in lock
+    assert "mlflow-skinny==" in read_artifact(mine, plain.info.run_id, "harness.lock")
+
+
+def test_a_scikit_learn_script_gets_its_training_score(venv: Path, mine: Path) -> None:
+    docker_engine()
+    (mine / "requirements.txt").write_text("scikit-learn\n")
+    (mine / "fit.py").write_text(
+        "from sklearn.datasets import load_iris\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "x, y = load_iris(return_X_y=True)\n"
+        "print(LogisticRegression(max_iter=500).fit(x, y).score(x, y))\n"
+    )
+    proc = runner(venv, mine, "run", "env.requirements=[]", "--", "python", "fit.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = only_run(mine)
+    assert run.data.metrics["training_score"] > 0.9
+    assert run.data.params["max_iter"] == "500"
+
+
+def test_a_project_pinning_the_runners_own_packages_gets_its_versions(venv: Path, mine: Path) -> None:
+    """hydra-core, omegaconf, pydantic and protobuf pinned older than the runner's: the project resolves alone."""
+    docker_engine()
+    pins = ["hydra-core==1.3.2", "omegaconf==2.3.0", "pydantic==1.10.21", "protobuf==3.20.3"]
+    (mine / "requirements.txt").write_text("\n".join(pins) + "\n")
+    (mine / "conf_app").mkdir()
+    (mine / "conf_app" / "app.yaml").write_text("lr: 0.5\nlayers: 3\n")
+    (mine / "app.py").write_text(
+        "import hydra, omegaconf, pydantic, google.protobuf\n\n\n"
+        "@hydra.main(config_path='conf_app', config_name='app', version_base=None)\n"
+        "def main(cfg):\n"
+        "    print('versions', hydra.__version__, omegaconf.__version__, pydantic.VERSION,"
+        " google.protobuf.__version__, cfg.lr)\n\n\n"
+        "main()\n"
+    )
+    proc = runner(venv, mine, "run", "env.requirements=[]", "--", "python", "app.py", "lr=0.25")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = only_run(mine)
+    assert run.info.status == "FINISHED"
+    assert "versions 1.3.2 2.3.0 1.10.21 3.20.3 0.25" in read_artifact(mine, run.info.run_id, "run.log")
+    locked = read_artifact(mine, run.info.run_id, "requirements.lock")
+    assert all(pin in locked for pin in pins) and "mlflow" not in locked

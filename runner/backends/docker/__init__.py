@@ -27,12 +27,14 @@ from runner.backends.base import Log, Plan, Prepared, RunHandle
 from runner.backends.host import HostBackend
 from runner.backends.logpump import LogPump
 from runner.compose.spec import RunSpec
-from runner.environment.lock import cache_dir, content_hash, uv_bin, uv_index_env
+from runner.environment import harness
+from runner.environment.lock import Target, cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
 from runner.harness.shim import Scrubber, secret_values
 from runner.runs.rundir import FAILED, FINISHED, Outcome, RunDir
 
 ENV_REPO = "runner-env"
+HARNESS_REPO = "runner-harness"  # the base image with the runner's in-run packages: env images build on it
 # Labels. Images and containers use different keys because a container inherits its image's labels: a
 # container someone else creates from a runner image must never look like one the runner made.
 IMAGE_KIND = "runner.image.kind"  # on images: base | env
@@ -45,12 +47,15 @@ SPOOL_PATH = "/var/spool/runner"  # the harness's records, for the owner (runner
 HOST_ALIAS = "host.docker.internal"
 SECRETS_PATH = "/run/runner/secrets.env"
 # Bump when what goes into an env image changes (the build script below): old images are then not reused.
-IN_IMAGE_VERSION = "1"
+IN_IMAGE_VERSION = "2"
 BUILD_SCRIPT = """set -eu
 uv venv --quiet --python /usr/bin/python3 /opt/env
 uv pip sync --python /opt/env/bin/python /build/requirements.lock
 cp /build/requirements.lock /opt/env/requirements.lock
 export PATH=/opt/env/bin:$PATH VIRTUAL_ENV=/opt/env
+"""
+HARNESS_SCRIPT = f"""set -eu
+uv pip install --quiet --python /usr/bin/python3 --target {harness.SITE_IN_CONTAINER} --no-deps -r /build/harness.lock
 """
 # JupyterLab on top of an env image (mode=jupyter): the env's packages stay at their locked versions.
 JUPYTER_SCRIPT = """set -eu
@@ -66,6 +71,27 @@ IMAGE_PATH = "/opt/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 
 
 _CLIENT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _building(tag: str) -> Any:
+    """Held while image `tag` is looked up or built: parallel runs build it once."""
+    guard_path = cache_dir() / "images" / f"{tag.split(':')[1]}.lock"
+    guard_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(guard_path, "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        yield
+
+
+def env_image_changes(spec: RunSpec) -> list[str]:
+    return [
+        f"ENV PATH={IMAGE_PATH}",
+        "ENV VIRTUAL_ENV=/opt/env",
+        "WORKDIR /code",
+        f"LABEL {IMAGE_KIND}=env",
+        f"LABEL {CONTAINER_KIND}=",  # committed from a build container: not one itself
+        f"LABEL runner.base={spec.env.image}",
+    ]
 
 
 def client() -> Any:
@@ -139,7 +165,7 @@ def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, st
             **tls_env_in_container(bool(spec.env.ca_bundle)),
             **env,
             "HOME": "/tmp",  # any UID can write there; keras and pip keep caches in $HOME
-            "PYTHONPATH": "/opt/runner:/code",
+            **harness.run_path("/opt/runner", harness.SITE_IN_CONTAINER, "/code"),
             "RUNNER_CONFIG": "/opt/runner/config.yaml",
             "RUNNER_OUTPUT": "/output",
             "RUNNER_CODE": "/code",
@@ -217,6 +243,9 @@ class DockerPlan(Plan):
     keep: bool = False
 
     OWN = ("said", "tracking", "secrets", "keep")
+
+    def variable(self, name: str) -> str | None:
+        return self.container.get("environment", {}).get(name)
 
     def to_json(self) -> dict[str, Any]:
         bind, reach_as, names = self.tracking
@@ -368,35 +397,33 @@ class DockerBackend(HostBackend[DockerPlan]):
             platform = f"{machine}-manylinux_2_{min(int(glibc.split('.')[1]), 40)}"
         return version, platform
 
-    def image_tag(self, spec: RunSpec, lock: str) -> str:
-        base = self.base_image(spec.env.image)
+    def image_tag(self, spec: RunSpec, lock: str, harness_image: str) -> str:
         # The host's uv is mounted into builds: its version is one of the in-image pieces.
         digest = content_hash(
-            base.id, lock, *spec.env.setup, IN_IMAGE_VERSION, BUILD_SCRIPT, metadata.version("uv")
+            harness_image, lock, *spec.env.setup, IN_IMAGE_VERSION, BUILD_SCRIPT, metadata.version("uv")
         )
         return f"{ENV_REPO}:{digest[:16]}"
 
     def prepare(self, spec: RunSpec, lock: str, log: Log) -> Prepared:
         from docker.errors import ImageNotFound
 
-        tag = self.image_tag(spec, lock)
-        guard_path = cache_dir() / "images" / f"{tag.split(':')[1]}.lock"
-        guard_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(guard_path, "w") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)  # parallel runs of one env build it once
+        harness_image, harness_lock = self.harness_image(spec, log)
+        tag = self.image_tag(spec, lock, harness_image.id)
+        with _building(tag):  # parallel runs of one env build it once
             try:
                 image = self.docker.images.get(tag)
                 log.write(f"[runner] image {tag}: reused\n")
                 reused = True
             except ImageNotFound:
                 log.write(f"[runner] image {tag}: building from {spec.env.image}\n")
-                image = self._build(spec, lock, tag, log)
+                image = self._build(spec, lock, tag, harness_image.id, log)
                 reused = False
         base = self.base_image(spec.env.image)
         tags = {
             "runner.image": tag,
             "runner.image.id": image.id,
             "runner.image.base": f"{spec.env.image}@{base.id}",
+            "runner.image.harness": harness_image.id,
             "runner.env.reused": str(reused).lower(),
         }
         if spec.session is not None:  # JupyterLab on top of the run's own environment, once per content hash
@@ -407,7 +434,56 @@ class DockerBackend(HostBackend[DockerPlan]):
                     "runner.image.id": image.id,
                 }
             )
-        return Prepared(env_id=image.id, tags=tags)
+        return Prepared(
+            env_id=image.id, tags=tags, harness_lock=harness_lock, harness_site=harness.SITE_IN_CONTAINER
+        )
+
+    def harness_image(self, spec: RunSpec, log: Log) -> tuple[Any, str]:
+        """The base image with the runner's in-run pieces in a layer of their own (harness.SITE_IN_CONTAINER),
+        once per base image and lock: every env image of that base is built on it, and shares it."""
+        from docker.errors import ImageNotFound
+
+        locked = harness.lock(
+            Target(*self.lock_target(spec)), spec.env.ca_bundle, os.environ, spec.env.index_url
+        )
+        base = self.base_image(spec.env.image)
+        tag = f"{HARNESS_REPO}:{content_hash(base.id, locked, HARNESS_SCRIPT, metadata.version('uv'))[:16]}"
+        with _building(tag):
+            try:
+                return self.docker.images.get(tag), locked
+            except ImageNotFound:
+                log.write(f"[runner] image {tag}: the runner's in-run packages on {spec.env.image}\n")
+            repo, _, version = tag.partition(":")
+            with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
+                (Path(tmp) / "harness.lock").write_text(locked)
+                image = self._build_step(
+                    spec, base.id, HARNESS_SCRIPT, self._build_mounts(spec, tmp), self._build_env(spec), log, tag,
+                    {"repository": repo, "tag": version}, [f"LABEL {IMAGE_KIND}=harness", f"LABEL {CONTAINER_KIND}="],
+                )  # fmt: skip
+            return image, locked
+
+    @staticmethod
+    def _build_mounts(spec: RunSpec, folder: str) -> list[Any]:
+        """A build container's mounts: `folder` at /build, the shared wheel cache, the host's uv, the CA."""
+        wheels = cache_dir() / "uv-docker"  # wheel cache shared by every build
+        wheels.mkdir(parents=True, exist_ok=True)
+        ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []
+        return [
+            _bind(folder, "/build", True),
+            _bind(wheels, "/uv-cache", False),
+            _bind(uv_bin(), "/usr/local/bin/uv", True),
+            *ca,
+        ]
+
+    @staticmethod
+    def _build_env(spec: RunSpec) -> dict[str, str]:
+        return {
+            **tls_env_in_container(bool(spec.env.ca_bundle)),
+            **uv_index_env(os.environ, spec.env.index_url),
+            "UV_CACHE_DIR": "/uv-cache",
+            "UV_LINK_MODE": "copy",
+            "UV_NO_PROGRESS": "1",
+        }
 
     def _jupyter_layer(self, spec: RunSpec, env_image: Any, lock: str, log: Log) -> Any:
         """The env image with JupyterLab installed on top (the env's own packages kept at their locked versions),
@@ -417,37 +493,20 @@ class DockerBackend(HostBackend[DockerPlan]):
         assert spec.session is not None
         requirement = f"jupyterlab=={spec.session.version}"
         tag = f"{ENV_REPO}:{content_hash(env_image.id, requirement, JUPYTER_SCRIPT)[:16]}"
-        guard_path = cache_dir() / "images" / f"{tag.split(':')[1]}.lock"
-        with open(guard_path, "w") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
+        with _building(tag):
             try:
                 image = self.docker.images.get(tag)
                 log.write(f"[runner] image {tag} (JupyterLab {spec.session.version}): reused\n")
                 return image
             except ImageNotFound:
                 log.write(f"[runner] image {tag}: installing JupyterLab {spec.session.version} on top\n")
-            wheels = cache_dir() / "uv-docker"
-            ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []
             repo, _, version = tag.partition(":")
             with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
                 (Path(tmp) / "requirements.lock").write_text(lock)
                 (Path(tmp) / "jupyter.txt").write_text(requirement + "\n")
-                mounts = [
-                    _bind(tmp, "/build", True), _bind(wheels, "/uv-cache", False),
-                    _bind(uv_bin(), "/usr/local/bin/uv", True), *ca,
-                ]  # fmt: skip
-                env = {
-                    **tls_env_in_container(bool(spec.env.ca_bundle)),
-                    **uv_index_env(os.environ, spec.env.index_url),
-                    "UV_CACHE_DIR": "/uv-cache", "UV_LINK_MODE": "copy", "UV_NO_PROGRESS": "1",
-                }  # fmt: skip
-                changes = [
-                    f"ENV PATH={IMAGE_PATH}", "ENV VIRTUAL_ENV=/opt/env", "WORKDIR /code",
-                    f"LABEL {IMAGE_KIND}=env", f"LABEL {CONTAINER_KIND}=", f"LABEL runner.base={spec.env.image}",
-                ]  # fmt: skip
                 return self._build_step(
-                    spec, env_image.id, JUPYTER_SCRIPT, mounts, env, log, tag, {"repository": repo, "tag": version},
-                    changes,
+                    spec, env_image.id, JUPYTER_SCRIPT, self._build_mounts(spec, tmp), self._build_env(spec), log,
+                    tag, {"repository": repo, "tag": version}, env_image_changes(spec),
                 )  # fmt: skip
 
     def session_packages(self, image_id: str) -> str:
@@ -461,40 +520,18 @@ class DockerBackend(HostBackend[DockerPlan]):
             kept.write_bytes(out)
         return kept.read_text()
 
-    def _build(self, spec: RunSpec, lock: str, tag: str, log: Log) -> Any:
-        """Install the lock with the shared wheel cache mounted; then, in a second container without that
-        cache, the config's `env.setup` commands (a user's command must not be able to change the cache
+    def _build(self, spec: RunSpec, lock: str, tag: str, on: str, log: Log) -> Any:
+        """Install the lock on image `on` with the shared wheel cache mounted; then, in a second container without
+        that cache, the config's `env.setup` commands (a user's command must not be able to change the cache
         every later build reads from)."""
-        wheels = cache_dir() / "uv-docker"  # wheel cache shared by every build
-        wheels.mkdir(parents=True, exist_ok=True)
         tls = tls_env_in_container(bool(spec.env.ca_bundle))
         ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []
-        changes = [
-            f"ENV PATH={IMAGE_PATH}",
-            "ENV VIRTUAL_ENV=/opt/env",
-            "WORKDIR /code",
-            f"LABEL {IMAGE_KIND}=env",
-            f"LABEL {CONTAINER_KIND}=",  # committed from a build container: not one itself
-            f"LABEL runner.base={spec.env.image}",
-        ]
+        changes = env_image_changes(spec)
         repo, _, version = tag.partition(":")
         with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
             (Path(tmp) / "requirements.lock").write_text(lock)
-            mounts = [
-                _bind(tmp, "/build", True),
-                _bind(wheels, "/uv-cache", False),
-                _bind(uv_bin(), "/usr/local/bin/uv", True),
-                *ca,
-            ]
-            env = {
-                **tls,
-                **uv_index_env(os.environ, spec.env.index_url),
-                "UV_CACHE_DIR": "/uv-cache",
-                "UV_LINK_MODE": "copy",
-                "UV_NO_PROGRESS": "1",
-            }
             image = self._build_step(
-                spec, self.base_image(spec.env.image).id, BUILD_SCRIPT, mounts, env, log, tag,
+                spec, on, BUILD_SCRIPT, self._build_mounts(spec, tmp), self._build_env(spec), log, tag,
                 {"repository": repo, "tag": version} if not spec.env.setup else {}, changes,
             )  # fmt: skip
         if not spec.env.setup:

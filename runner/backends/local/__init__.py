@@ -29,7 +29,8 @@ from runner.backends.host import HostBackend
 from runner.compose.spec import RunSpec
 from runner.datasets.entry import parse_all
 from runner.datasets.mount import link_into
-from runner.environment.lock import cache_dir, content_hash, tls_env, uv_bin
+from runner.environment import harness
+from runner.environment.lock import Target, cache_dir, content_hash, tls_env, uv_bin
 from runner.errors import ConfigError, EnvBuildError
 from runner.harness import shim
 from runner.runs.rundir import FAILED, FINISHED, Outcome, RunDir
@@ -72,6 +73,9 @@ class LocalPlan(Plan):
     env: dict[str, str] = field(default_factory=dict)
     path: str = ""
     cpus: str = ""
+
+    def variable(self, name: str) -> str | None:
+        return self.env.get(name)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,16 +159,24 @@ class LocalBackend(HostBackend[LocalPlan]):
         key = content_hash(lock, sys.executable, sys.version, *spec.env.setup)[:16]
         env_dir = cache_dir() / "envs" / key
         env_dir.parent.mkdir(parents=True, exist_ok=True)
+        harness_lock = harness.lock(
+            Target(*self.lock_target(spec)), spec.env.ca_bundle, os.environ, spec.env.index_url
+        )
+        site = str(harness.folder(harness_lock, sys.executable, spec.env.ca_bundle, spec.env.index_url))
         with open(env_dir.with_suffix(".lock"), "w") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)  # parallel runs of one spec build it once
-            if (env_dir / ".complete").is_file():
-                log.write(f"[runner] environment {key}: reused\n")
-                return Prepared(env_id=str(env_dir), tags={"runner.env.reused": "true"})
-            log.write(f"[runner] environment {key}: building\n")
-            shutil.rmtree(env_dir, ignore_errors=True)
-            self._build(spec, env_dir, lock, log)
-            (env_dir / ".complete").write_text(key)
-        return Prepared(env_id=str(env_dir), tags={"runner.env.reused": "false"})
+            reused = (env_dir / ".complete").is_file()
+            log.write(f"[runner] environment {key}: {'reused' if reused else 'building'}\n")
+            if not reused:
+                shutil.rmtree(env_dir, ignore_errors=True)
+                self._build(spec, env_dir, lock, log)
+                (env_dir / ".complete").write_text(key)
+        return Prepared(
+            env_id=str(env_dir),
+            tags={"runner.env.reused": str(reused).lower()},
+            harness_lock=harness_lock,
+            harness_site=site,
+        )
 
     def _build(self, spec: RunSpec, env_dir: Path, lock: str, log: Log) -> None:
         tls = tls_env(spec.env.ca_bundle)
@@ -209,7 +221,7 @@ class LocalBackend(HostBackend[LocalPlan]):
             **tls_env(spec.env.ca_bundle),
             **env,
             "VIRTUAL_ENV": str(env_dir),
-            "PYTHONPATH": f"{run_dir.harness}{os.pathsep}{run_dir.code}",
+            **harness.run_path(str(run_dir.harness), prepared.harness_site, str(run_dir.code)),
             "RUNNER_CONFIG": str(run_dir.config),
             "RUNNER_OUTPUT": str(run_dir.output),
             "RUNNER_CODE": str(run_dir.code),

@@ -65,6 +65,9 @@ class SlurmPlan(Plan):
     sbatch: tuple[str, ...] = ()
     name: str = ""
 
+    def variable(self, name: str) -> str | None:
+        return self.container.get("environment", {}).get(name)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "container": self.container,

@@ -1,0 +1,1 @@
+"""Put first on a run's PYTHONPATH: its sitecustomize (never imported as part of this package)."""
