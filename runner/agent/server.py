@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.agent.wire import FORWARDED, IDLE_S, Reader, fingerprint, folder, send
+from runner.agent.wire import FORWARDED, IDLE_S, Reader, fingerprint, folder, installed, send
+
+INSTALLATION = "installation.json"  # in an agent's folder: the Python and the package it is for
 
 # -- the agent ---------------------------------------------------------------------------------------------
 
@@ -277,13 +279,48 @@ class Agent:
                 conn.close()
 
 
+# -- the folders of installations that are gone ----------------------------------------------------------------
+
+
+def note_installation(where: Path) -> None:
+    """Which installation the folder is for (read by clear_gone)."""
+    part = where / f"installation.{os.getpid()}"
+    part.write_text(json.dumps(installed()))
+    part.replace(where / INSTALLATION)
+
+
+def clear_gone(user: Path) -> None:
+    """Remove the agent folders of installations that no longer exist (a virtual environment removed), once no
+    agent holds them: one folder per installation, not one per installation ever used."""
+    import fcntl
+    import shutil
+
+    for where in user.iterdir():
+        try:
+            paths = json.loads((where / INSTALLATION).read_text()).values()
+            lock = os.open(where / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except (OSError, ValueError, AttributeError):
+            continue
+        try:
+            if not all(os.path.exists(path) for path in paths):
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(where)
+        except OSError:  # an agent holds it, or it went meanwhile
+            pass
+        finally:
+            os.close(lock)
+
+
 def main(argv: list[str]) -> None:
     for name in ("SIGINT", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     where = folder()
+    note_installation(where)
     _warm()
     agent = Agent(where)
+    clear_gone(where.parent)
     agent.serve()
+    clear_gone(where.parent)
     print(f"[agent] {os.getpid()} done", flush=True)
 
 

@@ -11,8 +11,12 @@ ownership lock that its requester hands over with the request.
 The agent holds no store, no engine connection and no thread when it forks: only imported modules. It is
 started by the first command that needs it and exits after RUNNER_AGENT_IDLE seconds (900) without a
 request. An agent started from other code (another version, another Python, files changed since) is told
-to quit and replaced, never talked past. Its folder (RUNNER_AGENT_DIR, else $XDG_RUNTIME_DIR/runner, else
-/tmp/runner-UID) must be the user's own and closed to others: otherwise the runner refuses to use it.
+to quit and replaced, never talked past. Each installation of the runner (a Python and the runner's package
+folder: two virtual environments, of one version or two) has an agent of its own, in a folder of its own in the
+user's (RUNNER_AGENT_DIR, else $XDG_RUNTIME_DIR/runner, else /tmp/runner-UID), which must be the user's own and
+closed to others: otherwise the runner refuses to use it. An agent is started with `python -P`, so a project's
+own modules (a package named `runner`) are never imported by it; one that ends before it answers is reported
+at once, with the end of its log.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 IDLE_S = 900.0
 START_WAIT_S = 60.0
 HELLO_WAIT_S = 5.0
+LOG_LINES = 5  # of a failed agent's log, in the client's error
 MAX_FDS = 3
 # Commands that stay in the client's own process: the UI is a long-lived server of its own.
 IN_PROCESS = ("ui",)
@@ -45,7 +50,17 @@ class AgentError(Exception):
 
 
 def folder() -> Path:
-    """The agent's folder, created 0700 if absent; refused if it is not the user's own and closed to others."""
+    """This installation's agent folder (in the user's, below), created 0700 if absent."""
+    path = user_folder() / installation()
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise AgentError(f"cannot use the agent folder {path}: {exc.strerror}") from exc
+    return path
+
+
+def user_folder() -> Path:
+    """The user's agent folder, created 0700 if absent; refused if it is not the user's own and closed to others."""
     named = os.environ.get("RUNNER_AGENT_DIR")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     path = Path(named or (Path(runtime) / "runner" if runtime else f"/tmp/runner-{os.getuid()}"))
@@ -67,6 +82,17 @@ def folder() -> Path:
             f"to use it. Close it with: chmod 700 {path}"
         )
     return path
+
+
+def installed() -> dict[str, str]:
+    """This installation of the runner: its Python and its package's folder."""
+    return {"python": sys.executable, "package": str(Path(__file__).resolve().parent.parent)}
+
+
+def installation() -> str:
+    """The name of this installation's agent folder: two installations (two virtual environments, of one or two
+    versions) have an agent each, and never stop each other's."""
+    return hashlib.sha256(json.dumps(installed()).encode()).hexdigest()[:12]
 
 
 def fingerprint() -> str:
@@ -133,7 +159,7 @@ def connect() -> socket.socket:
     where = folder()
     mine = fingerprint()
     deadline = time.monotonic() + START_WAIT_S
-    started = False
+    started: Started | None = None
     while True:
         sock = _try_connect(where / "agent.sock")
         if sock is not None:
@@ -147,13 +173,10 @@ def connect() -> socket.socket:
                 return sock
             sock.close()  # an agent of other code stops taking requests, and one of ours takes over
             if reply:  # (the code may have changed since we looked, too: look again, and start anew)
-                mine, started = fingerprint(), False
-            elif not started:  # whatever holds the socket is no agent: ours takes it
-                _start(where)
-                started = True
-        elif not started:
-            _start(where)
-            started = True
+                mine, started = fingerprint(), None
+        if started is None:  # none there, or whatever holds the socket is no agent: ours takes it
+            started = Started(where)
+        started.check()
         if time.monotonic() > deadline:
             raise AgentError(
                 f"the agent did not answer within {START_WAIT_S:.0f} s: see {where / 'agent.log'}"
@@ -172,17 +195,37 @@ def _try_connect(path: Path) -> socket.socket | None:
     return sock
 
 
-def _start(where: Path) -> None:
-    import subprocess
+class Started:
+    """An agent this client started: while the client waits for its socket, its death is reported at once,
+    with what it logged."""
 
-    with open(where / "agent.log", "ab") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "runner.agent.server", str(where)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # not the terminal's: its signals and its closing pass the agent by
-        )
+    def __init__(self, where: Path):
+        import subprocess
+
+        self.log = where / "agent.log"
+        with open(self.log, "ab") as log:
+            self.offset = log.tell()
+            self.process = subprocess.Popen(
+                # -P: the user's working folder is not searched for modules (a project's own `runner`
+                # package would otherwise be the one imported).
+                [sys.executable, "-P", "-m", "runner.agent.server", str(where)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not the terminal's: its signals and its closing pass the agent by
+            )
+
+    def check(self) -> None:
+        """Raise AgentError, with the end of this start's log, if the agent has ended."""
+        code = self.process.poll()
+        if code is None:
+            return
+        with open(self.log, "rb") as log:
+            log.seek(self.offset)
+            lines = log.read().decode(errors="replace").strip().splitlines()[-LOG_LINES:]
+        ended = f"it was killed by signal {-code}" if code < 0 else f"it exited with code {code}"
+        said = "".join(f"\n  {line}" for line in lines) if lines else " (its log is empty)"
+        raise AgentError(f"the agent could not start: {ended}. The end of its log, {self.log}:{said}")
 
 
 def fork_owner(run_dir: str, lock_fd: int, env: dict[str, str]) -> int:

@@ -27,6 +27,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     project = find_project_dir()
     argv = [
         sys.executable,
+        "-P",  # in the project's folder, whose own modules are not MLflow's
         "-m",
         "mlflow",
         "ui",

@@ -1,5 +1,6 @@
 """The agent every command is forked from (runner.agent): its folder must be the user's own, an agent of
-other code is replaced, it leaves when idle, and the client that starts a command imports no MLflow.
+other code is replaced, it leaves when idle, one that cannot start is reported at once, and the client that
+starts a command imports no MLflow.
 
 Each test uses an agent folder of its own (RUNNER_AGENT_DIR), so the agent it starts is its own.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import runner
+from runner.agent.wire import installation
 from runner.harness.shim import alive
 from tests.helpers import run_cli
 
@@ -36,8 +38,13 @@ def cli(project: Path, folder: Path, *args: str, **env: str) -> subprocess.Compl
     )
 
 
+def home(folder: Path) -> Path:
+    """The agent folder of this checkout's installation, in the user's."""
+    return folder / installation()
+
+
 def agent_pid(folder: Path) -> int:
-    return int(json.loads((folder / "agent.json").read_text())["pid"])
+    return int(json.loads((home(folder) / "agent.json").read_text())["pid"])
 
 
 def running(pid: int) -> bool:
@@ -55,7 +62,7 @@ def wait_gone(pid: int, timeout: float = 30) -> bool:
 def folder(tmp_path: Path):
     path = tmp_path / "agent"
     yield path
-    if (path / "agent.json").exists():  # the test's own agent: gone with the test
+    if (home(path) / "agent.json").exists():  # the test's own agent: gone with the test
         pid = agent_pid(path)
         if running(pid):
             os.kill(pid, 9)
@@ -99,7 +106,7 @@ def test_another_user_cannot_reach_the_agent(project: Path, folder: Path) -> Non
         "import socket, sys\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         "try:\n"
-        f"    s.connect({str(folder / 'agent.sock')!r})\n"
+        f"    s.connect({str(home(folder) / 'agent.sock')!r})\n"
         "except PermissionError:\n"
         "    sys.exit(3)\n"
     )
@@ -127,7 +134,7 @@ def test_the_agent_leaves_when_idle(project: Path, folder: Path) -> None:
     assert cli(project, folder, "ls", RUNNER_AGENT_IDLE="1").returncode == 0
     pid = agent_pid(folder)
     assert wait_gone(pid, timeout=30)
-    assert not (folder / "agent.sock").exists()
+    assert not (home(folder) / "agent.sock").exists()
     assert cli(project, folder, "ls").returncode == 0  # the next command starts another
     assert agent_pid(folder) != pid
 
@@ -155,8 +162,9 @@ def test_exit_code_stderr_and_working_folder_are_the_commands(project: Path) -> 
 
 def test_a_socket_that_answers_nothing_is_not_trusted(project: Path, folder: Path) -> None:
     folder.mkdir(mode=0o700)
+    home(folder).mkdir(mode=0o700)
     silent = socket.socket(socket.AF_UNIX)
-    silent.bind(str(folder / "agent.sock"))  # something else holds the agent's socket and says nothing
+    silent.bind(str(home(folder) / "agent.sock"))  # something else holds the agent's socket and says nothing
     silent.listen(1)
     try:
         proc = cli(project, folder, "ls", "--json")
@@ -164,3 +172,22 @@ def test_a_socket_that_answers_nothing_is_not_trusted(project: Path, folder: Pat
         silent.close()
     assert proc.returncode == 0, proc.stderr  # an agent of ours took the socket over
     assert json.loads(proc.stdout) == []
+
+
+def test_an_agent_that_cannot_start_is_reported_at_once_with_its_reason(
+    project: Path, folder: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"  # a dependency that fails to import: the agent dies warming up
+    (broken / "mlflow").mkdir(parents=True)
+    (broken / "mlflow" / "__init__.py").write_text("raise RuntimeError('this mlflow is broken')\n")
+    path = os.pathsep.join([str(broken), *filter(None, [os.environ.get("PYTHONPATH")])])
+    began = time.monotonic()
+    proc = cli(project, folder, "ls", PYTHONPATH=path)
+    took = time.monotonic() - began
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    log = home(folder) / "agent.log"
+    assert lines[0] == f"runner: the agent could not start: it exited with code 1. The end of its log, {log}:"
+    assert lines[-1] == "  RuntimeError: this mlflow is broken"
+    assert 1 < len(lines) <= 6
+    assert took < 10, took  # not the minute a live agent is given to answer

@@ -226,7 +226,9 @@ class SlurmBackend(Backend[SlurmPlan]):
         listing = folder / f"{run_dirs[0].root.name}.runs"
         listing.write_text("".join(f"{d.root}\n" for d in run_dirs))
         output = folder / ("%A_%a.out" if len(run_dirs) > 1 else "%j.out")
-        node = f"{shlex.quote(sys.executable)} -m runner.backends.slurm.node"
+        # -P: the job's working folder (the project's) is not searched for modules, as a project may hold a
+        # package of the same name as one of the runner's.
+        node = f"{shlex.quote(sys.executable)} -P -m runner.backends.slurm.node"
         # Never one inherited from elsewhere.
         index = '"$SLURM_ARRAY_TASK_ID"' if len(run_dirs) > 1 else "single"
         script = (
