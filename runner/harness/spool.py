@@ -10,6 +10,7 @@ point with the same key, value, time and step, and a param or tag of the same va
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import time
@@ -56,15 +57,7 @@ def read_new(folder: Path, offset_file: Path) -> tuple[list[dict[str, Any]], int
         offset = int(offset_file.read_text() or 0)
     except (OSError, ValueError):
         offset = 0
-    try:
-        fd = os.open(folder / RECORDS, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return [], offset
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            return [], offset
-        fh.seek(offset)
-        data = fh.read()
+    data = _read_from(folder / RECORDS, offset)
     end = data.rfind(b"\n") + 1
     records = []
     for line in data[:end].splitlines():
@@ -79,12 +72,87 @@ def read_new(folder: Path, offset_file: Path) -> tuple[list[dict[str, Any]], int
     return records, offset + end
 
 
+def _read_from(path: Path, offset: int) -> bytes:
+    """What `path` holds from `offset` on; b"" for a link or anything but a regular file (the run's to write)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return b""
+        fh.seek(offset)
+        return fh.read(64 * 1024 * 1024)
+
+
+def metric_line(line: bytes) -> dict[str, Any] | None:
+    """FloydHub's metric line, in any language: `{"metric": "accuracy", "value": 0.98}` alone on a line of
+    the run's output (an optional integer "step"); None for any other line."""
+    text = line.rsplit(b"\r", 1)[-1].strip()
+    if not text.startswith(b'{"metric"') or len(text) > 1000:
+        return None
+    try:
+        found = json.loads(text)
+        name, value = found["metric"], float(found["value"])
+        step = found.get("step")
+    except (ValueError, KeyError, TypeError):
+        return None
+    if (
+        not isinstance(name, str)
+        or not name
+        or not math.isfinite(value)
+        or set(found) - {"metric", "value", "step"}
+    ):
+        return None
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        return None
+    return {"m": name, "v": value, "s": step}
+
+
+def read_metric_lines(log: Path, offset_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The metric lines the run printed since the last read, as records; and what to keep in `offset_file` once
+    they are stored. A line without a step gets the next for its metric (0, 1, 2 ...)."""
+    try:
+        kept = json.loads(offset_file.read_text())
+        offset, counts = int(kept["offset"]), dict(kept["counts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        offset, counts = 0, {}
+    data = _read_from(log, offset)
+    end = data.rfind(b"\n") + 1
+    now = int(time.time() * 1000)
+    records = []
+    for line in data[:end].split(b"\n"):
+        record = metric_line(line)
+        if record is None:
+            continue
+        if record["s"] is None:
+            record["s"] = int(counts.get(record["m"], 0))
+        counts[record["m"]] = max(int(counts.get(record["m"], 0)), record["s"] + 1)
+        records.append({**record, "t": now})
+    return records, {"offset": offset + end, "counts": counts}
+
+
 def ingest(folder: Path, offset_file: Path, client: Any, run_id: str) -> int:
     """Write the new records of the spool `folder` into run `run_id` (whatever a record says, it lands on
     this run only); `offset_file` keeps how far the store has them."""
+    records, offset = read_new(folder, offset_file)
+    store(records, client, run_id)
+    write_json(offset_file, offset)
+    return len(records)
+
+
+def ingest_log(log: Path, offset_file: Path, client: Any, run_id: str) -> int:
+    """Write the metric lines the run printed (metric_line) into run `run_id`."""
+    records, kept = read_metric_lines(log, offset_file)
+    store(records, client, run_id)
+    write_json(offset_file, kept)
+    return len(records)
+
+
+def store(records: list[dict[str, Any]], client: Any, run_id: str) -> None:
+    """Records into run `run_id`, whatever they say."""
     from mlflow.entities import Metric, Param
 
-    records, offset = read_new(folder, offset_file)
     metrics: list[Any] = []
     params: dict[str, Any] = {}
     for r in records:
@@ -100,8 +168,6 @@ def ingest(folder: Path, offset_file: Path, client: Any, run_id: str) -> int:
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), 100):
         _log(client, run_id, "params", items[i : i + 100])
-    write_json(offset_file, offset)
-    return len(records)
 
 
 def _log(client: Any, run_id: str, kind: str, items: list[Any]) -> None:

@@ -475,8 +475,10 @@ class Owner:
                 return Outcome(KILLED, ended.exit_code if ended else None, reason)
 
     def ingest(self, spool: Any) -> None:
+        """The harness's spool and the metric lines the run printed, into its record."""
         try:
             spool.ingest(self.run_dir.spool, self.run_dir.spool_offset, self.client, self.run_id)
+            spool.ingest_log(self.run_dir.log, self.run_dir.metric_lines_offset, self.client, self.run_id)
         except Exception as exc:  # the store busy or away: the records wait in the spool
             print(f"[owner] could not record spooled records yet: {exc}", file=sys.stderr, flush=True)
 
@@ -503,7 +505,7 @@ class Owner:
         output, logfile = self.run_dir.output, self.run_dir.log
         steps = [
             lambda: record_inputs(self.client, self.run_id, self.run_dir),
-            lambda: spool.ingest(self.run_dir.spool, self.run_dir.spool_offset, self.client, self.run_id),
+            lambda: self.ingest(spool),
             lambda: self.set_tags(
                 outcome.tags(),
                 {"duration_s": round(time.time() - self.state["created"], 3)},

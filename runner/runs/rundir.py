@@ -97,6 +97,11 @@ class RunDir:
         return self.root / "container.log.bytes"
 
     @property
+    def metric_lines_offset(self) -> Path:
+        """How much of the run's log was read for metric lines, and each metric's next step."""
+        return self.root / "metric-lines.ingested"
+
+    @property
     def spool_offset(self) -> Path:
         """How much of the spool is in the store: beside it, out of the run's reach."""
         return self.root / "spool.ingested"

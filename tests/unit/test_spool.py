@@ -64,3 +64,38 @@ def test_links_in_the_spool_are_not_followed(run, tmp_path: Path) -> None:
     assert client.get_run(run_id).data.params == {}
     assert host_file.read_text() == '{"p": "secret", "v": "hunter2"}\n'
     assert offset.parent != folder  # the offset is kept out of the run's reach
+
+
+def test_metric_lines_of_any_language_become_metrics_once(run, tmp_path: Path) -> None:
+    """FloydHub's convention: `{"metric": NAME, "value": NUMBER}` alone on a line of the run's output."""
+    client, run_id, _, _ = run
+    log, offset = tmp_path / "run.log", tmp_path / "metric-lines.ingested"
+    log.write_bytes(
+        b"Epoch 1/2\n"
+        b'{"metric": "accuracy", "value": 0.5}\n'
+        b'12/12 [====]\r{"metric": "loss", "value": 1.5}\n'  # after a progress bar's last redraw
+        b'  {"metric": "accuracy", "value": 0.75}  \n'
+        b'{"metric": "loss", "value": "nan"}\n{"metric": "x", "value": 1, "extra": 2}\n{"metric": 3, "value": 1}\n'
+        b'{"metric": "loss", "value": 1.0, "step": 7}\n'
+        b'{"metric": "loss", "value": 0.5'  # still being written
+    )
+    assert spool.ingest_log(log, offset, client, run_id) == 4
+    assert spool.ingest_log(log, offset, client, run_id) == 0  # nothing twice
+    with open(log, "ab") as fh:
+        fh.write(b"}\n")
+    assert spool.ingest_log(log, offset, client, run_id) == 1
+
+    def points(key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+    assert points("accuracy") == [(0, 0.5), (1, 0.75)]  # no step given: the next one for its metric
+    assert points("loss") == [(0, 1.5), (7, 1.0), (8, 0.5)]
+    assert set(client.get_run(run_id).data.metrics) == {"accuracy", "loss"}
+
+
+def test_metric_lines_are_not_read_through_a_link(run, tmp_path: Path) -> None:
+    client, run_id, _, _ = run
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text('{"metric": "secret", "value": 1}\n')
+    (tmp_path / "run.log").symlink_to(elsewhere)
+    assert spool.ingest_log(tmp_path / "run.log", tmp_path / "offset", client, run_id) == 0
