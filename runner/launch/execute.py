@@ -227,7 +227,6 @@ def run_tags(
     spec: RunSpec, gpus: list[str], lock: str, version: CodeVersion, extra_tags: dict[str, str] | None
 ) -> dict[str, str]:
     return {
-        "runner.experiment": spec.experiment,
         "runner.backend": spec.backend,
         "runner.host": socket.gethostname(),
         "runner.seed": str(spec.seed),
@@ -281,7 +280,7 @@ def open_record(
     )
     owner.mark_live(project, run_id, run_dir)
     log = Tee(run_dir.log, echo)
-    log.write(f"[runner] run {run_id} ({spec.experiment}, backend={spec.backend})\n")
+    log.write(f"[runner] run {run_id} ({recorder.experiment}, backend={spec.backend})\n")
     return Launch(spec, backend, recorder, run_dir, lock, version.diff, lock_fd, started, log)
 
 

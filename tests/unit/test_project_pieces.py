@@ -124,7 +124,7 @@ def test_the_root_config_of_a_projects_own_hydra_app_is_not_taken_for_the_runner
 
 def test_a_recorded_command_reads_back_as_it_was() -> None:
     cfg = with_command(compose_config(ROOT, []), ["sh", "-c", "echo ${HOME} $USER"])
-    spec = build_spec(cfg, experiment="default", project_dir="/p", environ={})
+    spec = build_spec(cfg, chosen="default", project_dir="/p", environ={})
     again = OmegaConf.create(spec.config_yaml)
     assert command_argv(again.command) == ("sh", "-c", "echo ${HOME} $USER")
 
