@@ -35,6 +35,7 @@ from runner.errors import ConfigError, RunnerError
 from runner.harness.shim import MIN_LENGTH, write_json
 from runner.launch import stage as harness
 from runner.runs import owner
+from runner.runs.gitexclude import exclude_own_files
 from runner.runs.rundir import FAILED, KILLED, LIVE, Outcome, RunDir
 from runner.tracking.code import CodeVersion, code_version, snapshot
 from runner.tracking.logtext import log_the_log
@@ -255,6 +256,7 @@ def open_record(
 ) -> Launch:
     """The MLflow run, its folder (ours to prepare: its ownership lock held) and its state, marked live."""
     lock, version = lock_and_version(spec, backend, lock)
+    exclude_own_files(Path(spec.project_dir))  # before the store and the run's folder are made
     recorder = Recorder(spec)
     run_id = recorder.start(run_tags(spec, gpus, lock, version, extra_tags), given_run=given_run)
     project = Path(spec.project_dir)

@@ -138,3 +138,41 @@ def test_hydra_flags_still_work(project: Path) -> None:
     cfg = run_cli(project, "+experiment=keras_mlp", "--cfg", "job", check=True).stdout
     assert "epochs: 20.0" in cfg
     assert "runner" in run_cli(project, "--help", check=True).stdout.lower()
+
+
+def test_the_runners_files_stay_out_of_git_status(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "train.py").write_text("print('trained')\n")
+    git(fresh, "init", "-q")
+    git(fresh, "add", "-A")
+    git(fresh, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "mine")
+    for _ in range(2):
+        run_cli(fresh, "run", *TINY, "--", "python", "train.py", check=True)
+    assert {p.name for p in fresh.iterdir()} >= {".runner", "mlflow.db"}
+    assert git(fresh, "status", "--porcelain", "--ignored=no") == ""
+    assert not (fresh / ".gitignore").exists()
+    exclude = (fresh / ".git" / "info" / "exclude").read_text()
+    assert [line for line in exclude.splitlines() if line.startswith((".runner", "mlflow", "mlruns"))] == [
+        ".runner/",
+        "mlflow.db*",
+        "mlruns/",
+    ]  # once, however many runs
+
+
+def test_only_what_git_does_not_ignore_yet_is_excluded(tmp_path: Path) -> None:
+    from runner.runs.gitexclude import exclude_own_files
+
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    repo.mkdir()
+    outside.mkdir()
+    git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("/.runner/\n")
+    exclude_own_files(repo)
+    exclude_own_files(repo)
+    exclude = (repo / ".git" / "info" / "exclude").read_text()
+    assert exclude.endswith("# the runner's records and state\nmlflow.db*\nmlruns/\n")
+    assert exclude.count("mlflow.db*") == 1
+    assert (repo / ".gitignore").read_text() == "/.runner/\n"
+    exclude_own_files(outside)  # outside a repository: nothing written, no error
+    assert list(outside.iterdir()) == []
