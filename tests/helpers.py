@@ -145,7 +145,8 @@ def artifacts(project: Path, run_id: str, path: str = "") -> set[str]:
 
 
 def read_artifact(project: Path, run_id: str, path: str) -> str:
-    return Path(MlflowClient(store(project)).download_artifacts(run_id, path)).read_text()
+    # Bytes decoded: reading text would turn each carriage return into a newline on the way.
+    return Path(MlflowClient(store(project)).download_artifacts(run_id, path)).read_bytes().decode()
 
 
 # Reads every file under each mount point given; tries to write into the first one.

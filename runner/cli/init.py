@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 from runner.errors import ConfigError
+from runner.runs.gitexclude import OWN
 
-IGNORED = ("mlflow.db*", "mlruns/", ".runner/")
+IGNORED = tuple(OWN)
 
 EXAMPLE = """\
 # @package _global_

@@ -9,6 +9,7 @@ from pathlib import Path
 from runner.compose.load import find_project_dir
 from runner.errors import RunnerError
 from runner.runs import owner
+from runner.tracking.logtext import raw_log
 from runner.tracking.store import store_uri
 
 
@@ -35,8 +36,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 130
         return 0
-    with open(run_dir.log, encoding="utf-8", errors="replace") as fh:
-        sys.stdout.write(fh.read())
+    # As it came: a progress bar's carriage returns redraw it on the terminal, as they did while it ran.
+    sys.stdout.write(raw_log(run_dir.log))
     return 0
 
 
@@ -45,7 +46,7 @@ def _logs_from_store(uri: str, run_id: str) -> int:
     from mlflow.exceptions import MlflowException
 
     try:
-        sys.stdout.write(Path(MlflowClient(uri).download_artifacts(run_id, "run.log")).read_text())
+        sys.stdout.write(raw_log(Path(MlflowClient(uri).download_artifacts(run_id, "run.log"))))
         return 0
     except MlflowException as exc:
         raise RunnerError(f"No run {run_id} with a log in {uri}. List runs with: runner ls") from exc

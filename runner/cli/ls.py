@@ -13,6 +13,7 @@ from runner.compose.load import find_project_dir
 from runner.runs import session
 from runner.runs.rundir import RunDir
 from runner.tracking.compare import KEY_METRICS
+from runner.tracking.record import EXPERIMENT
 from runner.tracking.store import store_uri
 
 
@@ -27,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def cmd_ls(args: argparse.Namespace) -> int:
     project = find_project_dir()
     rows = []
-    for run in _runs(store_uri(project), args.experiment, args.limit):
-        row = _row(run)
+    runs, names = _runs(store_uri(project), args.experiment, args.limit)
+    for run in runs:
+        row = _row(run, names[run.info.experiment_id])
         row["url"] = _session_url(project, run)
         rows.append(row)
     if args.json:
@@ -47,31 +49,32 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runs(uri: str, experiment: str | None, limit: int) -> list[Any]:
+def _runs(uri: str, experiment: str | None, limit: int) -> tuple[list[Any], dict[str, str]]:
+    """The runner's latest runs (in `experiment` only, where named), and their experiments' names by id."""
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
     client = MlflowClient(uri)
     exps = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
-    ids = [e.experiment_id for e in exps if experiment is None or e.name == experiment]
-    if not ids:
-        return []
+    names = {e.experiment_id: e.name for e in exps if experiment is None or e.name == experiment}
+    if not names:
+        return [], names
     return list(
         client.search_runs(
-            ids,
-            filter_string="tags.`runner.experiment` != ''",
+            list(names),
+            filter_string=f"tags.`{EXPERIMENT}` != ''",
             order_by=["attributes.start_time DESC"],
             max_results=limit,
         )
-    )
+    ), names
 
 
-def _row(run: Any) -> dict[str, Any]:
+def _row(run: Any, experiment: str) -> dict[str, Any]:
     info, data = run.info, run.data
     end = info.end_time or int(time.time() * 1000)
     return {
         "id": info.run_id,
-        "experiment": data.tags.get("runner.experiment", ""),
+        "experiment": experiment,  # as MLflow files it
         "status": info.status,
         "metrics": {k: data.metrics[k] for k in KEY_METRICS if k in data.metrics},
         "start": datetime.fromtimestamp(info.start_time / 1000).isoformat(timespec="seconds"),

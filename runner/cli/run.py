@@ -176,7 +176,7 @@ def open_sweep(
 
     if not resume:
         sweep_id, parent_id = sweep_parent.start_parent(
-            spec.tracking_uri, spec.mlflow_experiment, argv, sweeper, cfg
+            spec.tracking_uri, spec.experiment, argv, sweeper, cfg
         )
         return sweep_parent.Sweep(sweep_id, parent_id, sweeper, cfg.sweep.objective)
     parent = sweep_parent.find_parent(spec.tracking_uri, resume)
@@ -201,7 +201,7 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
 
     sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
     sweep_parent.check_objective(cfg, sweeper)
-    spec = build_spec(cfg, experiment=experiment_of(argv), project_dir=str(project), environ=os.environ)
+    spec = build_spec(cfg, chosen=experiment_of(argv), project_dir=str(project), environ=os.environ)
     sweep = open_sweep(argv, cfg, spec, project, resume, sweeper)
     if sweeper == "optuna" and not any(a.startswith("hydra.sweeper.direction=") for a in argv):
         argv = [*argv, f"hydra.sweeper.direction={cfg.sweep.direction}"]
@@ -263,7 +263,7 @@ def task(cfg: object, sweep: Sweep | None = None) -> float | None:
 
     assert isinstance(cfg, DictConfig)
     hydra_cfg = HydraConfig.get()
-    experiment = hydra_cfg.runtime.choices.get("experiment") or "default"
+    chosen = hydra_cfg.runtime.choices.get("experiment") or "default"
     try:
         validate(cfg)
     except RunnerError as exc:
@@ -272,19 +272,20 @@ def task(cfg: object, sweep: Sweep | None = None) -> float | None:
         print(f"runner: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     tags = sweep.member_tags(list(hydra_cfg.overrides.task)) if sweep is not None else {}
-    code = run_one(cfg, experiment, Path.cwd(), tags)
+    code = run_one(cfg, chosen, Path.cwd(), tags)
     if code:
         raise SystemExit(code)
     return None
 
 
-def run_one(cfg: Any, experiment: str, project: Path, tags: dict[str, str]) -> int:
-    """One run of a composed, validated config, attached or detached; its exit code."""
+def run_one(cfg: Any, chosen: str, project: Path, tags: dict[str, str]) -> int:
+    """One run of a composed, validated config (`chosen`: its experiment config), attached or detached; its
+    exit code."""
     from runner.compose.build import build_spec
     from runner.launch.execute import execute
 
     try:
-        spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
+        spec = build_spec(cfg, chosen=chosen, project_dir=str(project), environ=os.environ)
         # Under `mlflow run`, record into the run it made (not for sweep members: each gets its own).
         given_run = None if tags else os.environ.get("MLFLOW_RUN_ID")
         result = execute(spec, extra_tags=tags, given_run=given_run)

@@ -49,8 +49,17 @@ def backend_settings(node: Any) -> Any:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
 
 
-def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: Mapping[str, str]) -> RunSpec:
-    """The RunSpec for a validated config. `environ` is read for MLFLOW_TRACKING_URI and the CA fallback."""
+def experiment_name(cfg: DictConfig, chosen: str, project_dir: str) -> str:
+    """The MLflow experiment a run is filed under: `tracking.experiment`, else the experiment config chosen;
+    a command of the project's own with neither is filed under the project's name, which says what it is."""
+    if cfg.tracking.experiment:
+        return str(cfg.tracking.experiment)
+    return Path(project_dir).name if cfg.command is not None and chosen == "default" else chosen
+
+
+def build_spec(cfg: DictConfig, *, chosen: str, project_dir: str, environ: Mapping[str, str]) -> RunSpec:
+    """The RunSpec for a validated config; `chosen` is the experiment config the overrides chose ("default":
+    none). `environ` is read for MLFLOW_TRACKING_URI and the CA fallback."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     env = cfg.env
@@ -62,7 +71,7 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
     params = flatten(resolved)
     check_param_names(params)
     return RunSpec(
-        experiment=experiment,
+        experiment=experiment_name(cfg, chosen, project_dir),
         project_dir=project_dir,
         backend=cfg.backend.name,
         argv=argv,
@@ -87,9 +96,6 @@ def build_spec(cfg: DictConfig, *, experiment: str, project_dir: str, environ: M
         data=tuple(cfg.data),
         seed=int(cfg.train.seed),
         tracking_uri=tracking_uri,
-        # A command of the project's own, with no experiment named: the project's name says what it is.
-        mlflow_experiment=cfg.tracking.experiment
-        or (Path(project_dir).name if cfg.command is not None and experiment == "default" else experiment),
         allow_targets=tuple(str(a) for a in cfg.allow_targets),
         config_yaml=OmegaConf.to_yaml(escaped(resolved)),
         params=tuple(sorted(params.items())),

@@ -54,7 +54,7 @@ class Session:
 
 @dataclass(frozen=True)
 class RunSpec:
-    experiment: str
+    experiment: str  # the MLflow experiment the run is filed under: printed, listed and tagged as such
     project_dir: str
     backend: str
     argv: tuple[str, ...]
@@ -63,7 +63,6 @@ class RunSpec:
     data: tuple[str, ...]  # NAME@VERSION:MOUNT entries as written
     seed: int
     tracking_uri: str
-    mlflow_experiment: str
     config_yaml: str
     params: tuple[tuple[str, str], ...]
     backend_config: Any = None  # the backend's own typed settings (runner/backends/NAME/config.py)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.datasets.errors import DataMissing, DatasetError
+from runner.runs.gitexclude import exclude_own_files
 
 DATA_DIR = "data"
 DVC_FILE = "data.dvc"
@@ -81,6 +82,7 @@ class DataRepo:
         """One writer at a time: versions are numbered and committed in order."""
         path = self.root / ".runner" / "data.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
+        exclude_own_files(self.root)
         with open(path, "w") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             yield

@@ -35,6 +35,7 @@ from runner.errors import ConfigError, RunnerError
 from runner.harness.shim import MIN_LENGTH, write_json
 from runner.launch import stage as harness
 from runner.runs import owner
+from runner.runs.gitexclude import exclude_own_files
 from runner.runs.rundir import FAILED, KILLED, LIVE, Outcome, RunDir
 from runner.tracking.code import CodeVersion, code_version, snapshot
 from runner.tracking.logtext import log_the_log
@@ -227,7 +228,6 @@ def run_tags(
     spec: RunSpec, gpus: list[str], lock: str, version: CodeVersion, extra_tags: dict[str, str] | None
 ) -> dict[str, str]:
     return {
-        "runner.experiment": spec.experiment,
         "runner.backend": spec.backend,
         "runner.host": socket.gethostname(),
         "runner.seed": str(spec.seed),
@@ -256,6 +256,7 @@ def open_record(
 ) -> Launch:
     """The MLflow run, its folder (ours to prepare: its ownership lock held) and its state, marked live."""
     lock, version = lock_and_version(spec, backend, lock)
+    exclude_own_files(Path(spec.project_dir))  # before the store and the run's folder are made
     recorder = Recorder(spec)
     run_id = recorder.start(run_tags(spec, gpus, lock, version, extra_tags), given_run=given_run)
     project = Path(spec.project_dir)
@@ -281,7 +282,7 @@ def open_record(
     )
     owner.mark_live(project, run_id, run_dir)
     log = Tee(run_dir.log, echo)
-    log.write(f"[runner] run {run_id} ({spec.experiment}, backend={spec.backend})\n")
+    log.write(f"[runner] run {run_id} ({recorder.experiment}, backend={spec.backend})\n")
     return Launch(spec, backend, recorder, run_dir, lock, version.diff, lock_fd, started, log)
 
 

@@ -172,11 +172,12 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     cfg.data = pinned_data(run.data.tags) or cfg.data
     builders_moved = renamed(cfg)
     validate(cfg)
-    experiment = run.data.tags.get("runner.experiment", "default")
     with recorded_tree(project, commit, diff, f"{run_id}-{os.getpid()}") as tree:
         # the code comes from the recorded tree; the new run lives in the project (the tree goes on return)
-        spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
-        spec = replace(spec, tracking_uri=uri, code_dir=str(tree))
+        spec = build_spec(cfg, chosen="default", project_dir=str(project), environ=os.environ)
+        # Filed beside the run it reproduces.
+        experiment = client.get_experiment(run.info.experiment_id).name
+        spec = replace(spec, experiment=experiment, tracking_uri=uri, code_dir=str(tree))
         recorded_file = run.data.tags.get("runner.requirements_file")
         if recorded_file:  # the file the run used (found by name, perhaps), or none: not what is here today
             spec = replace(

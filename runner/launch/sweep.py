@@ -28,6 +28,7 @@ from runner.errors import ConfigError
 from runner.launch.execute import Result, Stop, abandon, execute, submit
 from runner.launch.sweep_parent import MEMBER, PARENT, Slots, Sweep, check_objective, member_key, plan_slots
 from runner.runs.rundir import FINISHED, Outcome, RunDir
+from runner.tracking.logtext import raw_log, readable_log
 
 # Log lines shown for a failing member.
 TAIL = 10
@@ -83,9 +84,7 @@ def load_members(
         own = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
         validate(full)
         check_objective(full, sweep.sweeper)
-        spec = build_spec(
-            full, experiment=experiment_of(own), project_dir=str(Path.cwd()), environ=os.environ
-        )
+        spec = build_spec(full, chosen=experiment_of(own), project_dir=str(Path.cwd()), environ=os.environ)
         members.append(Member(first + i + 1, tuple(overrides), full, spec, ""))
     common = set.intersection(*(set(m.overrides) for m in members)) if len(members) > 1 else set()
     return [replace(m, label=" ".join(o for o in m.overrides if o not in common)) for m in members]
@@ -265,7 +264,8 @@ def _report(m: Member, fut: Future[Result | None], total: int) -> Result | None:
     say(f"[sweep] member {m.index}/{total} {status}: {m.label} (run {result.run_id})")
     if status != FINISHED:
         log = RunDir.of(Path(m.spec.project_dir), result.run_id).log
-        lines = log.read_text(errors="replace").splitlines()[-TAIL:] if log.is_file() else []
+        # Its last lines as a terminal shows them: a progress bar once, not each of its redraws.
+        lines = readable_log(raw_log(log)).splitlines()[-TAIL:] if log.is_file() else []
         sys.stdout.write("".join(f"    | {ln}\n" for ln in lines))
         sys.stdout.flush()
     return result

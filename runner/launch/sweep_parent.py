@@ -123,12 +123,11 @@ def start_parent(
     """Create the sweep's parent run; returns (sweep id, parent run id)."""
     from mlflow import MlflowClient
 
-    from runner.tracking.record import store_init_lock
+    from runner.tracking.record import EXPERIMENT, experiment_id, store_init_lock
 
     with store_init_lock(uri):
         client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = experiment_id(client, experiment)
     sweep_id = uuid.uuid4().hex[:12]
     run = client.create_run(
         exp_id,
@@ -138,7 +137,7 @@ def start_parent(
             "runner.sweep.argv": json.dumps(argv),
             "runner.sweeper": sweeper,
             "runner.sweep.overrides": " ".join(a for a in argv if not a.startswith("-")),
-            "runner.experiment": experiment,
+            EXPERIMENT: experiment,
             "runner.role": "sweep",
             "runner.sweep.objective": cfg.sweep.objective or "",
             "runner.sweep.direction": cfg.sweep.direction,

@@ -19,6 +19,7 @@ ending), record.json and record/ (the run's inputs for its record), owner.log (t
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
 import json
@@ -130,12 +131,14 @@ def follow(
     A lost owner is replaced."""
     interrupted = False
     watch = OwnerWatch(run_dir)
+    # A character cut between two reads (a progress bar's ━ is three bytes) is written whole with the next.
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
     with open(run_dir.log, "rb") as fh:
         fh.seek(offset)
         while True:
             try:
                 outcome = ending(run_dir)
-                chunk = _echo(fh, echo)
+                chunk = _echo(fh, echo, decode)
                 if outcome is not None:
                     if interrupted:
                         raise KeyboardInterrupt
@@ -154,11 +157,11 @@ def follow(
                     echo.write("\n[runner] interrupted: stopping the run\n")
 
 
-def _echo(fh: Any, echo: Any) -> bytes:
+def _echo(fh: Any, echo: Any, decode: Any) -> bytes:
     """What the log has gained since the last read, copied to `echo` (where there is one)."""
     chunk: bytes = fh.read()
     if chunk and echo is not None:
-        echo.write(chunk.decode(errors="replace"))
+        echo.write(decode(chunk))
         echo.flush()
     return chunk
 

@@ -17,10 +17,14 @@ def log_the_log(client: Any, run_id: str, logfile: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="runner-log-") as tmp:
         readable = Path(tmp) / "run.log"
-        readable.write_text(
-            readable_log(logfile.read_text(encoding="utf-8", errors="replace")), encoding="utf-8"
-        )
+        readable.write_text(readable_log(raw_log(logfile)), encoding="utf-8")
         client.log_artifact(run_id, str(readable))
+
+
+def raw_log(logfile: Path) -> str:
+    """The log's text as it came, carriage returns kept: read as text, Python's universal newlines would make
+    each progress bar's redraw a line of its own before readable_log could apply it."""
+    return logfile.read_bytes().decode("utf-8", errors="replace")
 
 
 def readable_log(text: str) -> str:

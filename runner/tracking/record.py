@@ -17,6 +17,11 @@ from runner.runs.rundir import RunDir
 # MLflow's limits: 100 params per batch call, 6000 characters per value.
 _BATCH = 100
 _MAX_VALUE = 6000
+# On each of the runner's runs (and so the mark of them): the name of the MLflow experiment it is filed under.
+EXPERIMENT = "runner.experiment"
+# An experiment of this kind is shown by MLflow's UI in its model-training view (runs, metrics, charts), not the
+# GenAI one (traces, evaluations) it would otherwise guess.
+KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def get_run(uri: str, run_id: str) -> Any:
@@ -49,6 +54,25 @@ def store_init_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def experiment_id(client: Any, name: str) -> str:
+    """The id of the MLflow experiment `name`, created (a model-training one) where it is missing. One the runner
+    made before the kind existed (its first run is the runner's) is given the kind; another's is left as it is."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return str(client.create_experiment(name, tags={KIND: MODEL_TRAINING}))
+        except MlflowException:  # created by a parallel run meanwhile
+            exp = client.get_experiment_by_name(name)
+            assert exp is not None
+    if KIND not in exp.tags:
+        first = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=1)
+        if first and EXPERIMENT in first[0].data.tags:
+            client.set_experiment_tag(exp.experiment_id, KIND, MODEL_TRAINING)
+    return str(exp.experiment_id)
+
+
 class Recorder:
     """Creates the MLflow run before anything starts, and always closes it."""
 
@@ -58,6 +82,7 @@ class Recorder:
         self.spec = spec
         self.run_id = ""
         self.experiment_id = ""
+        self.experiment = spec.experiment  # the name MLflow files the run under
         with store_init_lock(spec.tracking_uri):
             self.client = MlflowClient(spec.tracking_uri)  # creates or migrates the store, once
 
@@ -67,22 +92,13 @@ class Recorder:
         given = self.client.get_run(given_run) if given_run else None
         if given is not None and given.info.status == "RUNNING":
             self.run_id, self.experiment_id = given_run or "", given.info.experiment_id
-            self.set_tags(tags)
+            self.experiment = self.client.get_experiment(self.experiment_id).name
+            self.set_tags({**tags, EXPERIMENT: self.experiment})
         else:
-            exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
-            self.experiment_id = exp.experiment_id if exp else self._create_experiment()
+            self.experiment_id = experiment_id(self.client, self.experiment)
+            tags = {**tags, EXPERIMENT: self.experiment}
             self.run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
         return self.run_id
-
-    def _create_experiment(self) -> str:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.create_experiment(self.spec.mlflow_experiment)
-        except MlflowException:  # created by a parallel run meanwhile
-            exp = self.client.get_experiment_by_name(self.spec.mlflow_experiment)
-            assert exp is not None
-            return exp.experiment_id
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag

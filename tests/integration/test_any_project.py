@@ -181,6 +181,7 @@ def test_the_stored_log_is_what_a_terminal_would_show(venv: Path, mine: Path) ->
     stored = Path(MlflowClient(store(mine)).download_artifacts(run.info.run_id, "run.log")).read_bytes()
     assert b"\r" not in stored and b"\x1b" not in stored
     assert b"\n5/5 [=====]\ndone\n" in stored
+    assert stored.count(b"/5 [") == 1  # the bar once, not once per redraw
     raw = (mine / ".runner" / "runs" / run.info.run_id / "run.log").read_bytes()
     assert b"\r1/5 [=    ]\r2/5" in raw  # `runner logs -f` shows what came, as it came
 

@@ -98,18 +98,81 @@ def test_bad_input_one_line_no_run(project: Path, args: tuple[str, ...], message
 
 
 def test_ls_and_logs(project: Path) -> None:
-    run_cli(project, *TINY, "command=echo hello-from-run", check=True)
-    run_id = only_run(project).info.run_id
+    said = run_cli(project, *TINY, "command=echo hello-from-run", check=True).stdout
+    run = only_run(project)
+    run_id = run.info.run_id
+    # No experiment named: filed under the project's name, and said, listed and tagged as that one name.
+    experiment = MlflowClient(store(project)).get_experiment(run.info.experiment_id)
+    assert experiment.name == project.name == run.data.tags["runner.experiment"]
+    assert f"[runner] run {run_id} ({project.name}, backend=local)" in said
     rows = json.loads(run_cli(project, "ls", "--json", check=True).stdout)
-    assert [(r["id"], r["status"]) for r in rows] == [(run_id, "FINISHED")]
+    assert [(r["id"], r["experiment"], r["status"]) for r in rows] == [(run_id, project.name, "FINISHED")]
     table = run_cli(project, "ls", check=True).stdout
-    assert run_id in table and "FINISHED" in table
+    assert run_id in table and "FINISHED" in table and f" {project.name} " in table and "default" not in table
+    ours = run_cli(project, "ls", "--json", "--experiment", project.name, check=True).stdout
+    assert [r["id"] for r in json.loads(ours)] == [run_id]
     assert "hello-from-run" in run_cli(project, "logs", run_id, check=True).stdout
     missing = run_cli(project, "logs", "0" * 32)
     assert missing.returncode == 2 and "runner ls" in missing.stderr
+
+
+def test_the_runners_experiments_open_in_mlflows_model_training_view(project: Path) -> None:
+    client = MlflowClient(store(project))
+    # One made by an earlier runner, without the kind; and one of the user's own, begun by a run of theirs.
+    earlier = client.create_experiment("earlier")
+    client.create_run(earlier, tags={"runner.experiment": "earlier"})
+    theirs = client.create_experiment("theirs")
+    client.create_run(theirs)
+    for name in ("new", "earlier", "theirs"):
+        run_cli(project, *TINY, "command=echo ok", f"tracking.experiment={name}", check=True)
+    kinds = {e.name: e.tags.get("mlflow.experimentKind") for e in client.search_experiments()}
+    assert kinds == {
+        "new": "custom_model_development",
+        "earlier": "custom_model_development",
+        "theirs": None,
+        "Default": None,
+    }
 
 
 def test_hydra_flags_still_work(project: Path) -> None:
     cfg = run_cli(project, "+experiment=keras_mlp", "--cfg", "job", check=True).stdout
     assert "epochs: 20.0" in cfg
     assert "runner" in run_cli(project, "--help", check=True).stdout.lower()
+
+
+def test_the_runners_files_stay_out_of_git_status(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "train.py").write_text("print('trained')\n")
+    git(fresh, "init", "-q")
+    git(fresh, "add", "-A")
+    git(fresh, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "mine")
+    for _ in range(2):
+        run_cli(fresh, "run", *TINY, "--", "python", "train.py", check=True)
+    assert {p.name for p in fresh.iterdir()} >= {".runner", "mlflow.db"}
+    assert git(fresh, "status", "--porcelain", "--ignored=no") == ""
+    assert not (fresh / ".gitignore").exists()
+    exclude = (fresh / ".git" / "info" / "exclude").read_text()
+    assert [line for line in exclude.splitlines() if line.startswith((".runner", "mlflow", "mlruns"))] == [
+        ".runner/",
+        "mlflow.db*",
+        "mlruns/",
+    ]  # once, however many runs
+
+
+def test_only_what_git_does_not_ignore_yet_is_excluded(tmp_path: Path) -> None:
+    from runner.runs.gitexclude import exclude_own_files
+
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    repo.mkdir()
+    outside.mkdir()
+    git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("/.runner/\n")
+    exclude_own_files(repo)
+    exclude_own_files(repo)
+    exclude = (repo / ".git" / "info" / "exclude").read_text()
+    assert exclude.endswith("# the runner's records and state\nmlflow.db*\nmlruns/\n")
+    assert exclude.count("mlflow.db*") == 1
+    assert (repo / ".gitignore").read_text() == "/.runner/\n"
+    exclude_own_files(outside)  # outside a repository: nothing written, no error
+    assert list(outside.iterdir()) == []

@@ -85,6 +85,7 @@ def test_reproduce_runs_the_recorded_code_with_the_recorded_lock(project: Path) 
     again = next(r for r in all_runs(project) if r.info.run_id != original.info.run_id)
     assert again.info.status == "FINISHED"
     assert again.data.tags["runner.reproduces"] == original.info.run_id
+    assert again.info.experiment_id == original.info.experiment_id  # filed beside the run it reproduces
     assert again.data.tags["mlflow.source.git.commit"] == original.data.tags["mlflow.source.git.commit"]
     assert again.data.tags["runner.lock.sha256"] == original.data.tags["runner.lock.sha256"]
     assert again.data.tags["runner.env.id"] == original.data.tags["runner.env.id"]  # the same lock: reused

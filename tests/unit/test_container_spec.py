@@ -18,7 +18,7 @@ ENV = {"MLFLOW_RUN_ID": "abc123", "X": "1"}
 
 def spec_for(*overrides: str, environ: dict[str, str] | None = None):
     cfg = compose_config(ROOT, ["+experiment=keras_mlp", *overrides])
-    return build_spec(cfg, experiment="keras_mlp", project_dir="/p", environ=environ or {})
+    return build_spec(cfg, chosen="keras_mlp", project_dir="/p", environ=environ or {})
 
 
 def test_container_spec_in_full() -> None:

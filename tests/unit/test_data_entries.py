@@ -83,7 +83,7 @@ MOUNT = DataMount(
 
 def test_container_gets_each_dataset_read_only() -> None:
     cfg = compose_config(ROOT, ["+experiment=keras_mlp", "data=[mnist@2:/input]"])
-    spec = replace(build_spec(cfg, experiment="e", project_dir="/p", environ={}), mounts=(MOUNT,))
+    spec = replace(build_spec(cfg, chosen="e", project_dir="/p", environ={}), mounts=(MOUNT,))
     kw = container_spec(spec, RunDir(Path("/r")), "img", {"MLFLOW_RUN_ID": "x"})
     assert kw["mounts"] == [
         Mount("/code", "/r/code", type="bind", read_only=False),

@@ -15,7 +15,7 @@ from runner.compose.load import PACKAGED, compose_config, config_dirs, find_proj
 from runner.compose.spec import check_requirement, command_argv, requirement_file_lines
 from runner.errors import ConfigError
 from runner.launch.execute import in_project
-from runner.tracking.logtext import readable_log
+from runner.tracking.logtext import raw_log, readable_log
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,7 +124,7 @@ def test_the_root_config_of_a_projects_own_hydra_app_is_not_taken_for_the_runner
 
 def test_a_recorded_command_reads_back_as_it_was() -> None:
     cfg = with_command(compose_config(ROOT, []), ["sh", "-c", "echo ${HOME} $USER"])
-    spec = build_spec(cfg, experiment="default", project_dir="/p", environ={})
+    spec = build_spec(cfg, chosen="default", project_dir="/p", environ={})
     again = OmegaConf.create(spec.config_yaml)
     assert command_argv(again.command) == ("sh", "-c", "echo ${HOME} $USER")
 
@@ -151,10 +151,23 @@ def test_the_projects_own_modules_are_found_without_importing_them(tmp_path: Pat
         ("abc\x08\x08XY\n", "aXY\n"),
         ("\x1b]0;a title\x07visible\n", "visible\n"),
         ("windows\r\n", "windows\n"),
+        # Keras: backspaces over the last drawing, then a carriage return, then the next drawing.
+        (
+            "Epoch 1/1\n\x1b[1m1/2\x1b[0m \x1b[32m━\x1b[0m\x1b[37m━\x1b[0m 1s - loss: 0.9"
+            + "\x08" * 18
+            + "\r\x1b[1m2/2\x1b[0m \x1b[32m━━\x1b[0m 2s - loss: 0.5\n",
+            "Epoch 1/1\n2/2 ━━ 2s - loss: 0.5\n",
+        ),
     ],
 )
 def test_the_stored_log_is_what_a_terminal_would_finally_show(raw: str, shown: str) -> None:
     assert readable_log(raw) == shown
+
+
+def test_a_log_file_is_read_with_its_redraws_on_one_line(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    log.write_bytes("".join(f"\r{i}/100 ━" for i in range(1, 101)).encode() + b"\ndone\r\n")
+    assert readable_log(raw_log(log)) == "100/100 ━\ndone\n"
 
 
 def test_hydra_argv_keeps_the_overrides_one_group(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def spec_for(*overrides: str, environ: dict[str, str] | None = None):
     cfg = compose_config(ROOT, ["+experiment=keras_mlp", *overrides])
-    return build_spec(cfg, experiment="keras_mlp", project_dir="/p", environ=environ or {})
+    return build_spec(cfg, chosen="keras_mlp", project_dir="/p", environ=environ or {})
 
 
 def test_spec_is_deterministic_and_complete() -> None:
@@ -34,7 +34,7 @@ def test_spec_is_deterministic_and_complete() -> None:
         variables=(("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2")),
     )
     assert spec.tracking_uri == "sqlite:////p/mlflow.db"
-    assert spec.mlflow_experiment == "keras_mlp"
+    assert spec.experiment == "keras_mlp"
     params = dict(spec.params)
     assert params["train.epochs"] == "20.0" and params["train.seed"] == "7" and params["model.units"] == "64"
     assert params["model._target_"] == "models.mlp.build"

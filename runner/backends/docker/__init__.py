@@ -10,6 +10,7 @@ directory: what the run writes there is kept), /output a bind mount, the harness
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
 import functools
@@ -195,8 +196,10 @@ def stream_logs(container: Any, log: Log) -> threading.Thread:
     """A build container's output into the log, as it comes."""
 
     def run() -> None:
+        # A character cut between two chunks is written whole with the next.
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         for chunk in container.logs(stream=True, follow=True):
-            log.write(chunk.decode(errors="replace"))
+            log.write(decode(chunk))
 
     thread = threading.Thread(target=run, name="container-logs", daemon=True)
     thread.start()
