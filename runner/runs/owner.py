@@ -36,9 +36,9 @@ from runner.backends.base import Backend, Plan, RunHandle
 from runner.errors import RunnerError
 from runner.harness.shim import alive, write_json
 from runner.runs.rundir import FAILED, KILLED, LIVE, RUNS, SWEEPS, Outcome, RunDir, SweepDir
-from runner.tracking.endpoint import server_environment
+from runner.tracking.endpoint import SPOOL_ARTIFACTS, SPOOL_MODELS, server_environment
 from runner.tracking.logtext import log_the_log
-from runner.tracking.record import ARTIFACTS, WORKDIR, WORKDIR_LIMIT, is_remote, log_outputs
+from runner.tracking.record import WORKDIR, WORKDIR_LIMIT, is_remote, log_models, log_outputs
 
 INGEST_EVERY = 1.0  # seconds between spool reads: metrics show in the UI about this late
 
@@ -435,10 +435,9 @@ class Owner:
 
         bind, _, names = self.backend.tracking_bind(plan)
         try:
-            spool = plan.variable("RUNNER_SPOOL")  # the run's artifacts go to its spool, for us to record
             self.endpoint = Endpoint(
                 self.state["tracking_uri"], bind, access["port"], self.run_id, access["token"], names,
-                f"{spool}/{ARTIFACTS}" if spool else None,
+                plan.variable("RUNNER_SPOOL"),  # the run's artifacts and models go to its spool, for us to record
             )  # fmt: skip
         except OSError as exc:  # the port taken meanwhile: the run's own MLflow calls then fail, nothing else
             print(f"[owner] cannot serve the run's endpoint again: {exc}", file=sys.stderr, flush=True)
@@ -541,12 +540,13 @@ class Owner:
 
     def log_outputs(self, output: Path, logfile: Path) -> None:
         """/output's files under output/, what the run wrote in its working directory under workdir/, and the
-        artifacts its own MLflow calls logged (autologging's, say) where they said."""
+        artifacts and models its own MLflow calls logged (autologging's, say) where they said."""
         for line in log_outputs(self.client, self.run_id, output):
             self.say(f"[runner] {line}\n")
-        for line in log_outputs(
-            self.client, self.run_id, self.run_dir.spool / ARTIFACTS, "", None, WORKDIR_LIMIT
-        ):
+        spooled = self.run_dir.spool
+        for line in log_outputs(self.client, self.run_id, spooled / SPOOL_ARTIFACTS, "", None, WORKDIR_LIMIT):
+            self.say(f"[runner] {line}\n")
+        for line in log_models(self.client, self.run_id, spooled / SPOOL_MODELS):
             self.say(f"[runner] {line}\n")
         snapshot = read_json(self.run_dir.code_manifest)
         if isinstance(snapshot, dict):  # the code as it was staged: what differs from it, the run wrote

@@ -3,6 +3,7 @@ that admits the run's calls about itself alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -26,76 +27,109 @@ RUN_CALLS = {
     "/api/2.0/mlflow/runs/log-inputs",
     "/api/2.0/mlflow/runs/update",
     "/api/2.0/mlflow/metrics/get-history",
+    "/api/2.0/mlflow/runs/outputs",
 }
 
 
-def guard(
-    app: Any,
-    run_id: str,
-    token: str,
-    hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
-    artifacts: str | None = None,
-) -> Any:
+MODELS = "/api/2.0/mlflow/logged-models"  # a run's logged models (autolog.models=true): its own only
+SPOOL_ARTIFACTS = "artifacts"  # in the run's spool: what its MLflow logs as the run's artifacts
+SPOOL_MODELS = "models"  # in the run's spool: each logged model's files, in a folder named by its id
+
+
+class Guard:
     """A WSGI wrapper that lets through only calls about run `run_id` that carry its token. Anyone else on
     the network (another run's container included) is refused, and cannot read any run either. A run may
     not end itself: the status and end time of an update are dropped (its owner records the ending). The
-    Host header must be one of `hosts` (no DNS rebinding). With `artifacts` (a folder as the run sees it), the
-    run is told to write its artifacts there (its owner records them): the store's own folder is not the run's."""
-    import json
-    from io import BytesIO
-    from urllib.parse import parse_qs
+    Host header must be one of `hosts` (no DNS rebinding). A run may log models of its own (`owns_model` says
+    which are). With `spool` (the run's spool folder, as the run sees it), the run is told to write its
+    artifacts and its models' files there, for its owner to record: the store's own folders are not the run's."""
 
-    def refuse(start_response: Any, code: str, why: str) -> list[bytes]:
-        body = json.dumps({"error_code": "PERMISSION_DENIED", "message": why}).encode()
-        start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
+    def __init__(
+        self,
+        app: Any,
+        run_id: str,
+        token: str,
+        hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+        spool: str | None = None,
+        owns_model: Any = None,
+    ):
+        self.app, self.run_id, self.token, self.hosts, self.spool = app, run_id, token, hosts, spool
+        self.owns_model = owns_model or (lambda model_id: False)
 
-    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("HTTP_HOST", "").rsplit(":", 1)[0] not in hosts:
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        from io import BytesIO
+
+        path = environ.get("PATH_INFO", "")
+        if environ.get("HTTP_HOST", "").rsplit(":", 1)[0] not in self.hosts:
             return refuse(
                 start_response, "403 Forbidden", "this endpoint answers to the run's own names only"
             )
-        if environ.get("HTTP_AUTHORIZATION") != f"Bearer {token}":
+        if environ.get("HTTP_AUTHORIZATION") != f"Bearer {self.token}":
             return refuse(start_response, "401 Unauthorized", "this endpoint serves one run, with its token")
-        path = environ.get("PATH_INFO", "")
-        if path not in RUN_CALLS:
+        if path not in RUN_CALLS and not path.startswith(MODELS):
             return refuse(start_response, "403 Forbidden", f"{path} is not open to runs")
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        if environ.get("REQUEST_METHOD") == "GET":
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            named = {k: v[0] for k, v in query.items() if v}
-        else:
-            try:
-                named = json.loads(body or b"{}")
-            except ValueError:
-                return refuse(start_response, "400 Bad Request", "the body is not JSON")
-            if not isinstance(named, dict):
-                return refuse(start_response, "400 Bad Request", "the body is not a JSON object")
-        ids = {named.get("run_id"), named.get("run_uuid")} - {None, ""}
-        if ids != {run_id}:
-            return refuse(start_response, "403 Forbidden", "a run may read and write its own record only")
+        named = request_fields(environ, body)
+        if named is None:
+            return refuse(start_response, "400 Bad Request", "the body is not a JSON object")
+        why = self.refusal(path, named)
+        if why:
+            return refuse(start_response, "403 Forbidden", why)
         if path.endswith("/runs/update"):
-            named = {k: v for k, v in named.items() if k not in ("status", "end_time")}
-            body = json.dumps(named).encode()
+            body = json.dumps({k: v for k, v in named.items() if k not in ("status", "end_time")}).encode()
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = BytesIO(body)
-        if artifacts and path.endswith("/runs/get"):
-            return with_artifact_uri(app, environ, start_response, "file://" + artifacts)
-        return app(environ, start_response)
+        if self.spool and (path.endswith("/runs/get") or path.startswith(MODELS)):
+            return rewritten(self.app, environ, start_response, self.to_spool)
+        return self.app(environ, start_response)
 
-    return wsgi
+    def refusal(self, path: str, named: dict[str, Any]) -> str | None:
+        """Why the call is refused; None where it is about the run's own record."""
+        if path == MODELS:  # a new model, of this run's
+            ok = named.get("source_run_id") == self.run_id
+            return None if ok else "a run may log models of its own only"
+        if path.startswith(MODELS + "/"):
+            model_id = path[len(MODELS) + 1 :].split("/")[0]
+            return None if self.owns_model(model_id) else "a run may read and change its own models only"
+        ids = {named.get("run_id"), named.get("run_uuid")} - {None, ""}
+        return None if ids == {self.run_id} else "a run may read and write its own record only"
+
+    def to_spool(self, answer: dict[str, Any]) -> None:
+        """The artifact addresses in `answer` (a run's or a model's) moved into the run's spool."""
+        if "run" in answer:
+            answer["run"]["info"]["artifact_uri"] = f"file://{self.spool}/{SPOOL_ARTIFACTS}"
+        info = answer.get("model", {}).get("info", {})
+        if info.get("model_id"):
+            info["artifact_uri"] = f"file://{self.spool}/{SPOOL_MODELS}/{info['model_id']}"
 
 
-def with_artifact_uri(app: Any, environ: dict[str, Any], start_response: Any, uri: str) -> list[bytes]:
-    """`app`'s answer to runs/get, its artifact_uri replaced by `uri`."""
-    import json
+def refuse(start_response: Any, code: str, why: str) -> list[bytes]:
+    body = json.dumps({"error_code": "PERMISSION_DENIED", "message": why}).encode()
+    start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
 
+
+def request_fields(environ: dict[str, Any], body: bytes) -> dict[str, Any] | None:
+    """A call's named fields: its query (GET) or JSON body; None where the body is not a JSON object."""
+    from urllib.parse import parse_qs
+
+    if environ.get("REQUEST_METHOD") == "GET":
+        return {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items() if v}
+    try:
+        named = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    return named if isinstance(named, dict) else None
+
+
+def rewritten(app: Any, environ: dict[str, Any], start_response: Any, change: Any) -> list[bytes]:
+    """`app`'s JSON answer, as `change` makes it (a successful one: an error goes as it is)."""
     said: list[Any] = []
     body = b"".join(app(environ, lambda status, headers, exc_info=None: said.extend((status, headers))))
     status, headers = said
     if status.startswith("200"):
         answer = json.loads(body)
-        answer["run"]["info"]["artifact_uri"] = uri
+        change(answer)
         body = json.dumps(answer).encode()
     headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
     start_response(status, [*headers, ("Content-Length", str(len(body)))])
@@ -116,7 +150,7 @@ class Endpoint:
     """MLflow's tracking REST API for one run, served from its owner against the project's store.
 
     In-process (a werkzeug thread) rather than `mlflow server`: the same API, ready in about a second instead
-    of ten, and behind `guard`: only the run, with its token, reaches its own record.
+    of ten, and behind `Guard`: only the run, with its token, reaches its own record.
     """
 
     def __init__(
@@ -127,7 +161,7 @@ class Endpoint:
         run_id: str,
         token: str,
         names: tuple[str, ...],
-        artifacts: str | None = None,
+        spool: str | None = None,
     ):
         from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -139,11 +173,13 @@ class Endpoint:
         from mlflow.server import app
 
         self.port = port
+        self.run_id = run_id
+        self.store_uri = store_uri
         hosts = tuple(sorted({bind, "localhost", "127.0.0.1", *names} - {""}))
         self._server = make_server(
             bind,
             port,
-            guard(app, run_id, token, hosts, artifacts),
+            Guard(app, run_id, token, hosts, spool, self.owns_model),
             threaded=True,
             request_handler=QuietHandler,
         )
@@ -151,6 +187,16 @@ class Endpoint:
             target=self._server.serve_forever, args=(0.05,), name="mlflow-server", daemon=True
         )
         self._thread.start()
+
+    def owns_model(self, model_id: str) -> bool:
+        """Whether `model_id` names a model the run logged (a model of another run, or none, is not its)."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return MlflowClient(self.store_uri).get_logged_model(model_id).source_run_id == self.run_id
+        except MlflowException:
+            return False
 
     def stop(self) -> None:
         self._server.shutdown()

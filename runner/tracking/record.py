@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,7 +159,6 @@ def record_inputs(client: Any, run_id: str, run_dir: RunDir) -> None:
     done.touch()
 
 
-ARTIFACTS = "artifacts"  # in a run's spool: the artifacts its own MLflow calls log (tracking.endpoint)
 WORKDIR = "workdir"  # artifacts: what a run wrote in its working directory (its copy of the code)
 # Files, bytes: a script that downloads its data there keeps it out of the record.
 WORKDIR_LIMIT = (1000, 1_000_000_000)
@@ -177,7 +177,6 @@ def log_outputs(
     mtime_ns]), files still as the manifest has them are not kept; with `limit` (files, bytes), no more than that
     is kept. Returns what was left out, one line each for the log. (The run has ended: nothing changes the folder
     meanwhile.)"""
-    import stat
 
     said: list[str] = []
     unchanged = unchanged or {}
@@ -218,6 +217,38 @@ def log_outputs(
             f"{where}/: {over} more file(s) ({over_size / 1e6:.1f} MB) not kept, past {limit[0]} files or "
             f"{limit[1] / 1e9:g} GB: write what matters to /output"
         )
+    return said
+
+
+def log_models(client: Any, run_id: str, folder: Path) -> list[str]:
+    """The files of the models the run logged (each in `folder`/MODEL_ID), into each model's own artifacts;
+    a folder naming a model that is not the run's is left out, and said."""
+    import shutil
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    said: list[str] = []
+    if folder.is_symlink() or not folder.is_dir():
+        return said
+    for entry in sorted(folder.iterdir()):
+        try:
+            owned = client.get_logged_model(entry.name).source_run_id == run_id
+        except MlflowException:
+            owned = False
+        if not owned or entry.is_symlink() or not entry.is_dir():
+            said.append(f"model {entry.name}: not a model of this run, not kept")
+            continue
+        with tempfile.TemporaryDirectory(prefix="runner-model-") as tmp:
+            # Regular files only, as log_outputs keeps them: a link in the run's folder is never followed.
+            for dirpath, dirnames, filenames in os.walk(entry):
+                dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+                into = Path(tmp, os.path.relpath(dirpath, entry))
+                into.mkdir(parents=True, exist_ok=True)
+                for name in filenames:
+                    if stat.S_ISREG(os.lstat(os.path.join(dirpath, name)).st_mode):
+                        shutil.copyfile(os.path.join(dirpath, name), into / name, follow_symlinks=False)
+            client.log_model_artifacts(entry.name, tmp)
     return said
 
 

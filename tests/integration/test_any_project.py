@@ -277,11 +277,16 @@ def test_an_unchanged_keras_script_records_its_epochs(venv: Path, mine: Path) ->
     docker_engine()
     (mine / "fit.py").write_text(KERAS_FIT.format(extra=""))
     (mine / "own.py").write_text(KERAS_FIT.format(extra="\nimport mlflow\n\nmlflow.autolog()"))
-    for args in (["fit.py"], ["own.py"], ["autolog=false", "--", "python", "fit.py"]):
+    for args in (
+        ["fit.py"],
+        ["own.py"],
+        ["autolog=false", "--", "python", "fit.py"],
+        ["autolog.models=true", "--", "python", "fit.py"],
+    ):
         cmd = ["run", "--", "python", *args] if len(args) == 1 else ["run", *args]
         proc = runner(venv, mine, *cmd)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    plain, own, off = sorted(all_runs(mine), key=lambda r: r.info.start_time)
+    plain, own, off, models = sorted(all_runs(mine), key=lambda r: r.info.start_time)
     for run in (plain, own):
         assert run.info.status == "FINISHED"
         # One point per epoch, each epoch once.
@@ -290,6 +295,15 @@ def test_an_unchanged_keras_script_records_its_epochs(venv: Path, mine: Path) ->
         assert run.data.params["epochs"] == "4"
     assert "model_summary.txt" in artifacts(mine, plain.info.run_id)  # an artifact the run's MLflow logged
     assert "loss" not in off.data.metrics and "epochs" not in off.data.params
+    # Models only when asked: the model MLflow's integration logs, its files in the store.
+    from mlflow import MlflowClient
+
+    from tests.helpers import store
+
+    client = MlflowClient(store(mine))
+    logged = client.search_logged_models([plain.info.experiment_id])
+    assert [m.source_run_id for m in logged] == [models.info.run_id]
+    assert "MLmodel" in {f.path for f in client.list_logged_model_artifacts(logged[0].model_id)}
     # The run's environment is the project's: the runner's in-run packages are recorded apart.
     lock = read_artifact(mine, plain.info.run_id, "requirements.lock")
     assert "keras==" in lock and "mlflow-skinny" not in lock and "hydra-core" not in lock

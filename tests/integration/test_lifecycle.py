@@ -306,14 +306,19 @@ GUARD_PROBE = """\
 import json, os, sys, time, urllib.error, urllib.request
 base = os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/"
 me, other, token = os.environ["MLFLOW_RUN_ID"], sys.argv[1], os.environ["MLFLOW_TRACKING_TOKEN"]
-def call(path, body=None, auth=token):
+others_model, experiment = sys.argv[2], os.environ["MLFLOW_EXPERIMENT_ID"]
+answers = {}
+def call(path, body=None, auth=token, method=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    req.method = method or req.get_method()
     if auth:
         req.add_header("Authorization", "Bearer " + auth)
     for _ in range(120):  # the owner serves the endpoint once the run has started: wait for it
         try:
-            return urllib.request.urlopen(req, timeout=10).status
+            with urllib.request.urlopen(req, timeout=10) as answer:
+                answers[path] = json.loads(answer.read())
+                return answer.status
         except urllib.error.HTTPError as exc:
             return exc.code
         except urllib.error.URLError:
@@ -325,7 +330,15 @@ seen = {
     "own_end": call("runs/update", {"run_id": me, "status": "FINISHED"}),
     "search": call("runs/search", {"experiment_ids": ["0", "1"]}),
     "no_token": call("runs/get?run_id=" + me, auth=None),
+    "model_own": call("logged-models", {"experiment_id": experiment, "source_run_id": me, "name": "m"}),
+    "model_of_other": call("logged-models", {"experiment_id": experiment, "source_run_id": other}),
+    "read_others_model": call("logged-models/" + others_model),
+    "end_others_model": call("logged-models/" + others_model, {"model_id": others_model, "status": 3}, method="PATCH"),
 }
+mine = answers["logged-models"]["model"]["info"]
+seen["model_read_back"] = call("logged-models/" + mine["model_id"])
+seen["artifacts"] = answers["runs/get?run_id=" + me]["run"]["info"]["artifact_uri"]
+seen["model_files"] = mine["artifact_uri"].replace(mine["model_id"], "ID")
 json.dump(seen, open("/output/seen.json", "w"))
 print("ready", flush=True)
 time.sleep(300)
@@ -351,9 +364,13 @@ print(codes)
 def test_the_tracking_endpoint_serves_its_own_run_only(project: Path) -> None:
     engine = docker_engine()
     run_cli(project, "backend=docker", "env.requirements=[]", "command=echo first", check=True)
-    first = only_run(project).info.run_id
+    first = only_run(project)
+    others_model = MlflowClient(store(project)).create_logged_model(
+        first.info.experiment_id, source_run_id=first.info.run_id
+    )
+    first = first.info.run_id
     (project / "guard_probe.py").write_text(GUARD_PROBE)
-    cli = start(project, "docker", f'command="python guard_probe.py {first}"')
+    cli = start(project, "docker", f'command="python guard_probe.py {first} {others_model.model_id}"')
     try:
         run = run_dir_when(project, "ready", cli)
         port = json.loads((run / "endpoint.json").read_text())["port"]
@@ -372,6 +389,13 @@ def test_the_tracking_endpoint_serves_its_own_run_only(project: Path) -> None:
             "own_end": 200,  # accepted, but a run cannot end itself: the status is its owner's to record
             "search": 403,
             "no_token": 401,
+            "model_own": 200,  # autolog.models=true: models of its own, their files into its spool
+            "model_of_other": 403,
+            "read_others_model": 403,
+            "end_others_model": 403,
+            "model_read_back": 200,
+            "artifacts": "file:///var/spool/runner/artifacts",
+            "model_files": "file:///var/spool/runner/models/ID",
         }
         client = MlflowClient(store(project))
         assert client.get_run(run.name).info.status == "RUNNING"
