@@ -175,7 +175,14 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     experiment = run.data.tags.get("runner.experiment", "default")
     with recorded_tree(project, commit, diff, f"{run_id}-{os.getpid()}") as tree:
         # the code comes from the recorded tree; the new run lives in the project (the tree goes on return)
-        spec = build_spec(cfg, experiment=experiment, project_dir=str(project), environ=os.environ)
+        # The params it recorded, the values the user set among them (compose.params), are recorded again.
+        spec = build_spec(
+            cfg,
+            experiment=experiment,
+            project_dir=str(project),
+            environ=os.environ,
+            overrides=run.data.params,
+        )
         spec = replace(spec, tracking_uri=uri, code_dir=str(tree))
         recorded_file = run.data.tags.get("runner.requirements_file")
         if recorded_file:  # the file the run used (found by name, perhaps), or none: not what is here today

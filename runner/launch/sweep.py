@@ -84,7 +84,11 @@ def load_members(
         validate(full)
         check_objective(full, sweep.sweeper)
         spec = build_spec(
-            full, experiment=experiment_of(own), project_dir=str(Path.cwd()), environ=os.environ
+            full,
+            experiment=experiment_of(own),
+            project_dir=str(Path.cwd()),
+            environ=os.environ,
+            overrides=own,
         )
         members.append(Member(first + i + 1, tuple(overrides), full, spec, ""))
     common = set.intersection(*(set(m.overrides) for m in members)) if len(members) > 1 else set()

@@ -26,6 +26,9 @@ def test_keras_mlp_end_to_end(project: Path) -> None:
     assert run.data.params["train.epochs"] == "3.0"
     assert run.data.params["model.units"] == "64"
     assert run.data.params["model.parameters"] == "5569"
+    assert not [
+        k for k in run.data.params if k.startswith(("jupyter.", "sweep.")) or k in ("command", "mode")
+    ]
     assert run.data.tags["mlflow.source.git.commit"] == git(project, "rev-parse", "HEAD").strip()
     assert run.data.tags["runner.git.dirty"] == "false"
     assert run.data.tags["runner.experiment"] == "keras_mlp"
@@ -57,6 +60,17 @@ def test_command_mode_records_outputs_diff_and_user_metrics(project: Path) -> No
     assert f"cwd {project / '.runner' / 'runs' / run.info.run_id / 'code'}" in read_artifact(
         project, run.info.run_id, "run.log"
     )
+
+
+def test_a_command_run_records_what_it_reads_not_the_trainers_config(project: Path) -> None:
+    run_cli(project, "run", *TINY, "--", "python", "-c", "print(1)", check=True)
+    run = only_run(project)
+    params = run.data.params
+    unread = ("model.", "dataset.", "train.", "evaluate", "jupyter.", "sweep.")
+    assert not [k for k in params if k.startswith(unread)], sorted(params)
+    assert params["command"] == "python -c 'print(1)'" and params["backend.name"] == "local"
+    assert params["env.requirements"] == "[]" and {"data", "resources.memory", "tracking.uri"} <= set(params)
+    assert "units: 64" in read_artifact(project, run.info.run_id, "config.yaml")  # the whole config, as ever
 
 
 @pytest.mark.parametrize(
