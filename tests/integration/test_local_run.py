@@ -73,6 +73,36 @@ def test_a_command_run_records_what_it_reads_not_the_trainers_config(project: Pa
     assert "units: 64" in read_artifact(project, run.info.run_id, "config.yaml")  # the whole config, as ever
 
 
+HYDRA_APP = """import hydra, mlflow
+
+@hydra.main(config_path="appconf", config_name="app", version_base=None)
+def main(cfg):
+    mlflow.log_param("app.optim.name", "its-own")  # a key the record would log too: the run's value stays
+    print("lr", cfg.optim.lr)
+
+main()
+"""
+
+
+def test_a_hydra_apps_own_config_becomes_app_params(project: Path) -> None:
+    (project / "app.py").write_text(HYDRA_APP)
+    (project / "appconf").mkdir()
+    (project / "appconf" / "app.yaml").write_text("optim:\n  lr: 0.01\n  name: adam\nlayers: [1, 2]\n")
+    (project / "outputs" / "old" / ".hydra").mkdir(parents=True)  # committed: not this run's
+    (project / "outputs" / "old" / ".hydra" / "config.yaml").write_text("stale: 1\n")
+    git(project, "add", "-A")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "app")
+    run_cli(project, "run", *TINY, "--", "python", "app.py", "optim.lr=0.5", check=True)
+    run = only_run(project)
+    params = run.data.params
+    assert params["app.optim.lr"] == "0.5" and params["app.layers"] == "[1, 2]"
+    assert params["app.optim.name"] == "its-own" and "app.stale" not in params
+    assert params["command"] == "python app.py optim.lr=0.5"
+    log = read_artifact(project, run.info.run_id, "run.log")
+    assert "[runner] app.*: 3 params from workdir/outputs/" in log
+    assert "app.optim.name: the run logged other values already; those are kept" in log
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
