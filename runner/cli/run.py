@@ -195,12 +195,13 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
     """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
     from runner.backends import backend_class
     from runner.compose.build import build_spec
-    from runner.compose.load import experiment_of
+    from runner.compose.load import check_hydra_args, experiment_of
     from runner.launch import sweep_parent
     from runner.launch.execute import sigterm_as_interrupt
     from runner.runs import owner
 
     sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
+    check_hydra_args(project, argv)
     sweep_parent.check_objective(cfg, sweeper)
     spec = build_spec(cfg, experiment=experiment_of(argv), project_dir=str(project), environ=os.environ)
     sweep = open_sweep(argv, cfg, spec, project, resume, sweeper)
