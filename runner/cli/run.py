@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,7 @@ def run_with_hydra(argv: list[str], resume: str | None = None, command: list[str
     if single is not None and not any(a.startswith("-") for a in argv):
         single = with_command(single, command)
         validate(single)
-        sys.exit(run_one(single, experiment_of(argv), project, {}))
+        sys.exit(run_one(single, experiment_of(argv), project, {}, overrides))
     variants = sweep_variants(overrides)
     if not multirun and len(variants) > 1:
         swept = next(o for o in overrides if o not in variants[0])
@@ -121,7 +122,7 @@ def run_with_hydra(argv: list[str], resume: str | None = None, command: list[str
         _hydra_main(project, argv)
     else:
         # One run: composed and checked once, as above; Hydra's app would compose it four times more.
-        sys.exit(run_one(cfg, experiment_of(argv), project, {}))
+        sys.exit(run_one(cfg, experiment_of(argv), project, {}, overrides))
 
 
 def _open_early(project: Path) -> None:
@@ -194,12 +195,13 @@ def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> N
     """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
     from runner.backends import backend_class
     from runner.compose.build import build_spec
-    from runner.compose.load import experiment_of
+    from runner.compose.load import check_hydra_args, experiment_of
     from runner.launch import sweep_parent
     from runner.launch.execute import sigterm_as_interrupt
     from runner.runs import owner
 
     sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
+    check_hydra_args(project, argv)
     sweep_parent.check_objective(cfg, sweeper)
     spec = build_spec(cfg, chosen=experiment_of(argv), project_dir=str(project), environ=os.environ)
     sweep = open_sweep(argv, cfg, spec, project, resume, sweeper)
@@ -271,21 +273,24 @@ def task(cfg: object, sweep: Sweep | None = None) -> float | None:
             raise
         print(f"runner: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    tags = sweep.member_tags(list(hydra_cfg.overrides.task)) if sweep is not None else {}
-    code = run_one(cfg, chosen, Path.cwd(), tags)
+    overrides = list(hydra_cfg.overrides.task)
+    tags = sweep.member_tags(overrides) if sweep is not None else {}
+    code = run_one(cfg, chosen, Path.cwd(), tags, overrides)
     if code:
         raise SystemExit(code)
     return None
 
 
-def run_one(cfg: Any, chosen: str, project: Path, tags: dict[str, str]) -> int:
+def run_one(cfg: Any, chosen: str, project: Path, tags: dict[str, str], overrides: Sequence[str] = ()) -> int:
     """One run of a composed, validated config (`chosen`: its experiment config), attached or detached; its
-    exit code."""
+    exit code. `overrides`: the user's, recorded as params whether the run reads them or not (compose.params)."""
     from runner.compose.build import build_spec
     from runner.launch.execute import execute
 
     try:
-        spec = build_spec(cfg, chosen=chosen, project_dir=str(project), environ=os.environ)
+        spec = build_spec(
+            cfg, chosen=chosen, project_dir=str(project), environ=os.environ, overrides=overrides
+        )
         # Under `mlflow run`, record into the run it made (not for sweep members: each gets its own).
         given_run = None if tags else os.environ.get("MLFLOW_RUN_ID")
         result = execute(spec, extra_tags=tags, given_run=given_run)

@@ -3,7 +3,7 @@ and the environment (the tracking store, the CA bundle)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from runner.backends import config_schema
+from runner.compose.params import run_params
 from runner.compose.spec import (
     HARNESS_ARGV,
     EnvSpec,
@@ -19,7 +20,6 @@ from runner.compose.spec import (
     Session,
     command_argv,
     escaped,
-    flatten,
     parse_gpus,
     parse_memory,
 )
@@ -57,9 +57,17 @@ def experiment_name(cfg: DictConfig, chosen: str, project_dir: str) -> str:
     return Path(project_dir).name if cfg.command is not None and chosen == "default" else chosen
 
 
-def build_spec(cfg: DictConfig, *, chosen: str, project_dir: str, environ: Mapping[str, str]) -> RunSpec:
+def build_spec(
+    cfg: DictConfig,
+    *,
+    chosen: str,
+    project_dir: str,
+    environ: Mapping[str, str],
+    overrides: Iterable[str] = (),
+) -> RunSpec:
     """The RunSpec for a validated config; `chosen` is the experiment config the overrides chose ("default":
-    none). `environ` is read for MLFLOW_TRACKING_URI and the CA fallback."""
+    none). `environ` is read for MLFLOW_TRACKING_URI and the CA fallback; `overrides`, the user's, for the
+    params (compose.params)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     env = cfg.env
@@ -68,7 +76,7 @@ def build_spec(cfg: DictConfig, *, chosen: str, project_dir: str, environ: Mappi
         ca_bundle = str(Path(project_dir, ca_bundle))  # absolute paths stay as they are
     argv = HARNESS_ARGV if cfg.command is None else command_argv(str(cfg.command))
     tracking_uri = store_uri(project_dir, cfg.tracking.uri, environ)
-    params = flatten(resolved)
+    params = run_params(cfg, resolved, overrides)
     check_param_names(params)
     return RunSpec(
         experiment=experiment_name(cfg, chosen, project_dir),

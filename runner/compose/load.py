@@ -92,6 +92,48 @@ def spelled_out(override: str) -> str:
     return override
 
 
+def check_hydra_args(project_dir: Path, argv: list[str]) -> None:
+    """A sweep's command line as Hydra will take it (its flags; the hydra.* and hydra/ overrides, which the
+    runner's own composition leaves to Hydra; the sweeper's settings), refused in one line before the sweep's
+    parent run exists: Hydra would refuse it only once the parent had been made."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+
+    args, unknown = get_args_parser().parse_known_args(argv)
+    if unknown:
+        raise ConfigError(f"'{unknown[0]}' is not a flag Hydra takes (its flags: runner --help).")
+    register_configs()
+    folder, name = primary(project_dir)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+            GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
+                args.config_name or name,
+                hydra_argv(project_dir, args.overrides),
+                run_mode=RunMode.MULTIRUN,
+                from_shell=True,
+                with_log_configuration=False,
+            )
+    except HydraException as exc:
+        raise ConfigError(f"Hydra refuses the sweep: {_one_line(exc)}") from exc
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _one_line(exc: Exception) -> str:
+    """Hydra's message, its cause and the options it lists, on one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    said = lines[0].rstrip(".")
+    if exc.__cause__ is not None and str(exc.__cause__).strip():
+        said += f" ({str(exc.__cause__).splitlines()[0]})"
+    listed = next((i for i, ln in enumerate(lines) if ln.startswith("Available options")), None)
+    if listed is not None:
+        end = next((i for i, ln in enumerate(lines) if ln.startswith("Config search path")), len(lines))
+        said += f". Available: {', '.join(ln for ln in lines[listed + 1 : end] if ln)}"
+    return said + "."
+
+
 def options(project_dir: Path, group: str) -> list[str]:
     return sorted({p.stem for d in config_dirs(project_dir) for p in (d / group).glob("*.yaml")})
 

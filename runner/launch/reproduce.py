@@ -174,7 +174,10 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     validate(cfg)
     with recorded_tree(project, commit, diff, f"{run_id}-{os.getpid()}") as tree:
         # the code comes from the recorded tree; the new run lives in the project (the tree goes on return)
-        spec = build_spec(cfg, chosen="default", project_dir=str(project), environ=os.environ)
+        # The params it recorded, the values the user set among them (compose.params), are recorded again.
+        spec = build_spec(
+            cfg, chosen="default", project_dir=str(project), environ=os.environ, overrides=run.data.params
+        )
         # Filed beside the run it reproduces.
         experiment = client.get_experiment(run.info.experiment_id).name
         spec = replace(spec, experiment=experiment, tracking_uri=uri, code_dir=str(tree))

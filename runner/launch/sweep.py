@@ -84,7 +84,13 @@ def load_members(
         own = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
         validate(full)
         check_objective(full, sweep.sweeper)
-        spec = build_spec(full, chosen=experiment_of(own), project_dir=str(Path.cwd()), environ=os.environ)
+        spec = build_spec(
+            full,
+            chosen=experiment_of(own),
+            project_dir=str(Path.cwd()),
+            environ=os.environ,
+            overrides=own,
+        )
         members.append(Member(first + i + 1, tuple(overrides), full, spec, ""))
     common = set.intersection(*(set(m.overrides) for m in members)) if len(members) > 1 else set()
     return [replace(m, label=" ".join(o for o in m.overrides if o not in common)) for m in members]

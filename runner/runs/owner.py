@@ -513,6 +513,7 @@ class Owner:
                 {"duration_s": round(time.time() - self.state["created"], 3)},
             ),
             lambda: self.log_outputs(output, logfile),
+            self.log_app_params,
             lambda: self.say(ending),
             lambda: log_the_log(self.client, self.run_id, logfile),
         ]
@@ -553,6 +554,15 @@ class Owner:
             code = self.run_dir.code
             for line in log_outputs(self.client, self.run_id, code, WORKDIR, snapshot, WORKDIR_LIMIT):
                 self.say(f"[runner] {line}\n")
+
+    def log_app_params(self) -> None:
+        """A Hydra application's own config, written during the run, as its `app.*` params."""
+        from runner.tracking.appconfig import log_app_params
+
+        snapshot = read_json(self.run_dir.code_manifest)
+        folders = [(self.run_dir.code, WORKDIR, snapshot if isinstance(snapshot, dict) else {})]
+        for line in log_app_params(self.client, self.run_id, [*folders, (self.run_dir.output, "output", {})]):
+            self.say(f"[runner] {line}\n")
 
     def say(self, line: str) -> None:
         """A line of the runner's own in the run's log."""

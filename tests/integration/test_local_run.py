@@ -26,6 +26,9 @@ def test_keras_mlp_end_to_end(project: Path) -> None:
     assert run.data.params["train.epochs"] == "3.0"
     assert run.data.params["model.units"] == "64"
     assert run.data.params["model.parameters"] == "5569"
+    assert not [
+        k for k in run.data.params if k.startswith(("jupyter.", "sweep.")) or k in ("command", "mode")
+    ]
     assert run.data.tags["mlflow.source.git.commit"] == git(project, "rev-parse", "HEAD").strip()
     assert run.data.tags["runner.git.dirty"] == "false"
     assert run.data.tags["runner.experiment"] == "keras_mlp"
@@ -57,6 +60,47 @@ def test_command_mode_records_outputs_diff_and_user_metrics(project: Path) -> No
     assert f"cwd {project / '.runner' / 'runs' / run.info.run_id / 'code'}" in read_artifact(
         project, run.info.run_id, "run.log"
     )
+
+
+def test_a_command_run_records_what_it_reads_not_the_trainers_config(project: Path) -> None:
+    run_cli(project, "run", *TINY, "--", "python", "-c", "print(1)", check=True)
+    run = only_run(project)
+    params = run.data.params
+    unread = ("model.", "dataset.", "train.", "evaluate", "jupyter.", "sweep.")
+    assert not [k for k in params if k.startswith(unread)], sorted(params)
+    assert params["command"] == "python -c 'print(1)'" and params["backend.name"] == "local"
+    assert params["env.requirements"] == "[]" and {"data", "resources.memory", "tracking.uri"} <= set(params)
+    assert "units: 64" in read_artifact(project, run.info.run_id, "config.yaml")  # the whole config, as ever
+
+
+HYDRA_APP = """import hydra, mlflow
+
+@hydra.main(config_path="appconf", config_name="app", version_base=None)
+def main(cfg):
+    mlflow.log_param("app.optim.name", "its-own")  # a key the record would log too: the run's value stays
+    print("lr", cfg.optim.lr)
+
+main()
+"""
+
+
+def test_a_hydra_apps_own_config_becomes_app_params(project: Path) -> None:
+    (project / "app.py").write_text(HYDRA_APP)
+    (project / "appconf").mkdir()
+    (project / "appconf" / "app.yaml").write_text("optim:\n  lr: 0.01\n  name: adam\nlayers: [1, 2]\n")
+    (project / "outputs" / "old" / ".hydra").mkdir(parents=True)  # committed: not this run's
+    (project / "outputs" / "old" / ".hydra" / "config.yaml").write_text("stale: 1\n")
+    git(project, "add", "-A")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "app")
+    run_cli(project, "run", *TINY, "--", "python", "app.py", "optim.lr=0.5", check=True)
+    run = only_run(project)
+    params = run.data.params
+    assert params["app.optim.lr"] == "0.5" and params["app.layers"] == "[1, 2]"
+    assert params["app.optim.name"] == "its-own" and "app.stale" not in params
+    assert params["command"] == "python app.py optim.lr=0.5"
+    log = read_artifact(project, run.info.run_id, "run.log")
+    assert "[runner] app.*: 3 params from workdir/outputs/" in log
+    assert "app.optim.name: the run logged other values already; those are kept" in log
 
 
 @pytest.mark.parametrize(

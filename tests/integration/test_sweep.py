@@ -146,6 +146,21 @@ def test_optuna_three_trials_are_three_children(project: Path) -> None:
             "sweep.objective: 'val_acc' is never logged by this model",
         ),
         (("hydra/sweeper=optuna", "train.learning_rate=interval(0.1,0.2)"), "set sweep.objective"),
+        (("train.epochs=1,2", "no_such_group=x"), "Unknown key 'no_such_group'."),
+        # What the runner's composition leaves to Hydra: refused before the sweep's parent run exists.
+        (("--no-such-flag", "train.seed=1,2"), "'--no-such-flag' is not a flag Hydra takes"),
+        (
+            ("train.seed=1,2", "hydra.sweeper.nope=1"),
+            "Hydra refuses the sweep: Could not override 'hydra.sweeper.nope' (Key 'nope' not in 'BasicSweeperConf')",
+        ),
+        (
+            ("train.seed=1,2", "hydra/sweeper=nope"),
+            "Could not find 'hydra/sweeper/nope'. Available: basic, optuna",
+        ),
+        (
+            ("train.seed=1,2", "hydra.run.dir=["),
+            "Hydra refuses the sweep: no viable alternative at input '['",
+        ),
     ],
 )
 def test_bad_sweeps_fail_before_any_run(project: Path, args: tuple[str, ...], message: str) -> None:
@@ -216,10 +231,15 @@ def test_a_sweep_in_a_project_with_its_own_conf(project: Path) -> None:
         shutil.rmtree(project / folder)
     run_cli(project, "init", check=True)
     assert (project / "conf" / "experiment" / "example.yaml").is_file()
+    refused = run_cli(project, "-m", *TINY, "command=python -c pass", "train.seed=1,2", "hydra.sweeper.x=1")
+    assert refused.returncode == 2 and "Hydra refuses the sweep" in refused.stderr
+    assert all_runs(project) == []  # no parent run left FAILED behind
     run_cli(project, "-m", *TINY, "command=python -c pass", "train.seed=1,2", check=True)
     parent, kids = parent_and_children(project)
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.data.params == {}
     assert sorted((k.data.params["train.seed"], k.info.status) for k in kids) == [
         ("1", "FINISHED"),
         ("2", "FINISHED"),
     ]
+    # A member records its command and the value swept, not the trainer's defaults it never read.
+    assert not [p for k in kids for p in k.data.params if p.startswith(("model.", "train.epochs", "sweep."))]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.cli.run import with_command
 from runner.compose.build import build_spec
 from runner.compose.load import compose_config
 from runner.compose.spec import HARNESS_ARGV, EnvSpec, Resources, check_requirement, flatten, parse_memory
@@ -39,6 +40,46 @@ def test_spec_is_deterministic_and_complete() -> None:
     assert params["train.epochs"] == "20.0" and params["train.seed"] == "7" and params["model.units"] == "64"
     assert params["model._target_"] == "models.mlp.build"
     assert "\ntrain:\n  epochs: 20.0\n" in spec.config_yaml
+
+
+UNREAD = (
+    "model.",
+    "dataset.",
+    "train.",
+    "evaluate",
+    "allow_targets",
+    "jupyter.",
+    "sweep.",
+    "mode=",
+    "detach",
+)
+
+
+def params_of(*overrides: str, command: list[str] | None = None) -> dict[str, str]:
+    cfg = with_command(compose_config(ROOT, list(overrides)), command)
+    return dict(build_spec(cfg, chosen="e", project_dir="/p", environ={}, overrides=overrides).params)
+
+
+def test_a_command_run_records_what_it_reads_and_what_the_user_set() -> None:
+    params = params_of("backend=local", command=["python", "x.py", "--lr", "0.1"])
+    assert not [k for k in params if f"{k}=".startswith(UNREAD)]
+    assert params["command"] == "python x.py --lr 0.1" and params["backend.name"] == "local"
+    assert {"data", "env.image", "resources.memory", "tracking.uri"} <= set(params)
+    assert params_of("model.units=8", command=["python", "x.py"])["model.units"] == "8"  # set: recorded
+    swept = params_of("command=python x.py --seed ${train.seed}")  # read through the command
+    assert swept["train.seed"] == "0" and not [k for k in swept if k.startswith(("model.", "train.epochs"))]
+
+
+def test_a_trainer_run_records_its_model_and_training_but_no_other_modes() -> None:
+    params = params_of("+experiment=keras_mlp", "jupyter.port=9000", "sweep.parallel=2")
+    assert params["model.units"] == "64" and params["train.epochs"] == "20.0" and "dataset._target_" in params
+    assert "command" not in params and not [
+        k for k in params if f"{k}=".startswith(("jupyter.", "sweep.", "mode="))
+    ]
+    session = params_of("mode=jupyter")
+    assert session["jupyter.port"] == "8888" and not [
+        k for k in session if k.startswith(("model.", "train."))
+    ]
 
 
 def test_command_mode_is_a_shell_command_passed_whole() -> None:
