@@ -348,3 +348,4 @@ def test_a_project_pinning_the_runners_own_packages_gets_its_versions(venv: Path
     assert "versions 1.3.2 2.3.0 1.10.21 3.20.3 0.25" in read_artifact(mine, run.info.run_id, "run.log")
     locked = read_artifact(mine, run.info.run_id, "requirements.lock")
     assert all(pin in locked for pin in pins) and "mlflow" not in locked
+    assert (run.data.params["app.lr"], run.data.params["app.layers"]) == ("0.25", "3")  # the app's own config
