@@ -277,6 +277,10 @@ def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine
         engine.containers.run("runner-base:bookworm", ["sleep", "300"], detach=True, init=True),
     ]
     user_image = foreign[1].commit("runner-gc-test-user", "1")  # a user's own image derived from an env image
+    # A harness image no env image builds on any more (the runner's in-run packages of an older version).
+    maker = engine.containers.create("runner-base:bookworm", ["true"])
+    maker.commit("runner-harness", "stale", changes=["LABEL runner.image.kind=harness"])
+    maker.remove()
     try:
         proc = run_cli(project, "gc", check=True)
         assert re.search(r"Removed 1 container\(s\) and [1-9]\d* image\(s\); freed [\d.]+ MB", proc.stdout), (
@@ -290,6 +294,9 @@ def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine
         # Every env image no container uses is gone; the one a foreign container uses is kept.
         assert {i.id for i in engine.images.list(name="runner-env")} == {engine.images.get(used_env).id}
         assert unused_env not in {t for i in engine.images.list(name="runner-env") for t in i.tags}
+        # The harness image a kept env image is built on stays; one nothing builds on goes.
+        harness_images = {i.id for i in engine.images.list(name="runner-harness")}
+        assert harness_images == {kept_run.data.tags["runner.image.harness"]}
     finally:
         for container in foreign:
             container.remove(force=True)

@@ -754,9 +754,9 @@ def runner_containers(
 
 
 def remove_unused(c: Any) -> str:
-    """Remove the runner's own stopped containers and the env images no container uses; say how much space
-    was freed. Containers anyone else created (from any image, runner images included) are never touched, nor
-    images that carry another tag besides `runner-env:`."""
+    """Remove the runner's own stopped containers, the env images no container uses and the harness images no
+    env image is built on; say how much space was freed. Containers anyone else created (from any image, runner
+    images included) are never touched, nor images that carry another tag besides the runner's."""
     from docker.errors import APIError, NotFound
 
     layers_before = c.df().get("LayersSize") or 0
@@ -772,15 +772,17 @@ def remove_unused(c: Any) -> str:
             freed += size
     in_use = {container.attrs["Image"] for container in c.containers.list(all=True)}
     n_images = 0
-    for image in c.images.list(name=ENV_REPO):
-        labels = image.labels or {}
-        if image.id in in_use or "env" not in (labels.get(IMAGE_KIND), labels.get(LEGACY_KIND)):
-            continue
-        for tag in image.tags:
-            if tag.startswith(f"{ENV_REPO}:"):
-                with contextlib.suppress(NotFound, APIError):
-                    result = c.api.remove_image(tag)
-                    n_images += any("Deleted" in r for r in result or [])
+    # Env images first: a harness image an env image still builds on is kept (the engine refuses to remove it).
+    for repo, kind in ((ENV_REPO, "env"), (HARNESS_REPO, "harness")):
+        for image in c.images.list(name=repo):
+            labels = image.labels or {}
+            if image.id in in_use or kind not in (labels.get(IMAGE_KIND), labels.get(LEGACY_KIND)):
+                continue
+            for tag in image.tags:
+                if tag.startswith(f"{repo}:"):
+                    with contextlib.suppress(NotFound, APIError):
+                        result = c.api.remove_image(tag)
+                        n_images += any("Deleted" in r for r in result or [])
     freed += max(0, layers_before - (c.df().get("LayersSize") or 0))
     return f"Removed {removed} container(s) and {n_images} image(s); freed {freed / 1e6:.1f} MB."
 
