@@ -1,18 +1,22 @@
-"""`runner ui`: MLflow's UI on the project's store, ended with its whole process group."""
+"""`runner ui`: MLflow's UI on the project's store, opening on model training (runner.tracking.uiapp), ended with
+its whole process group."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from runner.compose.load import find_project_dir
+from runner.tracking import uiapp
 from runner.tracking.store import store_uri
 
 
@@ -25,29 +29,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def cmd_ui(args: argparse.Namespace) -> int:
     project = find_project_dir()
-    argv = [
-        sys.executable,
-        "-P",  # in the project's folder, whose own modules are not MLflow's
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        store_uri(project),
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
     print("runner: MLflow UI at", f"http://{args.host}:{args.port}", flush=True)
-    return run_process_group(argv, cwd=project)
+    with tempfile.TemporaryDirectory(prefix="runner-ui-") as folder:
+        argv = [
+            sys.executable,
+            "-P",  # in the project's folder, whose own modules are not MLflow's
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            store_uri(project),
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--app-name",
+            uiapp.NAME,
+            "--uvicorn-opts",  # uvicorn puts its app folder (the working folder unless told) first on its path
+            f"--app-dir {shlex.quote(folder)}",
+        ]
+        return run_process_group(argv, cwd=project, env=_app_env(Path(folder)))
 
 
-def run_process_group(argv: list[str], cwd: Path) -> int:
+def _app_env(folder: Path) -> dict[str, str]:
+    """The server's environment: MLflow finds `--app-name` apps by entry point, so the runner's is declared in
+    `folder`, put on the server's path (no reinstall needed); PYTHONSAFEPATH keeps the project's folder off the
+    path of MLflow's server processes too (`python -m uvicorn`), so a project's own `runner` or `mlflow` never
+    shadows them."""
+
+    info = folder / "runner_mlflow_app-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: runner-mlflow-app\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(f"[mlflow.app]\n{uiapp.ENTRY_POINT}\n")
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONSAFEPATH": "1"}
+
+
+def run_process_group(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
     """Run `argv` in a process group of its own and wait; SIGINT, SIGTERM or SIGHUP to this process end the
     whole group (the MLflow UI is a server process with workers of its own, which a plain exec would leave
     running), and the group is also told to go if this process is killed outright."""
 
-    child = subprocess.Popen(argv, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent)
+    child = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
 
     def end(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
