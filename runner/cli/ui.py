@@ -48,21 +48,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "--uvicorn-opts",  # uvicorn puts its app folder (the working folder unless told) first on its path
             f"--app-dir {shlex.quote(folder)}",
         ]
-        return run_process_group(argv, cwd=project, env=_app_env(Path(folder)))
-
-
-def _app_env(folder: Path) -> dict[str, str]:
-    """The server's environment: MLflow finds `--app-name` apps by entry point, so the runner's is declared in
-    `folder`, put on the server's path (no reinstall needed); PYTHONSAFEPATH keeps the project's folder off the
-    path of MLflow's server processes too (`python -m uvicorn`), so a project's own `runner` or `mlflow` never
-    shadows them."""
-
-    info = folder / "runner_mlflow_app-0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: runner-mlflow-app\nVersion: 0\n")
-    (info / "entry_points.txt").write_text(f"[mlflow.app]\n{uiapp.ENTRY_POINT}\n")
-    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONSAFEPATH": "1"}
+        # PYTHONSAFEPATH: the project's folder stays off the path of MLflow's server processes too (python -m
+        # uvicorn), so a project's own `runner` or `mlflow` never shadows them.
+        return run_process_group(argv, cwd=project, env={**os.environ, "PYTHONSAFEPATH": "1"})
 
 
 def run_process_group(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:

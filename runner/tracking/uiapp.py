@@ -6,15 +6,15 @@ the other choice of its sidebar switch, "Model training" (localStorage `mlflow.w
 experiment's `mlflow.experimentKind` tag is not consulted. The page this server sends makes model training the
 browser's choice where it has none, so the runs table shows, and a switch the user flips stays flipped.
 
-`create_app` is an app of MLflow's `mlflow.app` entry-point group: `mlflow ui --app-name runner` runs it.
+`create_app` is an app of MLflow's `mlflow.app` entry-point group (declared in pyproject.toml): `mlflow ui
+--app-name runner` runs it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-NAME = "runner"  # the name `mlflow ui --app-name` takes
-ENTRY_POINT = f"{NAME} = {__name__}:create_app"
+NAME = "runner"  # the name `mlflow ui --app-name` takes (pyproject.toml's entry point)
 
 _KEY, _TRAINING = "mlflow.workflowType_v1", '"machine_learning"'  # the switch's key and value, as JSON
 _SCRIPT = (
