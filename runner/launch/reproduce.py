@@ -162,7 +162,7 @@ def reproduce(uri: str, project: Path, run_id: str, check: bool = False) -> int:
     run_id = run.info.run_id
     config, lock = _artifact(client, run_id, "config.yaml"), _artifact(client, run_id, "requirements.lock")
     commit = run.data.tags.get("mlflow.source.git.commit")
-    if not (config and lock and commit):
+    if not config or lock is None or not commit:  # an empty lock is a lock: an env of no packages
         raise RunnerError(
             f"Run {run_id} lacks a config, lock or commit in its record: it cannot be reproduced."
         )

@@ -50,7 +50,7 @@ class RunDir:
     # Every name a run folder holds besides its mounts (input/): the runner's and the owner's files. A local
     # run maps its data mounts into this folder, so none of them may name one of these.
     RESERVED = (
-        "code", "output", "harness", "run.log", "spool", "spool.ingested", "state.json", "plan.json", "started",
+        "code", "output", "harness", "run.log", "spool", "spool.ingested", "metric-lines.ingested", "state.json", "plan.json", "started",
         "stop", "settled.json", "ended.json", "owner.lock", "owner.json", "owner.log", "endpoint.json",
         "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes", "secrets.env",
         "code.manifest.json", "job.json", "session.json", "pulled.json",
