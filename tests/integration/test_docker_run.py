@@ -278,8 +278,9 @@ def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine
     ]
     user_image = foreign[1].commit("runner-gc-test-user", "1")  # a user's own image derived from an env image
     # A harness image no env image builds on any more (the runner's in-run packages of an older version).
-    maker = engine.containers.create("runner-base:bookworm", ["true"])
-    maker.commit("runner-harness", "stale", changes=["LABEL runner.image.kind=harness"])
+    maker = engine.containers.run("runner-base:bookworm", ["sh", "-c", "echo stale > /stale"], detach=True)
+    maker.wait()
+    stale = maker.commit("runner-harness", "stale", changes=["LABEL runner.image.kind=harness"])
     maker.remove()
     try:
         proc = run_cli(project, "gc", check=True)
@@ -296,7 +297,7 @@ def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine
         assert unused_env not in {t for i in engine.images.list(name="runner-env") for t in i.tags}
         # The harness image a kept env image is built on stays; one nothing builds on goes.
         harness_images = {i.id for i in engine.images.list(name="runner-harness")}
-        assert harness_images == {kept_run.data.tags["runner.image.harness"]}
+        assert kept_run.data.tags["runner.image.harness"] in harness_images and stale.id not in harness_images
     finally:
         for container in foreign:
             container.remove(force=True)

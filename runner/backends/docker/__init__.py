@@ -753,6 +753,15 @@ def runner_containers(
     return list(found.values())
 
 
+def _built_on(c: Any, image: Any) -> bool:
+    """Whether another image holds all of `image`'s layers (an env image built on it, a loaded one included)."""
+    layers = image.attrs["RootFS"]["Layers"]
+    return any(
+        other.id != image.id and other.attrs["RootFS"]["Layers"][: len(layers)] == layers
+        for other in c.images.list()
+    )
+
+
 def remove_unused(c: Any) -> str:
     """Remove the runner's own stopped containers, the env images no container uses and the harness images no
     env image is built on; say how much space was freed. Containers anyone else created (from any image, runner
@@ -772,11 +781,13 @@ def remove_unused(c: Any) -> str:
             freed += size
     in_use = {container.attrs["Image"] for container in c.containers.list(all=True)}
     n_images = 0
-    # Env images first: a harness image an env image still builds on is kept (the engine refuses to remove it).
+    # Env images first: then a harness image no image is built on any more (none holds its layers).
     for repo, kind in ((ENV_REPO, "env"), (HARNESS_REPO, "harness")):
         for image in c.images.list(name=repo):
             labels = image.labels or {}
             if image.id in in_use or kind not in (labels.get(IMAGE_KIND), labels.get(LEGACY_KIND)):
+                continue
+            if kind == "harness" and _built_on(c, image):
                 continue
             for tag in image.tags:
                 if tag.startswith(f"{repo}:"):
