@@ -247,3 +247,24 @@ def tiny_idx(folder: Path, n_train: int = 20, n_test: int = 10, gz: bool = True,
     for split, n in (("train", n_train), ("t10k", n_test)):
         files.write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", rng.randint(0, 256, (n, 28, 28)))
         files.write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", np.arange(n) % 10)
+
+
+def build_wheel(where: Path) -> Path:
+    """The runner's wheel, built from this checkout into `where` (no dependencies, no build isolation)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(where),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return next(where.glob("runner-*.whl"))

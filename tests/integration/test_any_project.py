@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, all_runs, artifacts, docker_engine, git, only_run, read_artifact
+from tests.helpers import all_runs, artifacts, build_wheel, docker_engine, git, only_run, read_artifact
 
 pytestmark = pytest.mark.integration
 
@@ -23,23 +23,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtual environment with the runner installed from its wheel. The heavy dependencies (MLflow,
     TensorFlow) come from the interpreter's own site-packages; the runner itself only from the wheel."""
     where = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(where),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    wheel = next(where.glob("runner-*.whl"))
+    wheel = build_wheel(where)
     # The runner alone: a project's own models package and its examples' configs are never shadowed by it.
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert "models" not in tops and "conf" not in tops, tops

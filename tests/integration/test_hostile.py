@@ -45,6 +45,54 @@ def test_links_in_the_output_are_never_followed_into_the_record(
     assert "the host's secret" not in log
 
 
+SPOOL_LINKS = """import os, sys
+import mlflow
+
+spool, secret = os.environ["RUNNER_SPOOL"], sys.argv[1]
+os.symlink(os.path.dirname(secret), spool + "/artifacts")  # its artifacts folder: a host folder
+client = mlflow.MlflowClient()
+model = client.create_logged_model(os.environ["MLFLOW_EXPERIMENT_ID"], source_run_id=os.environ["MLFLOW_RUN_ID"])
+mine = spool + "/models/" + model.model_id
+os.makedirs(mine)
+open(mine + "/kept.txt", "w").write("kept")
+os.symlink(secret, mine + "/leak.txt")  # in its own model's files
+os.makedirs(spool + "/models/m-forged")  # a model that is not its own
+open(spool + "/models/m-forged/x.txt", "w").write("forged")
+"""
+
+
+@pytest.mark.parametrize("backend", ["docker", "local"])
+def test_links_in_the_spool_are_never_followed_into_the_record(
+    project: Path, tmp_path: Path, backend: str
+) -> None:
+    """What a run's own MLflow logs reaches the record through its spool: a link there is never followed, and
+    only the run's own models take files."""
+    if backend == "docker":
+        docker_engine()
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("the host's secret")
+    (project / "spool_links.py").write_text(SPOOL_LINKS)
+    run_cli(
+        project,
+        f"backend={backend}",
+        "env.requirements=[]",
+        f"command='python spool_links.py {secret}'",
+        check=True,
+    )
+    run = only_run(project)
+    assert not {p for p in artifacts(project, run.info.run_id) if "secret" in p}
+    from mlflow import MlflowClient
+
+    from tests.helpers import store
+
+    client = MlflowClient(store(project))
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert {f.path for f in client.list_logged_model_artifacts(model.model_id)} == {"kept.txt"}
+    assert "model m-forged: not a model of this run, not kept" in read_artifact(
+        project, run.info.run_id, "run.log"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -16,31 +16,14 @@ from pathlib import Path
 import pytest
 
 from runner.harness.shim import alive
-from tests.helpers import ROOT, git
+from tests.helpers import build_wheel, git
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(where),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return next(where.glob("runner-*.whl"))
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def install(wheel: Path, env: Path) -> Path:
