@@ -82,8 +82,9 @@ class RunHandle(abc.ABC):
         """Block until the run ends (its Outcome, from the engine) or `timeout` seconds pass (None)."""
 
     @abc.abstractmethod
-    def cancel(self) -> None:
-        """Stop the run within a few seconds; its outputs stay."""
+    def cancel(self, grace: float | None = None) -> None:
+        """Stop the run within a few seconds (SIGINT, as Ctrl-C); its outputs stay. With `grace`: SIGTERM, which
+        asks the run to save a checkpoint and exit, and `grace` seconds to do so before it is killed."""
 
     def release(self) -> None:  # noqa: B027 (most engines keep nothing to remove)
         """Once the ending is recorded: remove what the engine kept of the run (its container)."""
@@ -148,6 +149,11 @@ class Backend(abc.ABC, Generic[P]):
 
     def cancel(self, run_dir: RunDir) -> None:
         """Besides the stop request its owner obeys: cancel what a scheduler holds of the run (a queued job)."""
+
+    def resubmit(self, run_dir: RunDir) -> bool:
+        """The run's next attempt handed to a scheduler (a job queued after the current one), whose owner starts
+        it: True; False where the owner starts it itself, here."""
+        return False
 
     def gc(self) -> str | None:
         """Remove what the engine keeps of ended runs and environments no run uses; say what, or None where

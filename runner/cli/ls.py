@@ -32,6 +32,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for run in runs:
         row = _row(run, names[run.info.experiment_id])
         row["url"] = _session_url(project, run)
+        row["attempt"] = _attempt(project, run)
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -46,6 +47,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         )
         if r["status"] == "RUNNING" and r["url"]:
             print(f"{'':34}JupyterLab: {r['url']}")
+        if r["status"] == "RUNNING" and r["attempt"]:
+            print(f"{'':34}{r['attempt']}")
     return 0
 
 
@@ -71,7 +74,8 @@ def _runs(uri: str, experiment: str | None, limit: int) -> tuple[list[Any], dict
 
 def _row(run: Any, experiment: str) -> dict[str, Any]:
     info, data = run.info, run.data
-    end = info.end_time or int(time.time() * 1000)
+    # A resumed run keeps its last attempt's end time while it runs again.
+    end = (info.status != "RUNNING" and info.end_time) or int(time.time() * 1000)
     return {
         "id": info.run_id,
         "experiment": experiment,  # as MLflow files it
@@ -81,6 +85,18 @@ def _row(run: Any, experiment: str) -> dict[str, Any]:
         "duration_s": round((end - info.start_time) / 1000, 1),
         "reason": data.tags.get("runner.reason") or None,
     }
+
+
+def _attempt(project: Path, run: Any) -> str | None:
+    """ "attempt 2 of 6" (and the SLURM job it is, or waits, in) for a run of this project on a later attempt or
+    allowed more than one."""
+    from runner.runs import attempts
+    from runner.runs.owner import read_json
+
+    run_dir = RunDir.of(project, run.info.run_id)
+    said = attempts.said(run_dir, read_json(run_dir.state) or {}) if run_dir.state.is_file() else ""
+    job = (read_json(run_dir.slurm_job) or {}).get("job")
+    return (said + (f", SLURM job {job}" if job else "")) or None
 
 
 def _session_url(project: Path, run: Any) -> str | None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from runner.cli import compare, init, logs, ls, manage, notebook, reproduce, stop, ui
+from runner.cli import compare, init, logs, ls, manage, notebook, reproduce, resume, stop, ui
 from runner.datasets import cli as data
 
 # In the order `runner --help` lists them.
-MODULES = (init, ls, logs, ui, stop, reproduce, compare, notebook, manage, data)
+MODULES = (init, ls, logs, ui, stop, resume, reproduce, compare, notebook, manage, data)
 VERBS = (
-    "init", "ls", "logs", "attach", "ui", "stop", "compare", "sweep", "reproduce", "data", "gc", "image", "notebook",
+    "init", "ls", "logs", "attach", "ui", "stop", "resume", "compare", "sweep", "reproduce", "data", "gc", "image",
+    "notebook",
 )  # fmt: skip
 
 

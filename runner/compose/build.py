@@ -100,6 +100,7 @@ def build_spec(
             timeout=cfg.resources.timeout,
             gpus=parse_gpus(cfg.resources.gpus),
             idle_timeout=int(cfg.resources.idle_timeout),
+            max_attempts=int(cfg.resources.max_attempts),
         ),
         data=tuple(cfg.data),
         seed=int(cfg.train.seed),

@@ -55,6 +55,9 @@ class ResourcesConfig:
     timeout: int | None = None  # seconds; the run is stopped and marked KILLED
     idle_timeout: int = 3600  # mode=jupyter: seconds without activity before the session stops itself
     gpus: Any = None  # null: all GPUs when env.gpu; a count, or a list of device ids
+    # Attempts a run may take where the engine interrupted it (a time limit, a lost node, a restarted engine):
+    # each next one continues from the run's checkpoint, in the same MLflow run. 1: never again by itself.
+    max_attempts: int = 1
 
 
 @dataclass

@@ -42,6 +42,7 @@ class Resources:
     gpus: int | tuple[str, ...] | None = None  # None: all GPUs when env.gpu
     idle_timeout: int = 3600  # a session's (mode=jupyter)
     cpuset: str | None = None  # CPUs this run may use ("0-1"); a sweep gives each member its own
+    max_attempts: int = 1  # attempts where the engine interrupts the run (runner.runs.attempts)
 
 
 @dataclass(frozen=True)

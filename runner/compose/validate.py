@@ -92,6 +92,11 @@ def _resources(cfg: DictConfig) -> None:
         value = cfg.resources[key]
         if value is not None and value <= 0:
             raise ConfigError(f"resources.{key}: {value} must be positive (or null for no limit).")
+    if cfg.resources.max_attempts < 1:
+        raise ConfigError(
+            f"resources.max_attempts: {cfg.resources.max_attempts} must be at least 1 (1: a run interrupted by its "
+            "engine ends there; N: up to N attempts, each from the run's last checkpoint)."
+        )
 
 
 def _mode(cfg: DictConfig) -> None:

@@ -10,7 +10,7 @@ from runner.errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Where the runner puts code, output and its harness: a dataset mounted at, above or below one would hide it.
-RESERVED = ("/code", "/output", "/opt/runner", "/opt/env")
+RESERVED = ("/code", "/output", "/checkpoint", "/opt/runner", "/opt/env")
 # The system's own folders: a dataset over one would hide what every program needs (or the kernel's view).
 SYSTEM = (
     "/bin",

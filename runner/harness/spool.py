@@ -132,33 +132,43 @@ def read_metric_lines(log: Path, offset_file: Path) -> tuple[list[dict[str, Any]
     return records, {"offset": offset + end, "counts": counts}
 
 
-def ingest(folder: Path, offset_file: Path, client: Any, run_id: str) -> int:
+def ingest(
+    folder: Path, offset_file: Path, client: Any, run_id: str, floor: dict[str, int] | None = None
+) -> int:
     """Write the new records of the spool `folder` into run `run_id` (whatever a record says, it lands on
-    this run only); `offset_file` keeps how far the store has them."""
+    this run only); `offset_file` keeps how far the store has them. `floor`: see `store`."""
     records, offset = read_new(folder, offset_file)
-    store(records, client, run_id)
+    store(records, client, run_id, floor)
     write_json(offset_file, offset)
     return len(records)
 
 
-def ingest_log(log: Path, offset_file: Path, client: Any, run_id: str) -> int:
+def ingest_log(
+    log: Path, offset_file: Path, client: Any, run_id: str, floor: dict[str, int] | None = None
+) -> int:
     """Write the metric lines the run printed (metric_line) into run `run_id`."""
     records, kept = read_metric_lines(log, offset_file)
-    store(records, client, run_id)
+    store(records, client, run_id, floor)
     write_json(offset_file, kept)
     return len(records)
 
 
-def store(records: list[dict[str, Any]], client: Any, run_id: str) -> None:
-    """Records into run `run_id`, whatever they say."""
+def store(
+    records: list[dict[str, Any]], client: Any, run_id: str, floor: dict[str, int] | None = None
+) -> None:
+    """Records into run `run_id`, whatever they say; a metric point at or below its `floor` step (what an
+    earlier attempt of the run recorded: runner.runs.attempts) is not recorded again."""
     from mlflow.entities import Metric, Param
 
     metrics: list[Any] = []
     params: dict[str, Any] = {}
+    floor = floor or {}
     for r in records:
         try:
             if "m" in r:
-                metrics.append(Metric(str(r["m"])[:250], float(r["v"]), int(r["t"]), int(r.get("s", 0))))
+                key, step = str(r["m"])[:250], int(r.get("s", 0))
+                if step > floor.get(key, -1):
+                    metrics.append(Metric(key, float(r["v"]), int(r["t"]), step))
             elif "p" in r:
                 params.setdefault(str(r["p"])[:250], str(r["v"])[:6000])  # a param keeps its first value
         except (TypeError, ValueError, KeyError):

@@ -261,7 +261,7 @@ def open_record(
     run_id = recorder.start(run_tags(spec, gpus, lock, version, extra_tags), given_run=given_run)
     project = Path(spec.project_dir)
     run_dir = RunDir.of(project, run_id)
-    for d in (run_dir.code, run_dir.output, run_dir.harness, run_dir.spool):
+    for d in (run_dir.code, run_dir.output, run_dir.harness, run_dir.spool, run_dir.checkpoint):
         d.mkdir(parents=True, exist_ok=True)
     lock_fd = owner.try_claim(run_dir)
     assert lock_fd is not None
@@ -275,6 +275,7 @@ def open_record(
             "project": str(project),
             "host": socket.gethostname(),
             "timeout": spec.resources.timeout,
+            "max_attempts": spec.resources.max_attempts,
             "created": started,
             "sweep_parent": (extra_tags or {}).get("mlflow.parentRunId"),
             "idle_timeout": spec.resources.idle_timeout if spec.session else None,

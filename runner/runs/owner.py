@@ -328,6 +328,7 @@ class Owner:
         self.backend = backend or get_backend(self.state["backend"])
         self.endpoint: Any = None
         self.handle: RunHandle | None = None
+        self.plan: Plan | None = None
         self._client: Any = None
         self._client_lock = threading.Lock()
         # The store is opened while the engine starts the run: both take a while.
@@ -346,43 +347,9 @@ class Owner:
         write_json(self.run_dir.owner_report, {"pid": os.getpid(), "phase": phase})
 
     def run(self) -> None:
-        outcome = Outcome(FAILED, reason="runner error")
+        outcome: Outcome | None = Outcome(FAILED, reason="runner error")
         try:
-            self.handle = self.backend.reattach(self.run_id, self.run_dir)
-            plan = self.backend.read_plan(self.run_dir)
-            if plan and not is_remote(self.state["tracking_uri"]):
-                # MLflow's server takes a second or two to import: do it while the run starts, not before.
-                server_environment(self.state["tracking_uri"], *self.backend.tracking_bind(plan))
-                threading.Thread(target=lambda: __import__("mlflow.server"), daemon=True).start()
-            if self.handle is None and not (self.run_dir.started).exists():
-                if (self.run_dir.stop).exists():
-                    outcome = Outcome(KILLED, reason=(self.run_dir.stop).read_text().strip())
-                    return
-                if plan is None:
-                    outcome = Outcome(FAILED, reason="lost: the runner process ended before the run started")
-                    return
-                access = self.access(plan)
-                self.handle = self.backend.start(plan, self.run_dir, self.run_env(plan, access))
-                write_json(self.run_dir.started, {"at": time.time()})
-                self.record_inputs()  # while the engine starts it
-            else:  # taking over from a lost owner
-                recorded = self.client.get_run(self.run_id)
-                if recorded.info.status != "RUNNING":  # it recorded the ending, then died: finish its work
-                    self.settle_recorded(recorded)
-                    return
-                self.record_inputs()
-                if self.handle is None:
-                    settled = read_json(self.run_dir.settled)  # ended, released, not yet recorded
-                    outcome = (
-                        Outcome.from_json(settled)
-                        if isinstance(settled, dict)
-                        else Outcome(FAILED, reason="lost: the engine has no trace of the run")
-                    )
-                    return
-                access = self.access(plan) if plan else None
-            if plan and access:
-                self.serve(plan, access)
-            outcome = self.supervise()
+            outcome = self.attempts(self.own())
         except BaseException as exc:
             said = str(exc) if isinstance(exc, RunnerError) else f"runner error: {type(exc).__name__}: {exc}"
             outcome = Outcome(FAILED, reason=said)
@@ -391,8 +358,63 @@ class Owner:
                     self.handle.cancel()
             raise
         finally:
-            if not (self.run_dir.ended).exists():
+            if outcome is not None and not (self.run_dir.ended).exists():
                 self.finish(outcome)
+
+    def own(self) -> Outcome | None:
+        """The run started, or taken over from a lost owner, and supervised: how it ended (None: an earlier owner
+        had recorded that already, and its work is finished here)."""
+        self.handle = self.backend.reattach(self.run_id, self.run_dir)
+        plan = self.plan = self.backend.read_plan(self.run_dir)
+        if plan and not is_remote(self.state["tracking_uri"]):
+            # MLflow's server takes a second or two to import: do it while the run starts, not before.
+            server_environment(self.state["tracking_uri"], *self.backend.tracking_bind(plan))
+            threading.Thread(target=lambda: __import__("mlflow.server"), daemon=True).start()
+        if self.handle is None and not (self.run_dir.started).exists():
+            if (self.run_dir.stop).exists():
+                return Outcome(KILLED, reason=(self.run_dir.stop).read_text().strip())
+            if plan is None:
+                return Outcome(FAILED, reason="lost: the runner process ended before the run started")
+            self.start(plan)
+        else:  # taking over from a lost owner
+            recorded = self.client.get_run(self.run_id)
+            if recorded.info.status != "RUNNING":  # it recorded the ending, then died: finish its work
+                self.settle_recorded(recorded)
+                return None
+            self.record_inputs()
+            if self.handle is None:
+                settled = read_json(self.run_dir.settled)  # ended, released, not yet recorded
+                if isinstance(settled, dict):
+                    return Outcome.from_json(settled)
+                return Outcome(FAILED, reason="lost: the engine has no trace of the run", interrupted=True)
+        self.serve_once()
+        return self.supervise()
+
+    def start(self, plan: Plan) -> None:
+        self.handle = self.backend.start(plan, self.run_dir, self.run_env(plan, self.access(plan)))
+        write_json(self.run_dir.started, {"at": time.time()})
+        self.record_inputs()  # while the engine starts it
+
+    def attempts(self, outcome: Outcome | None) -> Outcome | None:
+        """The run's next attempts, while its engine interrupts it and it has attempts left (runner.runs.attempts):
+        started here, or handed to a scheduler's next job (then None: that job's owner records the run)."""
+        from runner.harness import spool
+        from runner.runs import attempts
+
+        while outcome is not None and self.plan and attempts.continues(self.run_dir, self.state, outcome):
+            self.ingest(spool)  # the attempt's records in first: the next one's floor is what they hold
+            self.release()
+            number = attempts.begin(self.run_dir, self.client, self.run_id, outcome)
+            most = self.state.get("max_attempts")
+            self.say(
+                f"[runner] {outcome.said()}: attempt {number} of {most}, from the run's last checkpoint\n"
+            )
+            if self.backend.resubmit(self.run_dir):
+                return None
+            self.start(self.plan)
+            self.serve_once()
+            outcome = self.supervise()
+        return outcome
 
     def record_inputs(self) -> None:
         from runner.tracking.record import record_inputs
@@ -416,11 +438,15 @@ class Owner:
         return dict(access)
 
     def run_env(self, plan: Plan, access: dict[str, Any] | None) -> dict[str, str]:
+        from runner.runs import attempts
+
         uri = self.state["tracking_uri"]
+        attempt = {"RUNNER_ATTEMPT": str(attempts.current(self.run_dir))}
         if access is None:
-            return {"MLFLOW_TRACKING_URI": uri}
+            return {"MLFLOW_TRACKING_URI": uri, **attempt}
         _, reach_as, _ = self.backend.tracking_bind(plan)
         return {
+            **attempt,
             "MLFLOW_TRACKING_URI": f"http://{reach_as}:{access['port']}",
             "MLFLOW_TRACKING_TOKEN": access["token"],
             # A run's own MLflow calls give up within seconds, never minutes, when no owner answers.
@@ -429,10 +455,15 @@ class Owner:
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
         }
 
-    def serve(self, plan: Plan, access: dict[str, Any]) -> None:
-        """The run's tracking endpoint, started once the run is: its first calls are retried meanwhile."""
+    def serve_once(self) -> None:
+        """The run's tracking endpoint, started once the run is (its first calls are retried meanwhile), and kept
+        for its next attempts."""
         from runner.tracking.endpoint import Endpoint
 
+        plan = self.plan
+        access = self.access(plan) if plan else None
+        if self.endpoint is not None or plan is None or access is None:
+            return
         bind, _, names = self.backend.tracking_bind(plan)
         try:
             self.endpoint = Endpoint(
@@ -466,6 +497,8 @@ class Owner:
             reason = None
             if (self.run_dir.stop).exists():
                 reason = (self.run_dir.stop).read_text().strip() or "stopped"
+            elif (self.run_dir.interrupt).exists():  # the engine is about to stop it: a checkpoint first
+                return self.interrupted((self.run_dir.interrupt).read_text().strip() or "interrupted")
             elif deadline is not None and time.time() >= deadline:
                 reason = f"timeout after {timeout} s"
             elif access is not None and time.monotonic() >= next_check:
@@ -476,11 +509,27 @@ class Owner:
                 ended = self.handle.wait(30)
                 return Outcome(KILLED, ended.exit_code if ended else None, reason)
 
+    def interrupted(self, reason: str) -> Outcome:
+        """The run asked to save a checkpoint and stop (SIGTERM), given the time to: its ending, an interruption."""
+        from runner.runs import attempts
+
+        assert self.handle is not None
+        self.say(f"[runner] {reason}: asking the run to save a checkpoint and stop\n")
+        self.handle.cancel(grace=attempts.GRACE)
+        ended = self.handle.wait(30)
+        return Outcome(KILLED, ended.exit_code if ended else None, reason, interrupted=True)
+
     def ingest(self, spool: Any) -> None:
-        """The harness's spool and the metric lines the run printed, into its record."""
+        """The harness's spool and the metric lines the run printed, into its record (above the steps that earlier
+        attempts recorded)."""
+        from runner.runs import attempts
+
+        floor = attempts.floor(self.run_dir)
         try:
-            spool.ingest(self.run_dir.spool, self.run_dir.spool_offset, self.client, self.run_id)
-            spool.ingest_log(self.run_dir.log, self.run_dir.metric_lines_offset, self.client, self.run_id)
+            spool.ingest(self.run_dir.spool, self.run_dir.spool_offset, self.client, self.run_id, floor)
+            spool.ingest_log(
+                self.run_dir.log, self.run_dir.metric_lines_offset, self.client, self.run_id, floor
+            )
         except Exception as exc:  # the store busy or away: the records wait in the spool
             print(f"[owner] could not record spooled records yet: {exc}", file=sys.stderr, flush=True)
 

@@ -20,13 +20,22 @@ class Outcome:
     status: str  # FINISHED, FAILED or KILLED
     exit_code: int | None = None
     reason: str | None = None  # e.g. "exit code 3", "OOMKilled", "timeout after 60 s", "interrupted"
+    # Not the run's own doing: its engine stopped or lost it (a time limit, a failed node, a restarted engine).
+    # Such a run takes its next attempt by itself where it has attempts left (runner.runs.attempts).
+    interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "exit_code": self.exit_code, "reason": self.reason}
+        return {
+            "status": self.status, "exit_code": self.exit_code, "reason": self.reason, "interrupted": self.interrupted
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Outcome:
-        return cls(data["status"], data.get("exit_code"), data.get("reason"))
+        return cls(data["status"], data.get("exit_code"), data.get("reason"), bool(data.get("interrupted")))
+
+    def said(self) -> str:
+        """The ending in a few words: "FINISHED", "KILLED: timeout after 60 s"."""
+        return self.status + (f": {self.reason}" if self.reason and self.status != FINISHED else "")
 
     def tags(self) -> dict[str, int | str | None]:
         """The ending as the record's tags (the status is the MLflow run's own)."""
@@ -53,7 +62,13 @@ class RunDir:
         "code", "output", "harness", "run.log", "spool", "spool.ingested", "metric-lines.ingested", "state.json", "plan.json", "started",
         "stop", "settled.json", "ended.json", "owner.lock", "owner.json", "owner.log", "endpoint.json",
         "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes", "secrets.env",
-        "code.manifest.json", "job.json", "session.json", "pulled.json",
+        "code.manifest.json", "job.json", "session.json", "pulled.json", "checkpoint", "attempt.json", "interrupt",
+    )  # fmt: skip
+    # What one attempt of the run leaves: gone before the next attempt starts (the spool, the log, the outputs
+    # and the checkpoint stay with the run).
+    ATTEMPT_FILES = (
+        "started", "stop", "interrupt", "settled.json", "ended.json", "process.json", "exit_code",
+        "container.log.bytes", "secrets.env",
     )  # fmt: skip
 
     @classmethod
@@ -84,6 +99,11 @@ class RunDir:
     def spool(self) -> Path:
         """What the harness logs, for the owner to record (runner.harness.spool)."""
         return self.root / "spool"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The run's checkpoints ($RUNNER_CHECKPOINT_DIR; /checkpoint in a container): kept across attempts."""
+        return self.root / "checkpoint"
 
     # -- what its owner keeps
 
@@ -120,6 +140,18 @@ class RunDir:
     def plan(self) -> Path:
         """How the run starts (Backend.plan), as JSON: names of secrets, never their values."""
         return self.root / "plan.json"
+
+    @property
+    def attempt(self) -> Path:
+        """The run's attempts (runner.runs.attempts): which one this is, how the earlier ones ended, and the
+        metric steps they recorded."""
+        return self.root / "attempt.json"
+
+    @property
+    def interrupt(self) -> Path:
+        """The engine's warning that it is about to stop the run (a time limit), and its reason: the run is asked
+        to checkpoint and stop, and takes its next attempt where it has one."""
+        return self.root / "interrupt"
 
     @property
     def started(self) -> Path:

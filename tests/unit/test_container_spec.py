@@ -39,10 +39,12 @@ def test_container_spec_in_full() -> None:
         Mount("/output", "/runs/a b'c/output", type="bind", read_only=False),
         Mount("/opt/runner", "/runs/a b'c/harness", type="bind", read_only=True),
         Mount("/var/spool/runner", "/runs/a b'c/spool", type="bind", read_only=False),
+        Mount("/checkpoint", "/runs/a b'c/checkpoint", type="bind", read_only=False),  # kept across attempts
         Mount("/etc/runner/ca.pem", "/ca.pem", type="bind", read_only=True),
     ]
     assert kw["environment"]["SSL_CERT_FILE"] == "/etc/runner/ca.pem"
     assert kw["environment"]["RUNNER_SPOOL"] == "/var/spool/runner"
+    assert kw["environment"]["RUNNER_CHECKPOINT_DIR"] == "/checkpoint"
     assert "MLFLOW_TRACKING_URI" not in kw["environment"]  # the owner adds it (and the run's token) at start
     assert kw["environment"]["X"] == "1"
     assert kw["extra_hosts"] == {"host.docker.internal": "host-gateway"}

@@ -90,6 +90,7 @@ def test_container_gets_each_dataset_read_only() -> None:
         Mount("/output", "/r/output", type="bind", read_only=False),
         Mount("/opt/runner", "/r/harness", type="bind", read_only=True),
         Mount("/var/spool/runner", "/r/spool", type="bind", read_only=False),
+        Mount("/checkpoint", "/r/checkpoint", type="bind", read_only=False),
         Mount("/input", "/p/.runner/datasets/d41d", type="bind", read_only=True),
     ]
 

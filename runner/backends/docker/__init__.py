@@ -19,6 +19,7 @@ import os
 import shlex
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +46,7 @@ KEEP_LABEL = "runner.keep"  # backend.keep_container: the container stays after 
 LEGACY_KIND = "runner.managed"  # one key for both, before the split: still recognised, never written
 CA_PATH = "/etc/runner/ca.pem"
 SPOOL_PATH = "/var/spool/runner"  # the harness's records, for the owner (runner.harness.spool)
+CHECKPOINT_PATH = "/checkpoint"  # the run's checkpoints, kept across its attempts (RunDir.checkpoint)
 HOST_ALIAS = "host.docker.internal"
 SECRETS_PATH = "/run/runner/secrets.env"
 # Bump when what goes into an env image changes (the build script below): old images are then not reused.
@@ -146,6 +148,7 @@ def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, st
         _bind(run_dir.output, "/output", False),
         _bind(run_dir.harness, "/opt/runner", True),
         _bind(run_dir.spool, SPOOL_PATH, False),
+        _bind(run_dir.checkpoint, CHECKPOINT_PATH, False),
         *(_bind(m.source, m.target, True) for m in spec.mounts),  # datasets, read-only
     ]
     if spec.env.ca_bundle:
@@ -171,6 +174,7 @@ def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, st
             "RUNNER_OUTPUT": "/output",
             "RUNNER_CODE": "/code",
             "RUNNER_SPOOL": SPOOL_PATH,
+            "RUNNER_CHECKPOINT_DIR": CHECKPOINT_PATH,
         },
         "network_mode": spec.backend_config.network,
         "init": True,  # a real PID 1 forwards signals, so Ctrl-C and stop reach the process
@@ -278,30 +282,43 @@ class DockerHandle(RunHandle):
         super().__init__(run_id)
         self.container = container
         self.run_dir = run_dir
+        self.secrets = secrets
         self.pumper = pump_to_file(container, run_dir, Scrubber(secrets))
         self.keep = keep
+        self.engine_away = False  # the engine stopped answering while the run went on (it restarted, say)
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
         import requests
 
         try:
             result = self.container.wait(timeout=None if timeout is None else max(timeout, 0.05))
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        except requests.exceptions.ReadTimeout:
             return None
+        except requests.exceptions.ConnectionError:
+            self.engine_away = True
+            time.sleep(min(timeout if timeout is not None else 1.0, 1.0))
+            return None
+        if self.engine_away:  # the output since the engine went away: read again from where run.log is
+            self.pumper.join(timeout=10)
+            self.pumper = pump_to_file(self.container, self.run_dir, Scrubber(self.secrets))
         self.pumper.join(timeout=10)
         self.container.reload()
         state = self.container.attrs["State"]
         code = int(result.get("StatusCode", state.get("ExitCode", -1)))
         if state.get("OOMKilled"):
             return Outcome(FAILED, code, "OOMKilled")
+        if code != 0 and self.engine_away:
+            said = f"the engine stopped the run: the Docker engine went away meanwhile (exit code {code})"
+            return Outcome(FAILED, code, said, interrupted=True)
         return Outcome(FINISHED, 0) if code == 0 else Outcome(FAILED, code, f"exit code {code}")
 
-    def cancel(self) -> None:
+    def cancel(self, grace: float | None = None) -> None:
         from docker.errors import APIError, NotFound
 
         try:
-            self.container.kill(signal="SIGINT")  # as Ctrl-C would: Keras and user code can clean up
-            self.container.wait(timeout=5)
+            # SIGINT as Ctrl-C would (Keras and user code can clean up); SIGTERM: save a checkpoint and exit.
+            self.container.kill(signal="SIGINT" if grace is None else "SIGTERM")
+            self.container.wait(timeout=5 if grace is None else grace)
         except NotFound:
             return
         except Exception:
@@ -646,6 +663,7 @@ class DockerBackend(HostBackend[DockerPlan]):
                 raise RunnerError(f"the session's access file {run_dir.session} is gone: start it again")
             secrets[session.TOKEN_VARIABLE] = access["token"]
         kwargs = with_secrets(kwargs, run_dir, secrets)
+        kwargs["name"] = attempt_name(kwargs["name"], env)
         container = self._run(kwargs, run_dir)
         return DockerHandle(
             kwargs["labels"][RUN_LABEL], container, run_dir, plan.keep, secret_values(secrets, secrets)
@@ -695,8 +713,15 @@ class DockerBackend(HostBackend[DockerPlan]):
         found = runner_containers(self.docker, run_id, kinds=("run",))
         if not found:
             return None
-        keep = found[0].labels.get(KEEP_LABEL) == "true"
-        return DockerHandle(run_id, found[0], run_dir, keep, started_secrets(run_dir))
+        latest = max(found, key=lambda c: c.attrs.get("Created", ""))  # kept ones of earlier attempts aside
+        keep = latest.labels.get(KEEP_LABEL) == "true"
+        return DockerHandle(run_id, latest, run_dir, keep, started_secrets(run_dir))
+
+
+def attempt_name(name: str, env: dict[str, str]) -> str:
+    """A container's name for the run's attempt: a kept container of an earlier attempt keeps its own."""
+    attempt = env.get("RUNNER_ATTEMPT", "1")
+    return name if attempt == "1" else f"{name}-{attempt}"
 
 
 def started_secrets(run_dir: RunDir, names: list[str] | None = None) -> list[str]:

@@ -114,7 +114,13 @@ class LocalHandle(RunHandle):
         except (OSError, ValueError):
             if shim.alive(self.pid, self.ticks):
                 return None
-            return Outcome(FAILED, None, "lost: the run's process ended without an exit status (SIGKILL?)")
+            # Its shim went with it (the machine restarted, the process group was killed): not the code's doing.
+            return Outcome(
+                FAILED,
+                None,
+                "lost: the run's process ended without an exit status (SIGKILL?)",
+                interrupted=True,
+            )
         if code == 0:
             return Outcome(FINISHED, 0)
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
@@ -128,13 +134,15 @@ class LocalHandle(RunHandle):
                 return outcome
             time.sleep(0.1)
 
-    def cancel(self) -> None:
-        for sig, grace in ((signal.SIGINT, 5), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+    def cancel(self, grace: float | None = None) -> None:
+        # SIGINT as Ctrl-C would; with `grace`, SIGTERM first: save a checkpoint and exit.
+        steps = ((signal.SIGINT, 5.0),) if grace is None else ((signal.SIGTERM, grace),)
+        for sig, wait in (*steps, (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             if not shim.alive(self.pid, self.ticks):
                 return
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
-            if self.wait(grace) is not None:
+            if self.wait(wait) is not None:
                 return
 
 
@@ -226,6 +234,7 @@ class LocalBackend(HostBackend[LocalPlan]):
             "RUNNER_OUTPUT": str(run_dir.output),
             "RUNNER_CODE": str(run_dir.code),
             "RUNNER_SPOOL": str(run_dir.spool),
+            "RUNNER_CHECKPOINT_DIR": str(run_dir.checkpoint),
             # /input/NAME in a container is $RUNNER_ROOT/input/NAME here.
             "RUNNER_ROOT": str(run_dir.root),
         }

@@ -120,7 +120,7 @@ class JobHandle(RunHandle):
                 return None
             time.sleep(2)
 
-    def cancel(self) -> None:
+    def cancel(self, grace: float | None = None) -> None:
         jobs.cancel(self.job)
 
 
@@ -211,9 +211,20 @@ class SlurmBackend(Backend[SlurmPlan]):
         """Submitted: each run's job owns it from its start (it claims the lock once the caller lets go)."""
         return HandOver(tuple(self.submit(run_dirs, parallel)))
 
-    def submit(self, run_dirs: list[RunDir], parallel: int | None) -> list[str]:
+    def resubmit(self, run_dir: RunDir) -> bool:
+        """The run's next attempt: a job of its own, queued to start once the current one has ended (SLURM's
+        --dependency, asked from outside the container: on the node by the job's owner, or here)."""
+        from mlflow import MlflowClient
+
+        (job,) = self.submit([run_dir], None, after=job_of(run_dir))
+        state = json.loads(run_dir.state.read_text())
+        with contextlib.suppress(Exception):  # the job is queued whatever the record says meanwhile
+            MlflowClient(state["tracking_uri"]).set_tag(state["run_id"], "runner.slurm.job", job)
+        return True
+
+    def submit(self, run_dirs: list[RunDir], parallel: int | None, after: str | None = None) -> list[str]:
         """One job for one run, one job array for several (at most `parallel` at once): each task the owner of
-        its run. The job id of each run, in order."""
+        its run, after job `after` has ended where given. The job id of each run, in order."""
         plans = [SlurmPlan.of(d) for d in run_dirs]
         if any(p.sbatch != plans[0].sbatch for p in plans):
             raise ConfigError(
@@ -223,7 +234,8 @@ class SlurmBackend(Backend[SlurmPlan]):
         project = Path(json.loads(run_dirs[0].state.read_text())["project"])
         folder = project / JOBS
         folder.mkdir(parents=True, exist_ok=True)
-        listing = folder / f"{run_dirs[0].root.name}.runs"
+        # A run's next attempt has a listing of its own: a sweep's (named after its first run) may still be read.
+        listing = folder / f"{run_dirs[0].root.name}{'.' + after.replace('_', '.') if after else ''}.runs"
         listing.write_text("".join(f"{d.root}\n" for d in run_dirs))
         output = folder / ("%A_%a.out" if len(run_dirs) > 1 else "%j.out")
         # -P: the job's working folder (the project's) is not searched for modules, as a project may hold a
@@ -243,6 +255,7 @@ class SlurmBackend(Backend[SlurmPlan]):
             "exit $code\n"
         )
         opts = [*plans[0].sbatch, f"--job-name={plans[0].name}", f"--output={output}", "--export=ALL"]
+        opts += [f"--dependency=afterany:{after}"] if after else []
         job = jobs.submit(opts, script, len(run_dirs), parallel, str(project))
         ids = [f"{job}_{i}" if len(run_dirs) > 1 else job for i in range(len(run_dirs))]
         for run_dir, job_id in zip(run_dirs, ids, strict=True):

@@ -206,10 +206,13 @@ class EngineHandle(RunHandle):
             return Outcome(FAILED, code, "OOMKilled")
         return Outcome(FINISHED, 0) if code == 0 else Outcome(FAILED, code, f"exit code {code}")
 
-    def cancel(self) -> None:
+    def cancel(self, grace: float | None = None) -> None:
+        # SIGINT as Ctrl-C would; SIGTERM with `grace`: save a checkpoint and exit.
         with contextlib.suppress(RunnerError):
-            engine_call(self.engine, "kill", "--signal", "SIGINT", self.container)  # as Ctrl-C would
-        self.waiter.join(5)
+            engine_call(
+                self.engine, "kill", "--signal", "SIGINT" if grace is None else "SIGTERM", self.container
+            )
+        self.waiter.join(5 if grace is None else grace)
         if self.waiter.is_alive():
             with contextlib.suppress(RunnerError):
                 engine_call(self.engine, "stop", "--time", "3", self.container)

@@ -19,6 +19,8 @@ ACTIVE = {
     "CONFIGURING", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT",
 }  # fmt: skip
 TIMEOUT_REASON = "timeout: the job's time limit"
+# How a job ends when SLURM or its node stopped it, not the run's code: another attempt may continue the run.
+INTERRUPTIONS = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REQUEUED", "FAILED"}
 # sbatch options the runner sets itself: the job's script, where it runs and writes, what it exports, its array.
 OWN_OPTIONS = (
     "--wrap", "--array", "-a", "--output", "-o", "--error", "-e", "--chdir", "-D", "--export", "--job-name", "-J",
@@ -196,7 +198,7 @@ def cancel(job: str) -> None:
 def outcome(job: str, found: JobState | None, stop_reason: str | None) -> Outcome:
     """A run's ending from its job's, for a job that ended without its owner recording the run."""
     if found is None:
-        return Outcome(FAILED, reason=f"lost: SLURM has no record of job {job}")
+        return Outcome(FAILED, reason=f"lost: SLURM has no record of job {job}", interrupted=True)
     code = found.exit_code.split(":")[0]
     exit_code = int(code) if code.isdigit() else None
     if found.state == "CANCELLED":
@@ -204,10 +206,15 @@ def outcome(job: str, found: JobState | None, stop_reason: str | None) -> Outcom
             KILLED, exit_code, stop_reason or f"cancelled: SLURM job {job} was cancelled (scancel)"
         )
     if found.state == "TIMEOUT":
-        return Outcome(KILLED, exit_code, TIMEOUT_REASON)
+        return Outcome(KILLED, exit_code, TIMEOUT_REASON, interrupted=True)
     why = f" ({found.reason})" if found.reason else ""
     if found.state == "COMPLETED":
         return Outcome(
-            FAILED, exit_code, f"lost: SLURM job {job} ended without the run's ending being recorded"
+            FAILED,
+            exit_code,
+            f"lost: SLURM job {job} ended without the run's ending being recorded",
+            interrupted=True,
         )
-    return Outcome(FAILED, exit_code, f"SLURM job {job} {found.state}{why}, exit {found.exit_code or '?'}")
+    said = f"SLURM job {job} {found.state}{why}, exit {found.exit_code or '?'}"
+    # The node, not the code: a failed or rebooted node, a preempted job, an owner killed with its node.
+    return Outcome(FAILED, exit_code, said, interrupted=found.state in INTERRUPTIONS)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.backends.base import RunHandle
+from runner.backends.docker import attempt_name
 from runner.backends.slurm import SlurmBackend, SlurmPlan, engine, jobs
 from runner.errors import RunnerError
 from runner.harness.shim import secret_values
@@ -51,8 +52,8 @@ class NodeHandle(RunHandle):
         self.container.cancel()
         return jobs.outcome(self.job, found, None)
 
-    def cancel(self) -> None:
-        self.container.cancel()
+    def cancel(self, grace: float | None = None) -> None:
+        self.container.cancel(grace)
 
     def release(self) -> None:
         self.container.release()
@@ -91,6 +92,7 @@ class NodeBackend(SlurmBackend):
         if odd:
             raise RunnerError(f"env.variables: '{odd[0]}' is not a variable name (letters, digits, _)")
         kwargs = with_secrets({**kwargs, "environment": {}}, run_dir, environment)
+        kwargs["name"] = attempt_name(kwargs["name"], env)
         try:
             container = engine.engine_call(name, "run", *engine.run_options(kwargs, name)).strip()
         except RunnerError as exc:  # created but not started: nothing of it may stay
@@ -110,7 +112,7 @@ class NodeBackend(SlurmBackend):
         from runner.backends.docker import started_secrets
 
         plan = SlurmPlan.of(run_dir)
-        name, container = plan.engine, plan.container["name"]
+        name, container = plan.engine, container_name(plan, run_dir)
         if not engine.has(name, "container", container):
             return None
         values = {n: os.environ[n] for n in plan.secrets if n in os.environ}
@@ -119,11 +121,18 @@ class NodeBackend(SlurmBackend):
         return NodeHandle(handle, self.job)
 
 
+def container_name(plan: SlurmPlan, run_dir: RunDir) -> str:
+    """The container of the run's current attempt."""
+    from runner.runs import attempts
+
+    return attempt_name(plan.container["name"], {"RUNNER_ATTEMPT": str(attempts.current(run_dir))})
+
+
 def leftovers(run_dir: RunDir) -> int:
     """After the owner: its container, if the owner was killed before removing it (a run never outlives its job)."""
     plan = SlurmPlan.of(run_dir)
     if not plan.keep:
-        engine.remove(plan.engine, plan.container["name"])
+        engine.remove(plan.engine, container_name(plan, run_dir))
     run_dir.secrets.unlink(missing_ok=True)
     return 0
 
@@ -148,10 +157,11 @@ def main(argv: list[str]) -> int:
     ends = jobs.end_time(job)
 
     def on_term(signum: int, frame: Any) -> None:  # scancel, or the time limit: which one, SLURM's plan says
-        over = ends is not None and time.time() >= ends - 5
-        owner.request_stop(
-            run_dir, jobs.TIMEOUT_REASON if over else f"cancelled: SLURM job {job} was cancelled"
-        )
+        if ends is not None and time.time() >= ends - 5:  # the run checkpoints, and continues where it may
+            if not run_dir.interrupt.exists():
+                run_dir.interrupt.write_text(jobs.TIMEOUT_REASON)
+        else:
+            owner.request_stop(run_dir, f"cancelled: SLURM job {job} was cancelled")
 
     signal.signal(signal.SIGTERM, on_term)
     for name in ("SIGINT", "SIGHUP"):
