@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 
 from runner.backends import NAMES, get_backend
+from runner.compose.load import find_project_dir
 from runner.environment.base_image import build_base
 from runner.errors import RunnerError
+from runner.runs import attempts
+from runner.runs.rundir import RUNS
+from runner.tracking.store import store_uri
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,6 +39,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
             said = f"skipped: {exc}"
         if said:
             print(f"{name}: {said}")
+    try:  # the checkpoints of this project's runs, when run in one
+        project = find_project_dir()
+    except RunnerError:
+        return 0
+    said = attempts.gc(project, store_uri(project)) if (project / RUNS).is_dir() else None
+    if said:
+        print(f"checkpoints: {said}")
     return 0
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 from runner.harness.shim import write_json
-from runner.runs.rundir import FINISHED, Outcome, RunDir
+from runner.runs.rundir import FINISHED, RUNS, Outcome, RunDir
 
 GRACE = 15.0  # seconds a run has, once asked to checkpoint and stop (SIGTERM), before it is killed
 
@@ -107,3 +109,29 @@ def refusal(status: str, run_id: str) -> str | None:
     if status in ("RUNNING", "SCHEDULED"):
         return f"Run {run_id} is still {status}: nothing to resume. Follow it with: runner attach {run_id}"
     return None
+
+
+def gc(project: Path, uri: str) -> str | None:
+    """Free the checkpoints no attempt will read: those of runs that ended FINISHED and of runs deleted from the
+    record (KILLED and FAILED runs keep theirs, for `runner resume`); say how much, or None where none was."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, freed, count = MlflowClient(uri), 0, 0
+    runs = project / RUNS
+    for folder in sorted(runs.iterdir()) if runs.is_dir() else []:
+        run_dir = RunDir(folder)
+        if not has_checkpoint(run_dir) or not run_dir.ended.is_file():
+            continue
+        try:
+            run = client.get_run(folder.name)
+            gone = run.info.status == FINISHED or run.info.lifecycle_stage == "deleted"
+        except MlflowException:  # no such run in the record any more
+            gone = True
+        if gone:
+            freed += sum(
+                f.stat().st_size for f in run_dir.checkpoint.rglob("*") if f.is_file() and not f.is_symlink()
+            )
+            shutil.rmtree(run_dir.checkpoint, ignore_errors=True)
+            count += 1
+    return f"Removed the checkpoints of {count} run(s); freed {freed / 1e6:.1f} MB." if count else None

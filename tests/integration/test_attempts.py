@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from runner.runs import attempts
 from tests.helpers import all_runs, docker_engine, run_cli, store
 
 pytestmark = pytest.mark.integration
@@ -150,6 +151,10 @@ def test_what_cannot_be_resumed_is_refused_in_one_line(resumable: Path) -> None:
     untouched = record(resumable, failed)
     assert untouched.info.status == "FAILED" and "runner.attempt" not in untouched.data.tags
     assert not (run_dir(resumable, failed) / "attempt.json").exists()
+    # runner gc frees the checkpoints no attempt will read: a FINISHED run's.
+    assert (run_dir(resumable, done) / "checkpoint" / "state.json").is_file()
+    assert attempts.gc(resumable, store(resumable)).startswith("Removed the checkpoints of 1 run(s)")
+    assert not (run_dir(resumable, done) / "checkpoint").exists()
 
 
 def test_a_run_its_machine_lost_takes_its_next_attempt_by_itself(resumable: Path) -> None:

@@ -18,7 +18,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from runner.backends.slurm.jobs import TIMEOUT_REASON as TIMEOUT
 from tests.helpers import docker_engine, ended, run_cli
+from tests.integration.test_attempts import RESUMABLE
 
 pytestmark = pytest.mark.integration
 
@@ -326,3 +328,30 @@ def test_a_sqlite_store_or_no_sbatch_is_refused_before_submitting(
     )
     assert proc.returncode == 2 and "no sbatch on PATH" in proc.stderr, proc.stderr
     assert not (project / "mlflow.db").exists()
+
+
+def test_a_run_longer_than_its_time_limit_goes_on_over_several_jobs_as_one_run(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    """A one-minute time limit and a run of about three: at each limit the job's owner asks the run to checkpoint
+    and stop, and queues the next job after this one; the run ends FINISHED as one MLflow run, each epoch once."""
+    (cluster_project / "train.py").write_text(RESUMABLE)
+    run_id = submit(
+        cluster_project, env, "command=python train.py 150 1", "backend.time=1", "resources.max_attempts=6"
+    )
+    run = settled(cluster_project, env, run_id, timeout=600)
+    log = artifact(run_id, "run.log")
+    assert run.info.status == "FINISHED", log
+    tags = run.data.tags
+    attempts = int(tags["runner.attempt"])
+    assert attempts >= 3, tags
+    assert all(tags[f"runner.attempt.{n}"] == f"KILLED: {TIMEOUT}" for n in range(1, attempts)), tags
+    history = MlflowClient(SERVER).get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(150))  # every epoch once
+    chain = [
+        line.split()[-1] for line in log.splitlines() if line.startswith("[runner] the next attempt is SLURM")
+    ]
+    jobs = [*chain, tags["runner.slurm.job"]]
+    assert len(jobs) == attempts and jobs[-1] != jobs[0], log
+    assert [sacct_state(env, job) for job in jobs] == ["TIMEOUT"] * (attempts - 1) + ["COMPLETED"]
+    assert containers_of(run_id) == []

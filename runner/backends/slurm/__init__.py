@@ -216,7 +216,10 @@ class SlurmBackend(Backend[SlurmPlan]):
         --dependency, asked from outside the container: on the node by the job's owner, or here)."""
         from mlflow import MlflowClient
 
-        (job,) = self.submit([run_dir], None, after=job_of(run_dir))
+        after = job_of(run_dir)
+        (job,) = self.submit([run_dir], None, after=after)
+        with open(run_dir.log, "a", encoding="utf-8") as log:
+            log.write(f"[runner] the next attempt is SLURM job {job}, queued after job {after}\n")
         state = json.loads(run_dir.state.read_text())
         with contextlib.suppress(Exception):  # the job is queued whatever the record says meanwhile
             MlflowClient(state["tracking_uri"]).set_tag(state["run_id"], "runner.slurm.job", job)
