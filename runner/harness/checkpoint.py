@@ -1,12 +1,13 @@
 """Resumable training: a checkpoint in `$RUNNER_CHECKPOINT_DIR` (kept with the run across its attempts) at
 every epoch's end and, in long epochs, every `train.checkpoint_minutes`; SIGTERM means "save and stop".
 
-A checkpoint is Keras's BackupAndRestore's (the model's and the optimizer's weights), written so that a kill
-at any moment leaves one that loads, plus what that callback leaves out: the Dropout layers' seed generators,
-and, mid-epoch, the batches already trained and the epoch's metric sums. Keras's own mid-epoch resume
-(`save_freq=int`) restarts the epoch from its first batch on weights that have already trained on part of it;
-here the epoch continues at the batch after the checkpoint, in the same order, and reports the metrics of the
-whole epoch (Keras's metrics keep sums and counts, which add up).
+A checkpoint is Keras's BackupAndRestore's (the model's and the optimizer's weights) with what that callback
+leaves out: the Dropout layers' seed generators and, mid-epoch, the epoch's metric sums. Keras writes its
+weights file, then its epoch number, in place: a kill mid-save leaves a file that fails to load, or weights
+with the epoch number of the checkpoint before. Here each save writes a new weights file, then the state that
+names it (atomically). Keras's own mid-epoch resume (`save_freq=int`) restarts the epoch from its first batch on
+weights that have trained on part of it already; here the epoch continues at the batch after the checkpoint,
+in the same order, and reports the whole epoch's metrics (Keras's metrics keep sums and counts, which add up).
 """
 
 from __future__ import annotations
@@ -46,9 +47,7 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
         self.folder, self.batches, self.seconds = folder, batches, minutes * 60
         self.stop = False  # set on SIGTERM
         self.weights = ""  # the file of the checkpoint the model is at (loaded or saved)
-        self.metric_sums: list[Any] | None = (
-            None  # of the resumed epoch's batches trained before the interruption
-        )
+        self.metric_sums: list[Any] | None = None  # of a resumed epoch's batches trained before
         self.saved_at, self.skipped = time.monotonic(), 0
 
     def state(self) -> dict[str, Any] | None:

@@ -200,7 +200,9 @@ def fit(cfg: DictConfig, model: Any, feed: Any, validation: Any, epochs: int, ca
     restore = stop_on_sigterm(checkpoint)
     try:
         epoch, batch = checkpoint.start()
-        if batch:  # the rest of that epoch on its own: Keras counts an epoch's batches once, as fit begins
+        # Mid-epoch, the rest of that epoch on its own: Keras counts an epoch's batches once, as fit begins, and
+        # a short epoch would end on a failed step that still advances the optimizer's steps and Dropout seeds.
+        if batch:
             feed.resume(epoch, batch)
             run(epoch + 1, [*callbacks, checkpoint])
             feed.resume(0, 0)
