@@ -46,6 +46,7 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate: constant, or cosine (decays to 0 over the run's steps)
     seed: int = 0
     deterministic: bool = True  # deterministic ops: slower on GPU, but the same seed gives the same numbers
+    checkpoint_minutes: float = 10  # checkpoints: in epochs longer than this, mid-epoch ones too
 
 
 @dataclass

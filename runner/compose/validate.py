@@ -136,6 +136,10 @@ def _train(cfg: DictConfig) -> None:
         raise ConfigError(f"train.validation_split: {train.validation_split} must be in [0, 1).")
     if train.batch_size < 1:
         raise ConfigError(f"train.batch_size: {train.batch_size} must be at least 1.")
+    if not 0 < train.checkpoint_minutes < math.inf:
+        raise ConfigError(
+            f"train.checkpoint_minutes: {train.checkpoint_minutes} must be a positive number of minutes."
+        )
 
 
 def _sweep(cfg: DictConfig) -> None:

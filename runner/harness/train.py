@@ -88,7 +88,7 @@ def spool_callback(spool: Any) -> Any:
             spool.log_metrics({**{k: float(v) for k, v in (logs or {}).items()}, **timing}, step=epoch)
             self.logging += time.perf_counter() - now
 
-        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        def log_totals(self) -> None:  # once training is done (which may take two Model.fit calls)
             spool.log_metrics({"train_seconds": self.trained, "logging_seconds": self.logging})
 
     return SpoolMetrics()
@@ -134,15 +134,12 @@ def make_optimizer(train: DictConfig, total_steps: int) -> Any:
 
 
 def stop_after(steps: int) -> Any:
-    """Stops training after `steps` optimizer steps, mid-epoch if need be."""
+    """Stops training after `steps` optimizer steps (those of earlier attempts too), mid-epoch if need be."""
     import keras
 
     class StopAfter(keras.callbacks.Callback):
-        done = 0
-
         def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
-            self.done += 1
-            if self.done >= steps:
+            if int(self.model.optimizer.iterations) >= steps:
                 self.model.stop_training = True
 
     return StopAfter()
@@ -150,6 +147,7 @@ def stop_after(steps: int) -> Any:
 
 def train(cfg: DictConfig, model: Any, data: Data, output: Path) -> int:
     from runner.harness import batches
+    from runner.harness.checkpoint import Preempted
 
     x_train, y_train, validation = holdout(data, cfg.train.validation_split, cfg.train.seed)
     steps, epochs, partial = schedule_steps(len(y_train), cfg.train)
@@ -162,14 +160,15 @@ def train(cfg: DictConfig, model: Any, data: Data, output: Path) -> int:
 
     spool = Spool()
     spool.log_params({"model.parameters": model.count_params(), **data.info})
-    callbacks = [spool_callback(spool)] + ([stop_after(steps)] if partial else [])
-    model.fit(
-        **batches.feed(x_train, y_train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
-        epochs=epochs,
-        validation_data=batches.validation_data(validation, cfg.train.batch_size),
-        callbacks=callbacks,
-        verbose=2,
-    )
+    feed = batches.Batches(x_train, y_train, cfg.train.batch_size, seed=cfg.train.seed)
+    timing = spool_callback(spool)
+    callbacks = [batches.EpochOrder(feed), timing] + ([stop_after(steps)] if partial else [])
+    try:
+        fit(cfg, model, feed, validation, epochs, callbacks)
+    except Preempted as stopped:
+        print(f"[runner] checkpoint saved after {stopped}: stopping (SIGTERM)", flush=True)
+        return 143
+    timing.log_totals()
     output.mkdir(parents=True, exist_ok=True)
     if cfg.get("evaluate") is not None:
         report = build(cfg.evaluate, EVALUATE_PREFIXES, _partial_=True)
@@ -182,6 +181,34 @@ def train(cfg: DictConfig, model: Any, data: Data, output: Path) -> int:
     print("test:", {k: round(float(v), 4) for k, v in scores.items()})
     model.save(output / "model.keras")
     return 0
+
+
+def fit(cfg: DictConfig, model: Any, feed: Any, validation: Any, epochs: int, callbacks: list[Any]) -> None:
+    """Model.fit on `feed` (ordered by epoch already); with `$RUNNER_CHECKPOINT_DIR`, checkpointed into its
+    keras/ folder and resumed from there, and SIGTERM raises Preempted once a checkpoint is saved."""
+    from runner.harness import batches
+    from runner.harness.checkpoint import Checkpoint, stop_on_sigterm
+
+    def run(until: int, callbacks: list[Any]) -> None:
+        val = batches.validation_data(validation, cfg.train.batch_size)
+        model.fit(x=feed, epochs=until, shuffle=False, validation_data=val, callbacks=callbacks, verbose=2)
+
+    folder = os.environ.get("RUNNER_CHECKPOINT_DIR")
+    if not folder:
+        return run(epochs, callbacks)
+    checkpoint = Checkpoint(Path(folder) / "keras", feed, cfg.train.get("checkpoint_minutes", 10))
+    restore = stop_on_sigterm(checkpoint)
+    try:
+        epoch, batch = checkpoint.start()
+        # Mid-epoch, the rest of that epoch on its own: Keras counts an epoch's batches once, as fit begins, and
+        # a short epoch would end on a failed step that still advances the optimizer's steps and Dropout seeds.
+        if batch:
+            feed.resume(epoch, batch)
+            run(epoch + 1, [*callbacks, checkpoint])
+            feed.resume(0, 0)
+        run(epochs, [*callbacks, checkpoint])
+    finally:
+        restore()  # after training, SIGTERM has its default meaning
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ IN_RUN = (
     "runner.harness.train",
     "runner.loaders",
     "runner.harness.batches",
+    "runner.harness.checkpoint",
     "runner.harness.spool",
     "runner.mnist.loader",
     "runner.mnist.report",

@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
         (["train.steps=0"], "train.steps: 0 must be at least 1"),
         (["train.schedule=cosin"], "train.schedule: 'cosin' is not a schedule. Did you mean 'cosine'?"),
         (["train.validation_split=1.0"], "train.validation_split: 1.0 must be in [0, 1)"),
+        (
+            ["train.checkpoint_minutes=0"],
+            "train.checkpoint_minutes: 0.0 must be a positive number of minutes",
+        ),
         (["evaluate._target_=os.system"], "evaluate._target_ 'os.system' is not allowed"),
     ],
 )
