@@ -458,6 +458,7 @@ class Owner:
     def serve_once(self) -> None:
         """The run's tracking endpoint, started once the run is (its first calls are retried meanwhile), and kept
         for its next attempts."""
+        from runner.runs import attempts
         from runner.tracking.endpoint import Endpoint
 
         plan = self.plan
@@ -469,6 +470,7 @@ class Owner:
             self.endpoint = Endpoint(
                 self.state["tracking_uri"], bind, access["port"], self.run_id, access["token"], names,
                 plan.variable("RUNNER_SPOOL"),  # the run's artifacts and models go to its spool, for us to record
+                lambda: attempts.floor(self.run_dir),  # an earlier attempt's steps are not recorded again
             )  # fmt: skip
         except OSError as exc:  # the port taken meanwhile: the run's own MLflow calls then fail, nothing else
             print(f"[owner] cannot serve the run's endpoint again: {exc}", file=sys.stderr, flush=True)

@@ -52,9 +52,12 @@ class Guard:
         hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
         spool: str | None = None,
         owns_model: Any = None,
+        floor: Any = None,
     ):
         self.app, self.run_id, self.token, self.hosts, self.spool = app, run_id, token, hosts, spool
         self.owns_model = owns_model or (lambda model_id: False)
+        # Per metric, the last step an earlier attempt of the run recorded: not recorded again (runner.runs.attempts).
+        self.floor: Any = floor or dict
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         from io import BytesIO
@@ -77,6 +80,13 @@ class Guard:
             return refuse(start_response, "403 Forbidden", why)
         if path.endswith("/runs/update"):
             body = json.dumps({k: v for k, v in named.items() if k not in ("status", "end_time")}).encode()
+            environ["CONTENT_LENGTH"] = str(len(body))
+        elif path.endswith(("/runs/log-metric", "/runs/log-batch")) and (steps := self.floor()):
+            kept = above(named, steps)
+            if kept is None:  # a point an earlier attempt recorded: taken, not recorded again
+                start_response("200 OK", [("Content-Type", "application/json")])
+                return [b"{}"]
+            body = json.dumps(kept).encode()
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = BytesIO(body)
         if self.spool and (path.endswith("/runs/get") or path.startswith(MODELS)):
@@ -107,6 +117,23 @@ def refuse(start_response: Any, code: str, why: str) -> list[bytes]:
     body = json.dumps({"error_code": "PERMISSION_DENIED", "message": why}).encode()
     start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def above(named: dict[str, Any], floor: dict[str, int]) -> dict[str, Any] | None:
+    """A log-metric or log-batch call less its points at or below their metric's `floor` step; None where a
+    log-metric call's point is."""
+
+    def new(point: Any) -> bool:
+        try:
+            return int(point.get("step") or 0) > floor.get(str(point.get("key")), -1)
+        except (AttributeError, TypeError, ValueError):
+            return True  # not a point: the store says what is wrong with it
+
+    if "metrics" in named and isinstance(named["metrics"], list):
+        return {**named, "metrics": [m for m in named["metrics"] if new(m)]}
+    if "key" in named:
+        return named if new(named) else None
+    return named
 
 
 def request_fields(environ: dict[str, Any], body: bytes) -> dict[str, Any] | None:
@@ -162,6 +189,7 @@ class Endpoint:
         token: str,
         names: tuple[str, ...],
         spool: str | None = None,
+        floor: Any = None,
     ):
         from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -179,7 +207,7 @@ class Endpoint:
         self._server = make_server(
             bind,
             port,
-            Guard(app, run_id, token, hosts, spool, self.owns_model),
+            Guard(app, run_id, token, hosts, spool, self.owns_model, floor),
             threaded=True,
             request_handler=QuietHandler,
         )

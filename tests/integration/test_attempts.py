@@ -25,9 +25,12 @@ from tests.helpers import all_runs, docker_engine, run_cli, store
 pytestmark = pytest.mark.integration
 
 # A user's own training loop, as the README's contract asks: it loads its checkpoint where there is one, saves one
-# (atomically) every epoch and on SIGTERM, and prints FloydHub metric lines with the epoch as their step.
+# (atomically) every third epoch and on SIGTERM, and logs each epoch with the epoch as its step, as a FloydHub
+# metric line and through MLflow. A new attempt replays the epochs after the checkpoint: their points are logged
+# again, and must not be recorded twice.
 RESUMABLE = """\
 import json, os, signal, sys, time
+import mlflow
 n, pause = int(sys.argv[1]), float(sys.argv[2])
 folder = os.environ["RUNNER_CHECKPOINT_DIR"] if len(sys.argv) < 4 else sys.argv[3]
 path = os.path.join(folder, "state.json")
@@ -38,9 +41,11 @@ print(f"attempt {os.environ['RUNNER_ATTEMPT']} from epoch {first}", flush=True)
 for epoch in range(first, n):
     time.sleep(pause)
     print(json.dumps({"metric": "loss", "value": 1.0 / (epoch + 1), "step": epoch}), flush=True)
-    with open(path + ".tmp", "w") as fh:
-        json.dump({"epoch": epoch}, fh)
-    os.replace(path + ".tmp", path)
+    mlflow.log_metric("score", float(epoch), step=epoch)
+    if epoch % 3 == 2 or asked:
+        with open(path + ".tmp", "w") as fh:
+            json.dump({"epoch": epoch}, fh)
+        os.replace(path + ".tmp", path)
     if asked:
         print("checkpoint saved: stopping", flush=True)
         sys.exit(143)
@@ -111,7 +116,7 @@ def kill_run(backend: str, project: Path, run_id: str) -> None:
 
 def test_a_killed_run_resumes_in_the_same_run_with_each_epoch_once(resumable: Path, backend: str) -> None:
     run_id = start(resumable, backend, "command=python train.py 12 0.4")
-    when_logged(resumable, run_id, '"step": 4}')
+    when_logged(resumable, run_id, '"step": 4}')  # checkpointed at epoch 2: epochs 3 and 4 are replayed
     kill_run(backend, resumable, run_id)
     killed = record(resumable, run_id)
     assert killed.info.status == "FAILED", killed.data.tags
@@ -124,13 +129,14 @@ def test_a_killed_run_resumes_in_the_same_run_with_each_epoch_once(resumable: Pa
     assert run.data.tags["runner.attempt.1"].startswith("FAILED"), run.data.tags
     assert "runner.reason" not in run.data.tags  # the first attempt's ending is not the run's
     assert steps(resumable, run_id) == list(range(12))  # every epoch once: none missing, none twice
+    assert steps(resumable, run_id, "score") == list(range(12))  # its own MLflow calls' too
     log = (run_dir(resumable, run_id) / "run.log").read_text()
     assert "attempt 1 from epoch 0" in log and "attempt 2 from epoch " in log
     assert [r.info.run_id for r in all_runs(resumable)] == [run_id]  # one MLflow run
 
 
 def test_what_cannot_be_resumed_is_refused_in_one_line(resumable: Path) -> None:
-    done = start(resumable, "local", "command=python train.py 2 0")
+    done = start(resumable, "local", "command=python train.py 3 0")
     assert record(resumable, done).info.status == "FINISHED"
     # A run that saves its checkpoints elsewhere (its working folder): nothing in its checkpoint folder.
     failed = start(resumable, "local", "command=python train.py 50 0.4 .")
@@ -172,6 +178,7 @@ def test_a_run_its_machine_lost_takes_its_next_attempt_by_itself(resumable: Path
     assert run.data.tags["runner.attempt"] == "2"
     assert run.data.tags["runner.attempt.1"].startswith("FAILED: lost"), run.data.tags
     assert steps(resumable, run_id) == list(range(10))
+    assert steps(resumable, run_id, "score") == list(range(10))
 
 
 def restart_docker_engine() -> None:
@@ -207,6 +214,7 @@ def test_a_run_whose_docker_engine_restarted_goes_on_by_itself(resumable: Path) 
     assert tags["runner.attempt"] == "2"
     assert tags["runner.attempt.1"].startswith("FAILED: the engine stopped the run"), tags
     assert steps(resumable, run_id) == list(range(14))
+    assert steps(resumable, run_id, "score") == list(range(14))
     log = (run_dir(resumable, run_id) / "run.log").read_text()
     assert "checkpoint saved: stopping" in log  # the engine's SIGTERM reached the code, which saved
     leftover = subprocess.run(
