@@ -65,9 +65,9 @@ def resumable(project: Path) -> Path:
     return project
 
 
-def start(project: Path, backend: str, *args: str) -> str:
-    """A detached run of `args`: its id."""
-    proc = run_cli(project, f"backend={backend}", "env.requirements=[]", "detach=true", *args)
+def start(project: Path, backend: str, *args: str, packages: str = "env.requirements=[]") -> str:
+    """A detached run of `args` (in an environment of no packages, unless `packages` says): its id."""
+    proc = run_cli(project, f"backend={backend}", packages, "detach=true", *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.split("[runner] run ")[1].split()[0]
 
@@ -221,3 +221,23 @@ def test_a_run_whose_docker_engine_restarted_goes_on_by_itself(resumable: Path) 
         ["docker", "ps", "-aq", "--filter", f"label=runner.run_id={run_id}"], capture_output=True, text=True
     )
     assert leftover.stdout.split() == []
+
+
+def test_the_built_in_trainer_killed_in_its_container_resumes_each_epoch_once(project: Path) -> None:
+    """keras_mlp's container killed (SIGKILL: nothing saved then) after its second epoch; `runner resume` goes on
+    from the last epoch's checkpoint in the same run, which ends with one point per epoch and its test scores."""
+    docker_engine()
+    run_id = start(
+        project, "docker", "train.batch_size=1", "train.epochs=6", packages="+experiment=keras_mlp"
+    )
+    when_logged(project, run_id, "Epoch 3/6", timeout=300)
+    kill_run("docker", project, run_id)
+    assert record(project, run_id).info.status == "FAILED"
+    proc = run_cli(project, "resume", run_id)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[runner] resuming from the checkpoint at epoch 2" in proc.stdout, proc.stdout
+    run = record(project, run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["runner.attempt"] == "2"
+    for key in ("loss", "accuracy"):
+        assert steps(project, run_id, key) == list(range(6)), key
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1

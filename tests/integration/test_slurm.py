@@ -331,27 +331,55 @@ def test_a_sqlite_store_or_no_sbatch_is_refused_before_submitting(
 
 
 def test_a_run_longer_than_its_time_limit_goes_on_over_several_jobs_as_one_run(
-    cluster_project: Path, env: dict[str, str]
+    project: Path, env: dict[str, str]
 ) -> None:
-    """A one-minute time limit and a run of about three: at each limit the job's owner asks the run to checkpoint
-    and stop, and queues the next job after this one; the run ends FINISHED as one MLflow run, each epoch once."""
-    (cluster_project / "train.py").write_text(RESUMABLE)
-    run_id = submit(
-        cluster_project, env, "command=python train.py 150 1", "backend.time=1", "resources.max_attempts=6"
-    )
-    run = settled(cluster_project, env, run_id, timeout=600)
+    """keras_mlp for about three one-minute time limits: at each limit the job's owner asks the trainer to save a
+    checkpoint and stop, and queues the next job after this one; the run ends FINISHED as one MLflow run over
+    several jobs (sacct lists each), with one `loss` point per epoch."""
+    args = ("+experiment=keras_mlp", "backend=slurm", "train.batch_size=1", "train.epochs=130")
+    proc = run_cli(project, *args, "backend.time=1", "resources.max_attempts=6", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_id = proc.stdout.split("[runner] run ")[1].split()[0]
+    run = settled(project, env, run_id, timeout=900)
     log = artifact(run_id, "run.log")
     assert run.info.status == "FINISHED", log
     tags = run.data.tags
     attempts = int(tags["runner.attempt"])
     assert attempts >= 3, tags
     assert all(tags[f"runner.attempt.{n}"] == f"KILLED: {TIMEOUT}" for n in range(1, attempts)), tags
+    assert "[runner] resuming from the checkpoint at epoch" in log
     history = MlflowClient(SERVER).get_metric_history(run_id, "loss")
-    assert sorted(m.step for m in history) == list(range(150))  # every epoch once
+    assert sorted(m.step for m in history) == list(range(130))  # every epoch once
     chain = [
         line.split()[-1] for line in log.splitlines() if line.startswith("[runner] the next attempt is SLURM")
     ]
     jobs = [*chain, tags["runner.slurm.job"]]
     assert len(jobs) == attempts and jobs[-1] != jobs[0], log
     assert [sacct_state(env, job) for job in jobs] == ["TIMEOUT"] * (attempts - 1) + ["COMPLETED"]
+    assert containers_of(run_id) == []
+
+
+def test_slurms_warning_before_the_time_limit_makes_the_run_go_on_in_its_next_job(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    """SLURM's --signal warning (SIGUSR1 to the job's shell, sent here as SLURM sends it: scancel --batch) reaches
+    the owner through the job's shell: the run saves its checkpoint and stops, its job ends COMPLETED, and the run
+    goes on in the next job, each epoch once."""
+    (cluster_project / "train.py").write_text(RESUMABLE)
+    run_id = submit(cluster_project, env, "command=python train.py 12 0.5", "resources.max_attempts=2")
+    when_logged(cluster_project, run_id, '"step": 3}')
+    first = job_of(cluster_project, run_id)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", first], env=env, check=True)
+    deadline = time.time() + 90  # runner ls shows the attempt and its job meanwhile
+    while "attempt 2 of 2, SLURM job" not in run_cli(cluster_project, "ls", env=env).stdout:
+        assert time.time() < deadline, run_cli(cluster_project, "ls", env=env).stdout
+        time.sleep(0.5)
+    run = settled(cluster_project, env, run_id)
+    log = artifact(run_id, "run.log")
+    assert run.info.status == "FINISHED", log
+    assert run.data.tags["runner.attempt.1"] == f"KILLED: {TIMEOUT} is near", run.data.tags
+    assert "checkpoint saved: stopping" in log
+    assert sorted(m.step for m in MlflowClient(SERVER).get_metric_history(run_id, "loss")) == list(range(12))
+    assert run.data.tags["runner.slurm.job"] != first
+    assert sacct_state(env, first) == "COMPLETED"
     assert containers_of(run_id) == []

@@ -200,3 +200,15 @@ def test_pull_copies_what_the_session_wrote_and_never_a_newer_project_file(tmp_p
     copied, refused = session.pull(code, staged, project, since, ledger)
     assert copied == ["new.ipynb"] and (project / "new.ipynb").read_text() == '{"again": 1}'
     assert refused == ["edited.txt", "outside/f.txt"]
+
+
+def test_slurm_warns_a_run_with_attempts_before_a_time_limit_of_ten_minutes_or_more() -> None:
+    from runner.backends.slurm.jobs import limit_minutes, warning
+
+    spelled = {"1": 1, "10": 10, "1:30": 1.5, "2:00:00": 120, "1-0": 1440, "1-2:30": 1590, "1-0:0:30": 1440.5}
+    assert {text: limit_minutes(text) for text in spelled} == spelled
+    assert limit_minutes(None) is None and limit_minutes("soon") is None
+    assert (
+        warning("9") == [] and warning(None) == []
+    )  # SLURM may send it up to a minute early: not for short limits
+    assert warning("10") == warning("2:00:00") == ["--signal=B:USR1@120"]

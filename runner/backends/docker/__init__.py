@@ -294,9 +294,10 @@ class DockerHandle(RunHandle):
             result = self.container.wait(timeout=None if timeout is None else max(timeout, 0.05))
         except requests.exceptions.ReadTimeout:
             return None
-        except requests.exceptions.ConnectionError:
-            self.engine_away = True
-            time.sleep(min(timeout if timeout is not None else 1.0, 1.0))
+        except requests.exceptions.ConnectionError:  # a read timeout, as the SDK says it; or the engine away
+            if not self.engine_answers():
+                self.engine_away = True
+                time.sleep(min(timeout if timeout is not None else 1.0, 1.0))
             return None
         if self.engine_away:  # the output since the engine went away: read again from where run.log is
             self.pumper.join(timeout=10)
@@ -311,6 +312,12 @@ class DockerHandle(RunHandle):
             said = f"the engine stopped the run: the Docker engine went away meanwhile (exit code {code})"
             return Outcome(FAILED, code, said, interrupted=True)
         return Outcome(FINISHED, 0) if code == 0 else Outcome(FAILED, code, f"exit code {code}")
+
+    def engine_answers(self) -> bool:
+        try:
+            return bool(self.container.client.ping())
+        except Exception:
+            return False
 
     def cancel(self, grace: float | None = None) -> None:
         from docker.errors import APIError, NotFound

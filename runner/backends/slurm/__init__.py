@@ -145,9 +145,10 @@ class SlurmBackend(Backend[SlurmPlan]):
         cfg = spec.backend_config
         time_limit = jobs.time_limit(cfg.time, spec.resources.timeout)
         settings = type(cfg)(**{**vars(cfg), "time": time_limit})
-        return jobs.options(
+        opts = jobs.options(
             settings, spec.resources.cpus, spec.resources.memory_bytes, spec.resources.gpus, spec.env.gpu
         )
+        return opts + jobs.warning(time_limit) if spec.resources.max_attempts > 1 else opts
 
     def check(self, spec: RunSpec) -> None:
         cfg = spec.backend_config
@@ -249,11 +250,14 @@ class SlurmBackend(Backend[SlurmPlan]):
         script = (
             "#!/bin/sh\n"
             "# The owner of this task's run (runner.backends.slurm.node) starts the run's container here and\n"
-            "# records the run until it ends; scancel and the time limit reach it as SIGTERM. This shell waits for\n"
-            "# it, then removes the container if the owner could not (it was killed).\n"
+            "# records the run until it ends; scancel and the time limit reach it as SIGTERM, SLURM's warning\n"
+            "# before the time limit (--signal=B:USR1) through this shell. This shell waits for it, then removes\n"
+            "# the container if the owner could not (it was killed).\n"
             "trap '' TERM\n"
-            f"{node} {shlex.quote(str(listing))} {index}\n"
-            "code=$?\n"
+            "trap 'kill -USR1 \"$owner\" 2>/dev/null' USR1\n"
+            f"{node} {shlex.quote(str(listing))} {index} &\n"
+            "owner=$!\n"
+            'while :; do wait "$owner"; code=$?; kill -0 "$owner" 2>/dev/null || break; done\n'
             f"{node} --leftovers {shlex.quote(str(listing))} {index}\n"
             "exit $code\n"
         )

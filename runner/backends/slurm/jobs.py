@@ -102,6 +102,39 @@ def options(cfg: Any, cpus: float | None, memory_bytes: int | None, gpus: Any, g
     return [*opts, *(str(o) for o in cfg.sbatch_options)]
 
 
+WARN_BEFORE = (
+    120  # seconds before a job's time limit that SLURM warns its owner (--signal), where it has attempts
+)
+
+
+def warning(limit: str | None) -> list[str]:
+    """SLURM's warning to a job before its time limit, for a run that continues in another job: SIGUSR1 to the job's
+    shell, which hands it to the owner (the run saves a checkpoint and stops, rather than meet SIGTERM at the limit
+    with KillWait to do it in). None for limits under 10 minutes: SLURM may send it up to a minute early."""
+    minutes = limit_minutes(limit)
+    return [f"--signal=B:USR1@{WARN_BEFORE}"] if minutes is not None and minutes >= 10 else []
+
+
+def limit_minutes(limit: str | None) -> float | None:
+    """A SLURM time limit in minutes: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (None for none, or another
+    spelling)."""
+    if not limit:
+        return None
+    days, _, rest = str(limit).rpartition("-")
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        day = int(days) if days else 0
+    except ValueError:
+        return None
+    if days:  # D-HH[:MM[:SS]]
+        h, m, s = ([*parts, 0, 0])[:3]
+    elif len(parts) == 3:
+        h, m, s = parts
+    else:  # MM or MM:SS
+        h, m, s = 0, parts[0], ([*parts, 0])[1]
+    return day * 1440 + h * 60 + m + s / 60
+
+
 def check(opts: list[str]) -> None:
     """SLURM's own verdict on the options (partition, account, QOS, GPUs, time), before anything is made:
     `sbatch --test-only` validates a job without queueing it."""

@@ -137,6 +137,18 @@ def leftovers(run_dir: RunDir) -> int:
     return 0
 
 
+def interruption(job: str, ends: float | None) -> str | None:
+    """Why SLURM signals the job, where it is not a cancellation: its time limit (the controller's planned end),
+    or its preemption by another job (the controller's word)."""
+    if ends is not None and time.time() >= ends - 5:
+        return jobs.TIMEOUT_REASON
+    try:
+        found = jobs.controller_state(job)
+    except RunnerError:
+        return None
+    return f"preempted: SLURM job {job} was preempted" if found and found.state == "PREEMPTED" else None
+
+
 def main(argv: list[str]) -> int:
     from runner.runs import owner
 
@@ -156,14 +168,19 @@ def main(argv: list[str]) -> int:
         return 1
     ends = jobs.end_time(job)
 
-    def on_term(signum: int, frame: Any) -> None:  # scancel, or the time limit: which one, SLURM's plan says
-        if ends is not None and time.time() >= ends - 5:  # the run checkpoints, and continues where it may
-            if not run_dir.interrupt.exists():
-                run_dir.interrupt.write_text(jobs.TIMEOUT_REASON)
-        else:
+    def on_term(signum: int, frame: Any) -> None:  # scancel, preemption or the time limit: SLURM says which
+        why = interruption(job, ends)
+        if why is None:
             owner.request_stop(run_dir, f"cancelled: SLURM job {job} was cancelled")
+        elif not run_dir.interrupt.exists():  # the run checkpoints, and continues where it may
+            run_dir.interrupt.write_text(why)
+
+    def on_warning(signum: int, frame: Any) -> None:  # SLURM's --signal before the time limit
+        if not run_dir.interrupt.exists():
+            run_dir.interrupt.write_text(f"{jobs.TIMEOUT_REASON} is near")
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_warning)
     for name in ("SIGINT", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     if owner.ending(run_dir) is not None:
