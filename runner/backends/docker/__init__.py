@@ -46,6 +46,7 @@ KEEP_LABEL = "runner.keep"  # backend.keep_container: the container stays after 
 LEGACY_KIND = "runner.managed"  # one key for both, before the split: still recognised, never written
 CA_PATH = "/etc/runner/ca.pem"
 SPOOL_PATH = "/var/spool/runner"  # the harness's records, for the owner (runner.harness.spool)
+ENGINE_LEAVES = 3.0  # seconds an engine may take to go after stopping a run's container as it shuts down
 CHECKPOINT_PATH = "/checkpoint"  # the run's checkpoints, kept across its attempts (RunDir.checkpoint)
 HOST_ALIAS = "host.docker.internal"
 SECRETS_PATH = "/run/runner/secrets.env"
@@ -299,13 +300,19 @@ class DockerHandle(RunHandle):
                 self.engine_away = True
                 time.sleep(min(timeout if timeout is not None else 1.0, 1.0))
             return None
+        code = int(result.get("StatusCode", -1))
+        # An engine that shuts down stops its containers (SIGTERM, then SIGKILL) and goes: a run that ends so, as
+        # its engine leaves, was stopped by it.
+        if code != 0 and not self.engine_away:
+            self.engine_away = self.engine_leaves(ENGINE_LEAVES if code in (128 + 15, 128 + 9) else 0.0)
+        if self.engine_away and not self.engine_back():
+            return None  # asked again: the run's ending is read once the engine is back
         if self.engine_away:  # the output since the engine went away: read again from where run.log is
             self.pumper.join(timeout=10)
             self.pumper = pump_to_file(self.container, self.run_dir, Scrubber(self.secrets))
         self.pumper.join(timeout=10)
         self.container.reload()
         state = self.container.attrs["State"]
-        code = int(result.get("StatusCode", state.get("ExitCode", -1)))
         if state.get("OOMKilled"):
             return Outcome(FAILED, code, "OOMKilled")
         if code != 0 and self.engine_away:
@@ -318,6 +325,25 @@ class DockerHandle(RunHandle):
             return bool(self.container.client.ping())
         except Exception:
             return False
+
+    def engine_leaves(self, within: float) -> bool:
+        """Whether the engine stops answering now or within `within` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            if not self.engine_answers():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+    def engine_back(self, within: float = 60.0) -> bool:
+        """Whether the engine answers again within `within` seconds."""
+        deadline = time.monotonic() + within
+        while not self.engine_answers():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+        return True
 
     def cancel(self, grace: float | None = None) -> None:
         from docker.errors import APIError, NotFound
