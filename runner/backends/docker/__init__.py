@@ -287,6 +287,7 @@ class DockerHandle(RunHandle):
         self.pumper = pump_to_file(container, run_dir, Scrubber(secrets))
         self.keep = keep
         self.engine_away = False  # the engine stopped answering while the run went on (it restarted, say)
+        self.cancelled = False  # its owner stopped it: not the engine
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
         import requests
@@ -303,7 +304,7 @@ class DockerHandle(RunHandle):
         code = int(result.get("StatusCode", -1))
         # An engine that shuts down stops its containers (SIGTERM, then SIGKILL) and goes: a run that ends so, as
         # its engine leaves, was stopped by it.
-        if code != 0 and not self.engine_away:
+        if code != 0 and not self.engine_away and not self.cancelled:
             self.engine_away = self.engine_leaves(ENGINE_LEAVES if code in (128 + 15, 128 + 9) else 0.0)
         if self.engine_away and not self.engine_back():
             return None  # asked again: the run's ending is read once the engine is back
@@ -348,6 +349,7 @@ class DockerHandle(RunHandle):
     def cancel(self, grace: float | None = None) -> None:
         from docker.errors import APIError, NotFound
 
+        self.cancelled = True
         try:
             # SIGINT as Ctrl-C would (Keras and user code can clean up); SIGTERM: save a checkpoint and exit.
             self.container.kill(signal="SIGINT" if grace is None else "SIGTERM")

@@ -32,6 +32,7 @@ from runner.compose.spec import RunSpec
 from runner.environment.lock import cache_dir
 from runner.errors import ConfigError, RunnerError
 from runner.harness.shim import write_json
+from runner.runs import attempts
 from runner.runs.rundir import Outcome, RunDir
 from runner.tracking.record import is_remote
 
@@ -239,7 +240,8 @@ class SlurmBackend(Backend[SlurmPlan]):
         folder = project / JOBS
         folder.mkdir(parents=True, exist_ok=True)
         # A run's next attempt has a listing of its own: a sweep's (named after its first run) may still be read.
-        listing = folder / f"{run_dirs[0].root.name}{'.' + after.replace('_', '.') if after else ''}.runs"
+        attempt = attempts.current(run_dirs[0]) if len(run_dirs) == 1 else 1
+        listing = folder / f"{run_dirs[0].root.name}{f'.attempt{attempt}' if attempt > 1 else ''}.runs"
         listing.write_text("".join(f"{d.root}\n" for d in run_dirs))
         output = folder / ("%A_%a.out" if len(run_dirs) > 1 else "%j.out")
         # -P: the job's working folder (the project's) is not searched for modules, as a project may hold a
