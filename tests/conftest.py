@@ -82,3 +82,13 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     folder = os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster")
     return {**os.environ, "SLURM_CONF": f"{folder}/etc/slurm.conf"}
+
+
+@pytest.fixture(params=["local", "docker"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend that runs on this machine, in turn: the lifecycle's conformance cases run against both."""
+    from tests.helpers import docker_engine
+
+    if request.param == "docker":
+        docker_engine()
+    return str(request.param)

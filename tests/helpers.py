@@ -268,3 +268,18 @@ def build_wheel(where: Path) -> Path:
         capture_output=True,
     )
     return next(where.glob("runner-*.whl"))
+
+
+def run_dir(project: Path, run_id: str) -> Path:
+    return project / ".runner" / "runs" / run_id
+
+
+def when_logged(project: Path, run_id: str, text: str, timeout: float = 180) -> None:
+    """Until the run's log shows `text`."""
+    log = run_dir(project, run_id) / "run.log"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.is_file() and text in log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never showed in {log}")

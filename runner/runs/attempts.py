@@ -121,7 +121,8 @@ def gc(project: Path, uri: str) -> str | None:
     runs = project / RUNS
     for folder in sorted(runs.iterdir()) if runs.is_dir() else []:
         run_dir = RunDir(folder)
-        if not has_checkpoint(run_dir) or not run_dir.ended.is_file():
+        # A link in place of the folder is the run's doing (a local run can make one): never followed.
+        if run_dir.checkpoint.is_symlink() or not has_checkpoint(run_dir) or not run_dir.ended.is_file():
             continue
         try:
             run = client.get_run(folder.name)

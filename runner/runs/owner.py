@@ -35,6 +35,7 @@ from typing import Any
 from runner.backends.base import Backend, Plan, RunHandle
 from runner.errors import RunnerError
 from runner.harness.shim import alive, write_json
+from runner.runs import attempts
 from runner.runs.rundir import FAILED, KILLED, LIVE, RUNS, SWEEPS, Outcome, RunDir, SweepDir
 from runner.tracking.endpoint import SPOOL_ARTIFACTS, SPOOL_MODELS, server_environment
 from runner.tracking.logtext import log_the_log
@@ -329,6 +330,7 @@ class Owner:
         self.endpoint: Any = None
         self.handle: RunHandle | None = None
         self.plan: Plan | None = None
+        self.floor = attempts.floor(run_dir)  # the steps earlier attempts recorded: read once per attempt
         self._client: Any = None
         self._client_lock = threading.Lock()
         # The store is opened while the engine starts the run: both take a while.
@@ -349,7 +351,7 @@ class Owner:
     def run(self) -> None:
         outcome: Outcome | None = Outcome(FAILED, reason="runner error")
         try:
-            outcome = self.attempts(self.own())
+            outcome = self.next_attempts(self.own())
         except BaseException as exc:
             said = str(exc) if isinstance(exc, RunnerError) else f"runner error: {type(exc).__name__}: {exc}"
             outcome = Outcome(FAILED, reason=said)
@@ -395,16 +397,16 @@ class Owner:
         write_json(self.run_dir.started, {"at": time.time()})
         self.record_inputs()  # while the engine starts it
 
-    def attempts(self, outcome: Outcome | None) -> Outcome | None:
+    def next_attempts(self, outcome: Outcome | None) -> Outcome | None:
         """The run's next attempts, while its engine interrupts it and it has attempts left (runner.runs.attempts):
         started here, or handed to a scheduler's next job (then None: that job's owner records the run)."""
         from runner.harness import spool
-        from runner.runs import attempts
 
         while outcome is not None and self.plan and attempts.continues(self.run_dir, self.state, outcome):
             self.ingest(spool)  # the attempt's records in first: the next one's floor is what they hold
             self.release()
             number = attempts.begin(self.run_dir, self.client, self.run_id, outcome)
+            self.floor = attempts.floor(self.run_dir)
             most = self.state.get("max_attempts")
             self.say(
                 f"[runner] {outcome.said()}: attempt {number} of {most}, from the run's last checkpoint\n"
@@ -438,8 +440,6 @@ class Owner:
         return dict(access)
 
     def run_env(self, plan: Plan, access: dict[str, Any] | None) -> dict[str, str]:
-        from runner.runs import attempts
-
         uri = self.state["tracking_uri"]
         attempt = {"RUNNER_ATTEMPT": str(attempts.current(self.run_dir))}
         if access is None:
@@ -458,7 +458,6 @@ class Owner:
     def serve_once(self) -> None:
         """The run's tracking endpoint, started once the run is (its first calls are retried meanwhile), and kept
         for its next attempts."""
-        from runner.runs import attempts
         from runner.tracking.endpoint import Endpoint
 
         plan = self.plan
@@ -470,7 +469,7 @@ class Owner:
             self.endpoint = Endpoint(
                 self.state["tracking_uri"], bind, access["port"], self.run_id, access["token"], names,
                 plan.variable("RUNNER_SPOOL"),  # the run's artifacts and models go to its spool, for us to record
-                lambda: attempts.floor(self.run_dir),  # an earlier attempt's steps are not recorded again
+                lambda: self.floor,  # an earlier attempt's steps are not recorded again
             )  # fmt: skip
         except OSError as exc:  # the port taken meanwhile: the run's own MLflow calls then fail, nothing else
             print(f"[owner] cannot serve the run's endpoint again: {exc}", file=sys.stderr, flush=True)
@@ -513,8 +512,6 @@ class Owner:
 
     def interrupted(self, reason: str) -> Outcome:
         """The run asked to save a checkpoint and stop (SIGTERM), given the time to: its ending, an interruption."""
-        from runner.runs import attempts
-
         assert self.handle is not None
         self.say(f"[runner] {reason}: asking the run to save a checkpoint and stop\n")
         self.handle.cancel(grace=attempts.GRACE)
@@ -524,13 +521,10 @@ class Owner:
     def ingest(self, spool: Any) -> None:
         """The harness's spool and the metric lines the run printed, into its record (above the steps that earlier
         attempts recorded)."""
-        from runner.runs import attempts
-
-        floor = attempts.floor(self.run_dir)
         try:
-            spool.ingest(self.run_dir.spool, self.run_dir.spool_offset, self.client, self.run_id, floor)
+            spool.ingest(self.run_dir.spool, self.run_dir.spool_offset, self.client, self.run_id, self.floor)
             spool.ingest_log(
-                self.run_dir.log, self.run_dir.metric_lines_offset, self.client, self.run_id, floor
+                self.run_dir.log, self.run_dir.metric_lines_offset, self.client, self.run_id, self.floor
             )
         except Exception as exc:  # the store busy or away: the records wait in the spool
             print(f"[owner] could not record spooled records yet: {exc}", file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.runs import attempts
-from tests.helpers import all_runs, docker_engine, run_cli, store
+from tests.helpers import all_runs, docker_engine, run_cli, run_dir, store, when_logged
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +52,6 @@ for epoch in range(first, n):
 """
 
 
-@pytest.fixture(params=["local", "docker"])
-def backend(request) -> str:
-    if request.param == "docker":
-        docker_engine()
-    return request.param
-
-
 @pytest.fixture
 def resumable(project: Path) -> Path:
     (project / "train.py").write_text(RESUMABLE)
@@ -70,20 +63,6 @@ def start(project: Path, backend: str, *args: str, packages: str = "env.requirem
     proc = run_cli(project, f"backend={backend}", packages, "detach=true", *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.split("[runner] run ")[1].split()[0]
-
-
-def run_dir(project: Path, run_id: str) -> Path:
-    return project / ".runner" / "runs" / run_id
-
-
-def when_logged(project: Path, run_id: str, text: str, timeout: float = 120) -> None:
-    log = run_dir(project, run_id) / "run.log"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if log.is_file() and text in log.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} never showed in {log}:\n{log.read_text(errors='replace')}")
 
 
 def record(project: Path, run_id: str, ended: bool = True, timeout: float = 180):
@@ -159,8 +138,13 @@ def test_what_cannot_be_resumed_is_refused_in_one_line(resumable: Path) -> None:
     assert not (run_dir(resumable, failed) / "attempt.json").exists()
     # runner gc frees the checkpoints no attempt will read: a FINISHED run's.
     assert (run_dir(resumable, done) / "checkpoint" / "state.json").is_file()
+    # A link the run left in its checkpoint folder, to a file outside it: removed, never followed.
+    outside = resumable / "outside.txt"
+    outside.write_text("mine")
+    (run_dir(resumable, done) / "checkpoint" / "link").symlink_to(outside)
     assert attempts.gc(resumable, store(resumable)).startswith("Removed the checkpoints of 1 run(s)")
     assert not (run_dir(resumable, done) / "checkpoint").exists()
+    assert outside.read_text() == "mine"
 
 
 def test_a_run_its_machine_lost_takes_its_next_attempt_by_itself(resumable: Path) -> None:

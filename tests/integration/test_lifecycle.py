@@ -44,13 +44,6 @@ sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
 """
 
 
-@pytest.fixture(params=["local", "docker"])
-def backend(request) -> str:
-    if request.param == "docker":
-        docker_engine()
-    return request.param
-
-
 @pytest.fixture
 def probe_project(project: Path) -> Path:
     (project / "probe.py").write_text(PROBE)

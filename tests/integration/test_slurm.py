@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from runner.backends.slurm.jobs import TIMEOUT_REASON as TIMEOUT
-from tests.helpers import docker_engine, ended, run_cli
+from tests.helpers import docker_engine, ended, run_cli, run_dir, when_logged
 from tests.integration.test_attempts import RESUMABLE
 
 pytestmark = pytest.mark.integration
@@ -65,22 +65,8 @@ def settled(project: Path, env: dict[str, str], run_id: str, timeout: float = 24
     raise AssertionError(f"run {run_id} still {record(run_id).info.status} after {timeout} s")
 
 
-def run_dir(project: Path, run_id: str) -> Path:
-    return project / ".runner" / "runs" / run_id
-
-
 def job_of(project: Path, run_id: str) -> str:
     return json.loads((run_dir(project, run_id) / "job.json").read_text())["job"]
-
-
-def when_logged(project: Path, run_id: str, text: str, timeout: float = 180) -> None:
-    log = run_dir(project, run_id) / "run.log"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if log.is_file() and text in log.read_text(errors="replace"):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{text!r} never showed in {log}")
 
 
 def containers_of(run_id: str, engine: str = "docker") -> list[str]:
