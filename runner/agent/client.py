@@ -39,7 +39,10 @@ def client_main(argv: list[str] | None = None) -> None:
     }
     send(sock, request, [0, 1, 2])
     reader = Reader(sock)
-    child = (reader.read() or {}).get("pid")
+    first = reader.read() or {}
+    if "exit" in first:  # a command that ended at once can say so before the agent has told its pid
+        sys.exit(int(first["exit"]))
+    child = first.get("pid")
     if not child:
         print("runner: the agent refused the command: see its log", file=sys.stderr)
         sys.exit(1)
