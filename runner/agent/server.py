@@ -247,6 +247,8 @@ class Agent:
             main(list(request["argv"]))
             return 0
         os.setsid()  # the owner: apart from any terminal and from the agent's own life
+        if request.get("what") == "sweep":
+            return own_sweep(Path(request["run_dir"]), fds[0])
         from runner.runs import owner
         from runner.runs.rundir import RunDir
 
@@ -277,6 +279,20 @@ class Agent:
                 with contextlib.suppress(OSError):
                     send(conn, {"exit": code if code >= 0 else 128 - code})
                 conn.close()
+
+
+def own_sweep(root: Path, lock_fd: int) -> int:
+    """In the forked child: the driver of the sweep in `root`, its output in the sweep's owner.log."""
+    from runner.launch import sweep_owner
+    from runner.runs.rundir import SweepDir
+
+    folder = SweepDir(root)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    log = os.open(folder.owner_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    return sweep_owner.main([str(root), str(lock_fd)])
 
 
 # -- the folders of installations that are gone ----------------------------------------------------------------

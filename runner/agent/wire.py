@@ -100,7 +100,7 @@ def fingerprint() -> str:
     packages' folders (an install changes them). A client talks only to an agent of the same."""
     here = Path(__file__).resolve().parent.parent  # the runner package
     parts = [sys.executable, str(here)]
-    for top in (here, here.parent / "hydra_plugins"):
+    for top in (here,):
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):
@@ -228,10 +228,12 @@ class Started:
         raise AgentError(f"the agent could not start: {ended}. The end of its log, {self.log}:{said}")
 
 
-def fork_owner(run_dir: str, lock_fd: int, env: dict[str, str]) -> int:
-    """Ask the agent for a run's owner, handing it the run's ownership lock; the owner's pid."""
+def fork_owner(run_dir: str, lock_fd: int, env: dict[str, str], what: str = "run") -> int:
+    """Ask the agent for the owner of a run (or, `what="sweep"`, a sweep's driver), handing it the folder's
+    ownership lock; the owner's pid."""
+    request = {"op": "own", "run_dir": run_dir, "cwd": os.getcwd(), "env": env, "what": what}
     with connect() as sock:
-        send(sock, {"op": "own", "run_dir": run_dir, "cwd": os.getcwd(), "env": env}, [lock_fd])
+        send(sock, request, [lock_fd])
         reply = Reader(sock).read() or {}
     if not reply.get("pid"):
         raise AgentError(f"the agent could not start the run's owner: {reply.get('error', 'no answer')}")

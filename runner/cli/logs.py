@@ -6,26 +6,36 @@ import argparse
 import sys
 from pathlib import Path
 
+from runner.cli.run import follow_sweep
 from runner.compose.load import find_project_dir
 from runner.errors import RunnerError
+from runner.launch import sweep_owner
 from runner.runs import owner
 from runner.tracking.logtext import raw_log
 from runner.tracking.store import store_uri
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    logs = sub.add_parser("logs", help="a run's stdout/stderr")
-    logs.add_argument("run_id")
+    logs = sub.add_parser("logs", help="a run's stdout/stderr (a sweep's: its members started and ended)")
+    logs.add_argument("run_id", help="a run's id, or a sweep's")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(fn=cmd_logs)
-    attach = sub.add_parser("attach", help="follow a run from the start of its log; Ctrl-C stops it")
-    attach.add_argument("run_id")
+    attach = sub.add_parser(
+        "attach", help="follow a run (or a sweep) from the start of its log; Ctrl-C stops it"
+    )
+    attach.add_argument("run_id", help="a run's id, or a sweep's")
     attach.set_defaults(fn=cmd_attach)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
 
     project = find_project_dir()
+    folder = sweep_owner.find(project, args.run_id)
+    if folder is not None:
+        if args.follow:
+            return follow_sweep(folder, interrupt_stops=False)
+        sys.stdout.write(folder.log.read_text(errors="replace") if folder.log.exists() else "")
+        return 0
     try:
         run_dir = owner.find_run_dir(project, args.run_id)
     except RunnerError:
@@ -55,7 +65,11 @@ def _logs_from_store(uri: str, run_id: str) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     """Follow a run from the start of its log, as if it had been started here: Ctrl-C stops it (KILLED)."""
 
-    run_dir = owner.find_run_dir(find_project_dir(), args.run_id)
+    project = find_project_dir()
+    folder = sweep_owner.find(project, args.run_id)
+    if folder is not None:
+        return follow_sweep(folder)
+    run_dir = owner.find_run_dir(project, args.run_id)
     if not (run_dir.state).is_file():
         raise RunnerError(f"Run {args.run_id} was not started by this runner here: see it with runner logs")
     try:

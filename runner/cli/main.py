@@ -61,6 +61,8 @@ def _reconcile() -> None:
     here = Path.cwd().resolve()
     project = next((p for p in (here, *here.parents) if (p / ".runner").is_dir()), None)
     if project is not None and (project / ".runner" / "live").is_dir():
+        from runner.launch import sweep_owner
         from runner.runs.owner import reconcile
 
         reconcile(project)
+        sweep_owner.reconcile(project)

@@ -8,7 +8,6 @@ import shlex
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,7 +144,7 @@ def _open_early(project: Path) -> None:
         client()
 
 
-def _hydra_main(project: Path, argv: list[str], sweep: Sweep | None = None) -> None:
+def _hydra_main(project: Path, argv: list[str]) -> None:
     import hydra
 
     from runner.compose.schema import register_configs
@@ -155,7 +154,7 @@ def _hydra_main(project: Path, argv: list[str], sweep: Sweep | None = None) -> N
 
     sys.argv = [sys.argv[0], *hydra_argv(project, argv)]
     folder, name = primary(project)
-    hydra.main(version_base="1.3", config_path=str(folder), config_name=name)(Task(sweep))()
+    hydra.main(version_base="1.3", config_path=str(folder), config_name=name)(task)()
 
 
 def owner_of_sweep_members(project: Path, parent_id: str) -> int:
@@ -173,7 +172,9 @@ def open_sweep(
 ) -> Sweep:
     """The sweep to run: a new one under a new MLflow parent run, or `resume`'s, reopened once none of its
     members is queued or running."""
-    from runner.launch import sweep_parent
+    from runner.launch import sweep_owner, sweep_parent
+    from runner.runs import owner
+    from runner.runs.rundir import SweepDir
 
     if not resume:
         sweep_id, parent_id = sweep_parent.start_parent(
@@ -181,83 +182,143 @@ def open_sweep(
         )
         return sweep_parent.Sweep(sweep_id, parent_id, sweeper, cfg.sweep.objective)
     parent = sweep_parent.find_parent(spec.tracking_uri, resume)
+    folder = SweepDir.of(project, resume)
     going = owner_of_sweep_members(project, parent.info.run_id)
-    if going:
+    if going or (folder.root.is_dir() and owner.owned(folder)) or parent.info.status == "RUNNING":
         raise RunnerError(
-            f"sweep {resume} still has {going} member(s) queued or running: resume it once they have ended "
-            "(runner ls)."
+            f"sweep {resume} is still going ({going} member(s) queued or running): follow it with "
+            f"runner attach {resume}, or resume it once it has ended (runner ls)."
         )
+    sweep_owner.reopen(folder)
     sweep_parent.reopen_parent(spec.tracking_uri, parent.info.run_id)
     return sweep_parent.Sweep(resume, parent.info.run_id, sweeper, cfg.sweep.objective)
 
 
+def check_sweep(hydra: Any, cfg: Any, sweeper: str) -> None:
+    """What the runner's own driver takes from Hydra: the basic and Optuna sweepers' syntax and settings."""
+    from runner.launch import sweep_parent
+
+    launcher = hydra.runtime.choices.get("hydra/launcher")
+    if launcher not in (None, "basic"):
+        raise ConfigError(
+            f"hydra/launcher={launcher}: the runner starts a sweep's members itself, sweep.parallel at a time "
+            "(each in its own CPU/GPU slot); leave hydra/launcher out."
+        )
+    sweep_parent.check_objective(cfg, sweeper)
+    pruner = cfg.sweep.pruner
+    if pruner is None:
+        return
+    if sweeper != "optuna":
+        raise ConfigError(
+            f"sweep.pruner={pruner} stops an Optuna sweep's poor trials early: add hydra/sweeper=optuna (a grid "
+            "runs every member to its end)."
+        )
+    known = sweep_parent.known_metrics(cfg)
+    if known is not None and str(cfg.sweep.objective).startswith("test_"):
+        every = ", ".join(sorted(m for m in known if not m.startswith("test_") and m != "duration_s"))
+        raise ConfigError(
+            f"sweep.pruner needs an objective logged every epoch; '{cfg.sweep.objective}' is logged once, at the "
+            f"end. Every epoch: {every}."
+        )
+
+
 def run_sweep(argv: list[str], cfg: Any, project: Path, resume: str | None) -> None:
-    """A multirun under one MLflow parent run, closed FINISHED, FAILED or KILLED whatever happens."""
+    """A multirun under one MLflow parent run, driven by its own owner (runner.launch.sweep_owner) and followed
+    here (detach=true: not followed); on a scheduler, a grid is submitted at once as one job array."""
     from runner.backends import backend_class
     from runner.compose.build import build_spec
     from runner.compose.load import check_hydra_args, experiment_of
-    from runner.launch import sweep_parent
-    from runner.launch.execute import sigterm_as_interrupt
-    from runner.runs import owner
+    from runner.launch import sweep_owner
+    from runner.runs.rundir import SweepDir
 
-    sweeper = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/sweeper=")), "basic")
-    check_hydra_args(project, argv)
-    sweep_parent.check_objective(cfg, sweeper)
+    hydra = check_hydra_args(project, argv).hydra
+    sweeper = hydra.runtime.choices.get("hydra/sweeper") or "basic"
+    check_sweep(hydra, cfg, sweeper)
     spec = build_spec(cfg, chosen=experiment_of(argv), project_dir=str(project), environ=os.environ)
-    sweep = open_sweep(argv, cfg, spec, project, resume, sweeper)
     if sweeper == "optuna" and not any(a.startswith("hydra.sweeper.direction=") for a in argv):
         argv = [*argv, f"hydra.sweeper.direction={cfg.sweep.direction}"]
-    driver = owner.hold_sweep(project, sweep.id, sweep.parent, spec.tracking_uri)
+    sweep = open_sweep(argv, cfg, spec, project, resume, sweeper)
     print(
         f"[sweep {sweep.id}] parent run {sweep.parent}; resume with: runner sweep resume {sweep.id}",
         flush=True,
     )
-    interrupted, error, submitted = False, None, False
-    try:
-        with sigterm_as_interrupt():
-            _hydra_main(project, argv, sweep)
-        submitted = backend_class(spec.backend).sweeps_at_once
-    except KeyboardInterrupt:
-        interrupted = True
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            error = f"the sweep stopped early (exit {exc.code})"
-        submitted = error is None and backend_class(spec.backend).sweeps_at_once
-    finally:
-        # Submitted: its members are jobs now, and the last to end closes the sweep (at once, if none was left).
-        if submitted:
-            owner.release_sweep(project, sweep.id, driver, submitted=True)
-            owner.settle_sweeps(project)
-        else:
-            status = sweep_parent.finish_parent(
-                spec.tracking_uri, sweep.parent, interrupted, error, sweep.planned
-            )
-            owner.release_sweep(project, sweep.id, driver)
-            print(sweep_parent.summary(spec.tracking_uri, sweep.parent, sweep.objective))
-            print(f"[sweep {sweep.id}] {status}", flush=True)
-    if submitted:
+    if backend_class(spec.backend).sweeps_at_once and sweeper == "basic":
+        submit_sweep(sweep, hydra, project, spec, resume)
+        return
+    plan = {
+        "argv": argv,
+        "project": str(project),
+        "sweeper": sweeper,
+        "objective": cfg.sweep.objective,
+        "pruner": cfg.sweep.pruner,
+        "parallel": cfg.sweep.parallel,
+        "fail_fast": bool(cfg.sweep.fail_fast),
+        "backend": spec.backend,
+        "overrides": _preflight_overrides(argv),
+    }
+    log = SweepDir.of(project, sweep.id).log
+    offset = log.stat().st_size if log.exists() else 0  # resumed: from where its new round starts
+    folder = sweep_owner.begin(project, sweep, spec.tracking_uri, plan)
+    if cfg.detach:
         print(
-            f"[sweep {sweep.id}] submitted: its parent run {sweep.parent} ends when its last member does. The "
-            f"terminal may close.\n  follow: runner ls   compare: runner compare --sweep {sweep.id}",
+            f"[sweep {sweep.id}] started in the background.\n  follow it: runner attach {sweep.id}   (or: runner "
+            f"logs -f {sweep.id})\n  stop it:   runner stop {sweep.id}",
             flush=True,
         )
         sys.exit(0)
-    sys.exit(0 if status == "FINISHED" else 130 if interrupted else 1)
+    sys.exit(follow_sweep(folder, offset))
 
 
-@dataclass(frozen=True)
-class Task:
-    """Hydra's task function, holding the sweep (if any) that the runner's command handed to Hydra: the runner's
-    launcher reads it there, and a launcher that calls the task function makes each run a member of it."""
+def follow_sweep(folder: Any, offset: int = 0, interrupt_stops: bool = True) -> int:
+    """Follow a sweep's log to its end (Ctrl-C stops it); the exit code its ending makes."""
+    from runner.launch import sweep_owner
 
-    sweep: Sweep | None = None
+    try:
+        ended = sweep_owner.follow(folder, sys.stdout, offset, interrupt_stops)
+    except KeyboardInterrupt:
+        return 130
+    return 0 if ended.get("status") == "FINISHED" else 1
 
-    def __call__(self, cfg: object) -> float | None:
-        return task(cfg, self.sweep)
+
+def submit_sweep(sweep: Sweep, hydra: Any, project: Path, spec: Any, resume: str | None) -> None:
+    """A grid on a scheduler: every member submitted at once as one job array; the last member to end closes
+    the parent, and the terminal may close."""
+    from runner.launch import sweep_parent
+    from runner.launch.sweep import compose_member, submit_members
+    from runner.launch.trials import Grid, grid, task_overrides
+    from runner.runs import owner
+
+    driver = owner.hold_sweep(project, sweep.id, sweep.parent, spec.tracking_uri)
+    try:
+        source = Grid(grid(hydra.sweeper, task_overrides(hydra)), set())
+        members = [compose_member(project, t, "basic") for t in source.trials]
+        done = set()
+        if resume:
+            kids = sweep_parent.children(
+                spec.tracking_uri, sweep_parent.find_parent(spec.tracking_uri, sweep.id)
+            )
+            done = {k.data.tags.get(sweep_parent.MEMBER, "") for k in kids if k.info.status == "FINISHED"}
+        submit_members(sweep, members, done, lambda line: print(line, flush=True))
+    except BaseException as exc:
+        error = str(exc) if isinstance(exc, RunnerError) else f"the sweep stopped early: {exc}"
+        status = sweep_parent.finish_parent(
+            spec.tracking_uri, sweep.parent, isinstance(exc, KeyboardInterrupt), error
+        )
+        owner.release_sweep(project, sweep.id, driver)
+        print(f"[sweep {sweep.id}] {status}", flush=True)
+        raise
+    owner.release_sweep(project, sweep.id, driver, submitted=True)
+    owner.settle_sweeps(project)
+    print(
+        f"[sweep {sweep.id}] submitted: its parent run {sweep.parent} ends when its last member does. The "
+        f"terminal may close.\n  follow: runner ls   compare: runner compare --sweep {sweep.id}",
+        flush=True,
+    )
+    sys.exit(0)
 
 
-def task(cfg: object, sweep: Sweep | None = None) -> float | None:
-    """One run; a member of `sweep` where there is one."""
+def task(cfg: object) -> float | None:
+    """Hydra's task function: one run (the config Hydra composed, where Hydra's own flags were given)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
@@ -273,9 +334,7 @@ def task(cfg: object, sweep: Sweep | None = None) -> float | None:
             raise
         print(f"runner: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    overrides = list(hydra_cfg.overrides.task)
-    tags = sweep.member_tags(overrides) if sweep is not None else {}
-    code = run_one(cfg, chosen, Path.cwd(), tags, overrides)
+    code = run_one(cfg, chosen, Path.cwd(), {}, list(hydra_cfg.overrides.task))
     if code:
         raise SystemExit(code)
     return None

@@ -92,10 +92,10 @@ def spelled_out(override: str) -> str:
     return override
 
 
-def check_hydra_args(project_dir: Path, argv: list[str]) -> None:
-    """A sweep's command line as Hydra will take it (its flags; the hydra.* and hydra/ overrides, which the
-    runner's own composition leaves to Hydra; the sweeper's settings), refused in one line before the sweep's
-    parent run exists: Hydra would refuse it only once the parent had been made."""
+def check_hydra_args(project_dir: Path, argv: list[str]) -> DictConfig:
+    """A sweep's command line as Hydra takes it (its flags; the hydra.* and hydra/ overrides, which the runner's
+    own composition leaves to Hydra; the sweeper's settings), refused in one line before the sweep's parent run
+    exists; the config Hydra composes for it, its `hydra` node included (the sweeper's settings, the overrides)."""
     from hydra._internal.utils import get_args_parser
     from hydra.errors import HydraException
     from hydra.types import RunMode
@@ -108,7 +108,7 @@ def check_hydra_args(project_dir: Path, argv: list[str]) -> None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-            GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
+            return GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
                 args.config_name or name,
                 hydra_argv(project_dir, args.overrides),
                 run_mode=RunMode.MULTIRUN,

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from runner.backends import NAMES, config_schema
+from runner.compose import optuna_conf
 
 
 @dataclass
@@ -88,6 +89,9 @@ class SweepConfig:
     fail_fast: bool = False  # stop the other members when one fails
     objective: str | None = None  # the metric a sweeper optimises, e.g. val_accuracy
     direction: str = "maximize"  # or minimize
+    pruner: str | None = (
+        None  # an Optuna sweep's: median, halving or hyperband (Optuna's pruners), on the objective
+    )
 
 
 @dataclass
@@ -122,6 +126,7 @@ def register_configs() -> None:
     if "runner_schema.yaml" in cs.repo:
         return
     cs.store(name="runner_schema", node=RunnerConfig)
+    optuna_conf.register()
     # The runner's root config under a name of its own, for a project whose conf/ has no config.yaml: Hydra
     # looks for the root config before the runner's conf/ joins its search path (runner.compose.load.primary).
     cs.store(name=PACKAGED_ROOT, node=OmegaConf.load(PACKAGED / "config.yaml"))

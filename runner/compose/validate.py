@@ -149,6 +149,8 @@ def _sweep(cfg: DictConfig) -> None:
         )
     if cfg.sweep.direction not in ("maximize", "minimize"):
         raise ConfigError(f"sweep.direction: '{cfg.sweep.direction}' is not one of: maximize, minimize.")
+    if cfg.sweep.pruner is not None and cfg.sweep.pruner not in ("median", "halving", "hyperband"):
+        raise ConfigError(f"sweep.pruner: '{cfg.sweep.pruner}' is not one of: median, halving, hyperband.")
 
 
 def _env(cfg: DictConfig) -> None:

@@ -182,33 +182,74 @@ def children(uri: str, parent: Any) -> list[Any]:
 
 
 def finish_parent(
-    uri: str, parent_id: str, interrupted: bool, error: str | None = None, planned: Iterable[str] = ()
+    uri: str,
+    parent_id: str,
+    interrupted: bool,
+    error: str | None = None,
+    planned: Iterable[str] = (),
+    account: dict[str, Any] | None = None,
 ) -> str:
-    """FINISHED when every member did, FAILED with the count when any failed (or the sweep itself broke
-    off with `error`), KILLED when interrupted. `planned`: the keys of the members the launcher was given, a
-    member among them that never got a run counting as failed."""
+    """FINISHED when every member finished (or was pruned), FAILED with the count when any failed (or the sweep
+    itself broke off with `error`), KILLED when interrupted. `planned`: the keys of the members the driver was
+    given, a member among them that never got a run counting as failed. `account`: the driver's own tags (trials,
+    reused, the best), recorded with the runs', pruned and failed counts."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    kids = children(uri, client.get_run(parent_id))
+    parent = client.get_run(parent_id)
+    kids = children(uri, parent)
     # The latest attempt of each member counts (resume re-runs the ones that did not finish).
-    latest = {r.data.tags.get(MEMBER, ""): r.info.status for r in kids}
+    latest = {r.data.tags.get(MEMBER, ""): ended_as(r) for r in kids}
     latest.update({key: "NOT RUN" for key in planned if key not in latest})
-    failed = sum(1 for s in latest.values() if s != "FINISHED")
+    failed = sum(1 for s in latest.values() if s not in ("FINISHED", "PRUNED"))
     status = "KILLED" if interrupted else ("FAILED" if failed or error or not latest else "FINISHED")
+    tags = {
+        "runner.sweep.members": len(latest),
+        "runner.sweep.runs": len(kids),
+        "runner.sweep.pruned": sum(1 for r in kids if ended_as(r) == "PRUNED"),
+        "runner.sweep.failed": failed,
+        **best_of(kids, parent.data.tags),
+        **(account or {}),
+    }
     if error:
-        client.set_tag(parent_id, "runner.reason", error)
-    client.set_tag(parent_id, "runner.sweep.members", str(len(latest)))
-    client.set_tag(parent_id, "runner.sweep.failed", str(failed))
+        tags["runner.reason"] = error
+    for name, value in tags.items():
+        client.set_tag(parent_id, name, str(value))
     client.set_terminated(parent_id, status)
     return status
 
 
+def ended_as(run: Any) -> str:
+    """A member's ending as the sweep says it: PRUNED for one its pruner stopped."""
+    status = str(run.info.status)
+    return "PRUNED" if status == "KILLED" and run.data.tags.get("runner.reason") == "pruned" else status
+
+
+def best_of(kids: list[Any], parent_tags: dict[str, str]) -> dict[str, Any]:
+    """The member with the best objective among those that finished (a grid's; an Optuna sweep's driver says its
+    study's own)."""
+    objective = parent_tags.get("runner.sweep.objective")
+    scored = [r for r in kids if objective and r.info.status == "FINISHED" and objective in r.data.metrics]
+    if not scored:
+        return {}
+    sign = -1 if parent_tags.get("runner.sweep.direction") == "minimize" else 1
+    best = max(scored, key=lambda r: sign * r.data.metrics[objective])
+    swept = json.loads(best.data.tags.get(MEMBER, "[]"))
+    return {
+        "runner.sweep.best_member": best.data.tags.get(INDEX, ""),
+        "runner.sweep.best_run": best.info.run_id,
+        "runner.sweep.best_value": best.data.metrics[objective],
+        "runner.sweep.best_params": json.dumps(dict(o.split("=", 1) for o in swept if "=" in o)),
+    }
+
+
 def summary(uri: str, parent_id: str, objective: str | None) -> str:
-    """One line per member: the overrides that set it apart, status, objective, duration, run id."""
+    """One line per member: its own overrides, status, objective, duration, run id; then the best member."""
     from mlflow import MlflowClient
 
-    runs = children(uri, MlflowClient(uri).get_run(parent_id))
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    runs = sorted(children(uri, parent), key=lambda r: int(r.data.tags.get(INDEX) or 0))
     overrides = [json.loads(r.data.tags.get(MEMBER, "[]")) for r in runs]
     common = set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
     rows = []
@@ -217,14 +258,27 @@ def summary(uri: str, parent_id: str, objective: str | None) -> str:
         value = run.data.metrics.get(objective) if objective else None
         rows.append(
             (
+                run.data.tags.get(INDEX, "-"),
                 " ".join(o for o in ovs if o not in common),
-                run.info.status,
+                ended_as(run),
                 "-" if value is None else f"{value:.4g}",
                 f"{(end - run.info.start_time) / 1000:.1f}s",
                 run.info.run_id,
             )
         )
-    width = max([len(r[0]) for r in rows] + [9])
+    width = max([len(r[1]) for r in rows] + [9])
     head = f"{'#':>3}  {'MEMBER':{width}}  {'STATUS':9}  {(objective or 'OBJECTIVE').upper():>14}  {'DURATION':>9}  RUN"
-    lines = [f"{i:>3}  {o:{width}}  {s:9}  {v:>14}  {d:>9}  {r}" for i, (o, s, v, d, r) in enumerate(rows, 1)]
+    lines = [f"{i:>3}  {o:{width}}  {s:9}  {v:>14}  {d:>9}  {r}" for i, o, s, v, d, r in rows]
+    tags = client.get_run(parent_id).data.tags
+    if tags.get("runner.sweep.trials"):
+        lines.append(
+            f"trials {tags['runner.sweep.trials']}: runs {tags.get('runner.sweep.runs')}, reused "
+            f"{tags.get('runner.sweep.reused', 0)}, pruned {tags.get('runner.sweep.pruned')}, failed "
+            f"{tags.get('runner.sweep.failed')}"
+        )
+    if tags.get("runner.sweep.best_run"):
+        lines.append(
+            f"best: member {tags['runner.sweep.best_member']} (run {tags['runner.sweep.best_run']}) "
+            f"{objective}={float(tags['runner.sweep.best_value']):.4g} with {tags['runner.sweep.best_params']}"
+        )
     return "\n".join([head, *lines])

@@ -260,8 +260,8 @@ def settle_sweeps(project: Path) -> None:
         state = read_json(folder.state)
         if not folder.live.exists() or not state:
             continue
-        if not state.get("submitted") and state.get("host") != socket.gethostname():
-            continue
+        if state.get("driven") or (not state.get("submitted") and state.get("host") != socket.gethostname()):
+            continue  # a sweep with a driver of its own: a new driver takes it over (runner.launch.sweep_owner)
         if state["parent"] in running or owned(folder):
             continue
         why = (

@@ -260,3 +260,27 @@ class SweepDir:
     def live(self) -> Path:
         """There until the sweep's parent run is closed."""
         return self.root / "live"
+
+    @property
+    def plan(self) -> Path:
+        """What the sweep is: its command line, project and settings (its driver reads it)."""
+        return self.root / "plan.json"
+
+    @property
+    def log(self) -> Path:
+        """The sweep's own lines: members started and ended, pruned, the table (attach and logs show it)."""
+        return self.root / "sweep.log"
+
+    @property
+    def owner_log(self) -> Path:
+        return self.root / "owner.log"
+
+    @property
+    def stop(self) -> Path:
+        """A stop request and its reason: every member ends KILLED, then the parent."""
+        return self.root / "stop"
+
+    @property
+    def ended(self) -> Path:
+        """The parent's recorded ending."""
+        return self.root / "ended.json"

@@ -147,6 +147,32 @@ def test_a_sweep_is_one_job_array_under_one_parent_with_its_throttle(
     assert most <= 2  # sweep.parallel=2 is the array's throttle
 
 
+def test_an_optuna_sweep_on_the_cluster_submits_each_trial_as_a_slot_frees(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    """The sweep's driver on the login node asks for a trial as a slot frees and submits it as a job of its own,
+    two at a time; each trial is told its member's objective as its job ends."""
+    score = 'command="python -c \\"import mlflow; mlflow.log_metric(\'score\', ${train.learning_rate})\\""'
+    proc = run_cli(
+        cluster_project, "-m", "backend=slurm", "env.requirements=[]", score, "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=3", "train.learning_rate=interval(0.1,0.9)", "sweep.objective=score",
+        "sweep.parallel=2", env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sweep_id = proc.stdout.split("[sweep ")[1].split("]")[0]
+    client = MlflowClient(SERVER)
+    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    (parent,) = client.search_runs(
+        ids, f"tags.`runner.sweep_id` = '{sweep_id}' and tags.`runner.role` = 'sweep'"
+    )
+    kids = client.search_runs(ids, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["runner.sweep.trials"] == "3"
+    assert len(kids) == 3 and all(k.info.status == "FINISHED" for k in kids)
+    jobs = [k.data.tags["runner.slurm.job"] for k in kids]
+    assert len(set(jobs)) == 3 and all(sacct_state(env, j) == "COMPLETED" for j in jobs)
+    assert all(k.data.metrics["score"] == float(k.data.params["train.learning_rate"]) for k in kids)
+
+
 def test_scancel_mid_run_ends_it_killed_with_its_log(cluster_project: Path, env: dict[str, str]) -> None:
     run_id = submit(cluster_project, env, "command=python epochs.py")
     when_logged(cluster_project, run_id, "epoch 2")

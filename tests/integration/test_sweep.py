@@ -78,7 +78,8 @@ def test_failing_member_is_reported_at_once_others_finish_parent_failed(project:
         ("2", "FAILED"),
         ("3", "FINISHED"),
     ]
-    assert "STATUS" in proc.stdout.splitlines()[-5]  # the summary table ends the output
+    assert "STATUS" in proc.stdout.splitlines()[-6]  # the summary table ends the output, with its account
+    assert "trials 3: runs 3, reused 0, pruned 0, failed 1" in proc.stdout.splitlines()[-2]
 
     # resume runs only the member that did not finish, under the same parent
     (project / "fixed").write_text("")
@@ -188,18 +189,14 @@ def test_objective_never_logged_in_command_mode_fails_the_trial(project: Path) -
     assert "sweep.objective 'score' was never logged" in proc.stdout
 
 
-def test_a_sweep_whose_terminal_died_ends_lost_once_its_members_end(project: Path) -> None:
+def test_a_sweep_outlives_its_terminal_and_its_driver(project: Path) -> None:
+    """The terminal's runner killed -9 once two members started, then the sweep's driver killed -9: the next
+    runner command gives the sweep a new driver, which follows the members going and starts the rest; every
+    member runs once and the sweep ends FINISHED."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    sleep = "command=\"sh -c 'echo started; sleep 3'\""
     cli = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "-m",
-            *TINY,
-            "command=\"sh -c 'echo started; sleep 4'\"",
-            "train.seed=1,2",
-        ],
+        [sys.executable, "-m", "runner", "-m", *TINY, sleep, "train.seed=1,2,3,4", "sweep.parallel=2"],
         cwd=project,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -210,18 +207,21 @@ def test_a_sweep_whose_terminal_died_ends_lost_once_its_members_end(project: Pat
     logs = project / ".runner" / "runs"
     while sum("started" in p.read_text() for p in logs.glob("*/run.log")) < 2 and time.time() < deadline:
         time.sleep(0.2)
-    os.kill(cli.pid, signal.SIGKILL)  # the sweep's driver dies; its two members go on under their owners
+    os.kill(cli.pid, signal.SIGKILL)  # the terminal's runner: the sweep goes on under its driver
     cli.wait()
-    while len(list(logs.glob("*/ended.json"))) < 2 and time.time() < deadline:
-        time.sleep(0.3)
+    (folder,) = (project / ".runner" / "sweeps").iterdir()
+    os.kill(json.loads((folder / "driver.json").read_text())["pid"], signal.SIGKILL)
+    time.sleep(1)
+    run_cli(project, "ls", check=True)  # a new driver takes the sweep over
+    attached = run_cli(project, "attach", folder.name, timeout=300)
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    assert "taken over" in attached.stdout
     parent, kids = parent_and_children(project)
-    assert parent.info.status == "RUNNING"  # until a runner command looks
-    run_cli(project, "ls", check=True)
-    parent, kids = parent_and_children(project)
-    assert sorted(k.info.status for k in kids) == ["FINISHED", "FINISHED"]
-    assert parent.info.status == "FAILED"
-    assert parent.data.tags["runner.reason"].startswith("lost: the sweep's runner process ended")
-    assert f"runner sweep resume {parent.data.tags['runner.sweep_id']}" in parent.data.tags["runner.reason"]
+    assert parent.info.status == "FINISHED"
+    assert sorted((k.data.params["train.seed"], k.info.status) for k in kids) == [
+        (str(s), "FINISHED") for s in range(1, 5)
+    ]
+    assert parent.data.tags["runner.sweep.runs"] == "4"
 
 
 def test_a_sweep_in_a_project_with_its_own_conf(project: Path) -> None:
@@ -243,3 +243,80 @@ def test_a_sweep_in_a_project_with_its_own_conf(project: Path) -> None:
     ]
     # A member records its command and the value swept, not the trainer's defaults it never read.
     assert not [p for k in kids for p in k.data.params if p.startswith(("model.", "train.epochs", "sweep."))]
+
+
+def busy(kids: list, slots: int) -> float:
+    """Sum of member durations / (slots x the sweep's span): 1.0 when no slot ever waits."""
+    start = min(k.info.start_time for k in kids)
+    end = max(k.info.end_time for k in kids)
+    return sum(k.info.end_time - k.info.start_time for k in kids) / (slots * (end - start))
+
+
+def test_optuna_trials_of_uneven_length_keep_both_slots_busy(project: Path) -> None:
+    """8 trials from 0.4 s to 8 s on 2 slots: a new trial is asked for as soon as a slot frees (Hydra's sweeper
+    waited for the slower of each pair), and each trial is told as its member ends."""
+    work = 'command="python -c \\"import time, mlflow; time.sleep(${train.epochs} / 50); mlflow.log_metric(\'score\', ${train.epochs})\\""'
+    proc = run_cli(
+        project,
+        "-m",
+        *TINY,
+        work,
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.sampler.seed=3",
+        "train.epochs=range(20,420,40)",
+        "sweep.objective=score",
+        "sweep.parallel=2",
+        check=True,
+    )
+    parent, kids = parent_and_children(project)
+    tags = parent.data.tags
+    assert int(tags["runner.sweep.trials"]) == 8
+    assert int(tags["runner.sweep.runs"]) + int(tags["runner.sweep.reused"]) == 8
+    assert len(kids) == int(tags["runner.sweep.runs"]) and all(k.info.status == "FINISHED" for k in kids)
+    assert busy(kids, 2) >= 0.9, busy(kids, 2)
+    top = max(k.data.metrics["score"] for k in kids)
+    (best,) = [k for k in kids if k.info.run_id == tags["runner.sweep.best_run"]]
+    assert best.data.metrics["score"] == top == float(tags["runner.sweep.best_value"])
+    assert json.loads(tags["runner.sweep.best_params"]) == {
+        "train.epochs": float(best.data.params["train.epochs"])
+    }
+    for k in kids:  # each member shown with its own value
+        assert f"train.epochs={float(k.data.params['train.epochs']):g} (run {k.info.run_id})" in proc.stdout
+    assert f"best: member {tags['runner.sweep.best_member']} (run {best.info.run_id})" in proc.stdout
+
+
+def test_a_median_pruner_stops_diverging_trials(project: Path) -> None:
+    """Learning rates above 1 make the loss grow each epoch: the median pruner stops those trials, which end KILLED
+    `pruned` with their epochs so far; the sweep says what that saved."""
+    script = (
+        "import time, mlflow\n"
+        "lr = float(__import__('sys').argv[1])\n"
+        "for epoch in range(12):\n"
+        "    mlflow.log_metric('loss', (1 + lr) ** epoch if lr > 1 else 1 / (1 + epoch), step=epoch)\n"
+        "    time.sleep(0.5)\n"
+    )
+    (project / "fit.py").write_text(script)
+    proc = run_cli(
+        project,
+        "-m",
+        *TINY,
+        'command="python fit.py ${train.learning_rate}"',
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.n_trials=6",
+        "train.learning_rate=choice(0.01,0.02,0.03,2.0,3.0,4.0)",
+        "sweep.objective=loss",
+        "sweep.direction=minimize",
+        "sweep.pruner=median",
+        "sweep.parallel=1",
+        check=True,
+    )
+    parent, kids = parent_and_children(project)
+    pruned = [k for k in kids if k.info.status == "KILLED"]
+    assert pruned and all(k.data.tags["runner.reason"] == "pruned" for k in pruned), proc.stdout
+    assert all(float(k.data.params["train.learning_rate"]) > 1 for k in pruned)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["runner.sweep.pruned"] == str(len(pruned))
+    assert "PRUNED" in proc.stdout and "of compute saved" in proc.stdout
