@@ -23,6 +23,7 @@ import dataset
 import overhead
 import store
 import sweep
+import sweep_async
 import training
 from common import Figure, machine, spread
 
@@ -66,6 +67,7 @@ def main() -> int:
         ("training", lambda: training.measure(args.quick, args.mnist)),
         ("store", lambda: store.measure(args.quick)),
         ("sweep", lambda: sweep.measure(args.quick)),
+        ("sweep_async", lambda: sweep_async.measure(args.quick)),
         ("cluster", lambda: cluster.measure(args.quick)),
     ]
     started = time.perf_counter()

@@ -178,6 +178,10 @@ class Driver:
                 f"[sweep] member {trial.number + 1}/{self.source.total} repeats member {same.number + 1}'s values "
                 f"({trial.label}): its run {run_id} answers for it ({same.value:.4g})"
             )
+            from mlflow import MlflowClient
+
+            users = ",".join(str(n + 1) for n in self.source.reusers(run_id))
+            MlflowClient(self.uri).set_tag(run_id, sweep_parent.REUSED_BY, users)
 
     def start(self, pool: ThreadPoolExecutor, trial: Trial, run_id: str | None) -> None:
         assert self.source is not None

@@ -12,12 +12,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from runner.errors import ConfigError
+from runner.tracking.compare import ended_as
 
 SWEEP_ID = "runner.sweep_id"
 # The member's own overrides, a JSON list: how resume recognises it.
 MEMBER = "runner.sweep.member"
 PARENT = "mlflow.parentRunId"
 INDEX = "runner.sweep.index"
+REUSED_BY = "runner.sweep.reused_by"  # a member's tag: the later members its run answers for (same values)
 
 
 @dataclass(frozen=True)
@@ -219,12 +221,6 @@ def finish_parent(
     return status
 
 
-def ended_as(run: Any) -> str:
-    """A member's ending as the sweep says it: PRUNED for one its pruner stopped."""
-    status = str(run.info.status)
-    return "PRUNED" if status == "KILLED" and run.data.tags.get("runner.reason") == "pruned" else status
-
-
 def best_of(kids: list[Any], parent_tags: dict[str, str]) -> dict[str, Any]:
     """The member with the best objective among those that finished (a grid's; an Optuna sweep's driver says its
     study's own)."""
@@ -266,10 +262,16 @@ def summary(uri: str, parent_id: str, objective: str | None) -> str:
                 run.info.run_id,
             )
         )
+    tags = parent.data.tags
+    by_run = {row[5]: row for row in rows}
+    for member, run_id in json.loads(tags.get("runner.sweep.reuses") or "[]"):
+        if run_id in by_run:  # a trial that repeated an earlier one's values: that run answers for it
+            _, label, _, value, _, _ = by_run[run_id]
+            rows.append((str(member), label, "REUSED", value, "-", run_id))
+    rows.sort(key=lambda row: int(row[0]) if row[0].isdigit() else 0)
     width = max([len(r[1]) for r in rows] + [9])
     head = f"{'#':>3}  {'MEMBER':{width}}  {'STATUS':9}  {(objective or 'OBJECTIVE').upper():>14}  {'DURATION':>9}  RUN"
     lines = [f"{i:>3}  {o:{width}}  {s:9}  {v:>14}  {d:>9}  {r}" for i, o, s, v, d, r in rows]
-    tags = client.get_run(parent_id).data.tags
     if tags.get("runner.sweep.trials"):
         lines.append(
             f"trials {tags['runner.sweep.trials']}: runs {tags.get('runner.sweep.runs')}, reused "

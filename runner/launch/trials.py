@@ -239,6 +239,10 @@ class Study:
         self.study.tell(live, same.value)
         return run_id
 
+    def reusers(self, run_id: str) -> list[int]:
+        """The trials that reuse `run_id`, by number."""
+        return [t.number for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(REUSES) == run_id]
+
     def longest(self) -> int | None:
         """The most steps a member reported: a member's planned steps where its config does not say them."""
         return max(self.reported.values(), default=-1) + 1 or None
@@ -256,6 +260,10 @@ class Study:
             "runner.sweep.trials": len(trials),
             "runner.sweep.reused": sum(1 for t in trials if t.user_attrs.get(REUSES)),
             "runner.sweep.study": self.study.study_name,
+            # [member, the run that answers for it] for each trial that repeated an earlier one's values
+            "runner.sweep.reuses": json.dumps(
+                [[t.number + 1, t.user_attrs[REUSES]] for t in trials if t.user_attrs.get(REUSES)]
+            ),
         }
         tags["runner.sweep.complete"] = states.count(TrialState.COMPLETE)
         try:

@@ -20,6 +20,12 @@ def default_objective(runs: list[Any]) -> str | None:
     return next((m for m in KEY_METRICS if m in present), None)
 
 
+def ended_as(run: Any) -> str:
+    """A run's status as a sweep says it: PRUNED for a member its sweep's pruner stopped."""
+    status = str(run.info.status)
+    return "PRUNED" if status == "KILLED" and run.data.tags.get("runner.reason") == "pruned" else status
+
+
 def compare(runs: list[Any], objective: str | None, direction: str) -> dict[str, Any]:
     """{'objective', 'params': [differing keys], 'metrics': [keys], 'rows': [...]} sorted best first."""
     keys = sorted(set().union(*(r.data.params for r in runs))) if runs else []
@@ -29,14 +35,15 @@ def compare(runs: list[Any], objective: str | None, direction: str) -> dict[str,
     metrics = sorted(set().union(*(r.data.metrics for r in runs))) if runs else []
     sign = -1.0 if direction == "maximize" else 1.0
 
-    def rank(run: Any) -> float:
+    def rank(run: Any) -> tuple[bool, float]:
+        """Best first; a pruned member's last value (not its end) after every member that ran to its end."""
         value = run.data.metrics.get(objective) if objective else None
-        return math.inf if value is None or math.isnan(value) else sign * value
+        return ended_as(run) == "PRUNED", math.inf if value is None or math.isnan(value) else sign * value
 
     rows = [
         {
             "id": r.info.run_id,
-            "status": r.info.status,
+            "status": ended_as(r),
             "params": {k: r.data.params.get(k) for k in differing},
             "metrics": {k: r.data.metrics.get(k) for k in metrics},
         }

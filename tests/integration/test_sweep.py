@@ -252,27 +252,40 @@ def busy(kids: list, slots: int) -> float:
     return sum(k.info.end_time - k.info.start_time for k in kids) / (slots * (end - start))
 
 
-def test_optuna_trials_of_uneven_length_keep_both_slots_busy(project: Path) -> None:
-    """8 trials from 0.4 s to 8 s on 2 slots: a new trial is asked for as soon as a slot frees (Hydra's sweeper
-    waited for the slower of each pair), and each trial is told as its member ends."""
+def test_optuna_trials_of_uneven_length_keep_both_slots_busy_with_the_terminal_gone(project: Path) -> None:
+    """8 trials from 0.4 s to 8 s on 2 slots, the terminal's runner killed -9 once two members started: the sweep's
+    driver asks for a new trial as soon as a slot frees (Hydra's sweeper waited for the slower of each pair), tells
+    each trial as its member ends, and ends the sweep FINISHED with every trial accounted for."""
     work = 'command="python -c \\"import time, mlflow; time.sleep(${train.epochs} / 50); mlflow.log_metric(\'score\', ${train.epochs})\\""'
-    proc = run_cli(
-        project,
-        "-m",
-        *TINY,
-        work,
-        "hydra/sweeper=optuna",
-        "hydra.sweeper.n_trials=8",
-        "hydra.sweeper.sampler.seed=3",
-        "train.epochs=range(20,420,40)",
-        "sweep.objective=score",
-        "sweep.parallel=2",
-        check=True,
+    args = ("hydra/sweeper=optuna", "hydra.sweeper.n_trials=8", "hydra.sweeper.sampler.seed=3")
+    space = ("train.epochs=range(20,420,40)", "sweep.objective=score", "sweep.parallel=2")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, work, *args, *space],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    deadline = time.time() + 300
+    sweeps = project / ".runner" / "sweeps"
+    while time.time() < deadline and "member 2/8 started" not in "".join(
+        p.read_text() for p in sweeps.glob("*/sweep.log")
+    ):
+        time.sleep(0.1)
+    os.kill(cli.pid, signal.SIGKILL)
+    cli.wait()
+    (folder,) = sweeps.iterdir()
+    proc = run_cli(project, "attach", folder.name, timeout=300, check=True)
     parent, kids = parent_and_children(project)
     tags = parent.data.tags
+    assert parent.info.status == "FINISHED"
     assert int(tags["runner.sweep.trials"]) == 8
-    assert int(tags["runner.sweep.runs"]) + int(tags["runner.sweep.reused"]) == 8
+    reused = json.loads(tags["runner.sweep.reuses"])
+    assert int(tags["runner.sweep.runs"]) + len(reused) == 8 and int(tags["runner.sweep.reused"]) == len(
+        reused
+    )
     assert len(kids) == int(tags["runner.sweep.runs"]) and all(k.info.status == "FINISHED" for k in kids)
     assert busy(kids, 2) >= 0.9, busy(kids, 2)
     top = max(k.data.metrics["score"] for k in kids)
@@ -283,6 +296,10 @@ def test_optuna_trials_of_uneven_length_keep_both_slots_busy(project: Path) -> N
     }
     for k in kids:  # each member shown with its own value
         assert f"train.epochs={float(k.data.params['train.epochs']):g} (run {k.info.run_id})" in proc.stdout
+    for member, run_id in reused:  # a trial that repeated a finished one's values: that run answers for it
+        (answering,) = [k for k in kids if k.info.run_id == run_id]
+        assert str(member) in answering.data.tags["runner.sweep.reused_by"].split(",")
+        assert " REUSED " in next(ln for ln in proc.stdout.splitlines() if ln.startswith(f"{member:>3}  "))
     assert f"best: member {tags['runner.sweep.best_member']} (run {best.info.run_id})" in proc.stdout
 
 
@@ -320,3 +337,34 @@ def test_a_median_pruner_stops_diverging_trials(project: Path) -> None:
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["runner.sweep.pruned"] == str(len(pruned))
     assert "PRUNED" in proc.stdout and "of compute saved" in proc.stdout
+    table = json.loads(
+        run_cli(
+            project, "compare", "--sweep", parent.data.tags["runner.sweep_id"], "--json", check=True
+        ).stdout
+    )
+    statuses = [row["status"] for row in table["rows"]]
+    assert statuses == ["FINISHED"] * (len(kids) - len(pruned)) + ["PRUNED"] * len(pruned)  # pruned ones last
+
+
+def test_a_detached_sweep_is_followed_and_stopped_by_its_id(project: Path) -> None:
+    """`detach=true` returns once the sweep's driver has it; `runner logs SWEEP_ID` shows its lines and `runner stop
+    SWEEP_ID` ends every member, then the parent, KILLED."""
+    sleep = "command=\"sh -c 'echo started; sleep 120'\""
+    proc = run_cli(
+        project, "-m", *TINY, sleep, "train.seed=1,2,3", "sweep.parallel=2", "detach=true", check=True
+    )
+    sweep_id = proc.stdout.split("[sweep ")[1].split("]")[0]
+    assert f"runner attach {sweep_id}" in proc.stdout and f"runner stop {sweep_id}" in proc.stdout
+    logs = project / ".runner" / "runs"
+    deadline = time.time() + 120
+    while sum("started" in p.read_text() for p in logs.glob("*/run.log")) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    said = run_cli(project, "logs", sweep_id, check=True).stdout
+    assert "member 1/3 started: train.seed=1" in said and "member 2/3 started: train.seed=2" in said
+    stopped = run_cli(project, "stop", sweep_id, check=True).stdout
+    assert f"Sweep {sweep_id} stopped: it ends KILLED" in stopped
+    parent, kids = parent_and_children(project)
+    assert parent.info.status == "KILLED"
+    assert sorted(k.info.status for k in kids) == ["KILLED", "KILLED"]  # the third never started
+    assert all(k.data.tags["runner.reason"] == "stopped by runner stop" for k in kids)
+    assert run_cli(project, "attach", sweep_id).returncode == 1  # it has ended: the table, then its ending
