@@ -67,6 +67,7 @@ class Driver:
         self.saved_s = 0.0
         self.pruned = 0
         self.last_look = 0.0
+        self.experiment: str | None = None
 
     def say(self, line: str) -> None:
         with open(self.folder.log, "a", encoding="utf-8") as log:
@@ -199,8 +200,7 @@ class Driver:
     def run_trial(self, trial: Trial, slot: int) -> Result:
         member = compose_member(self.project, trial, self.sweep.sweeper)
         self.members[trial.number] = member
-        tagged = Sweep(self.sweep.id, self.sweep.parent, self.sweep.sweeper, self.sweep.objective)
-        return run_member(member, tagged, self.slots, slot, self.stop, {ROUND: str(self.round)})
+        return run_member(member, self.sweep, self.slots, slot, self.stop, {ROUND: str(self.round)})
 
     def ended(self, fut: Future[Result]) -> None:
         """A member ended: said, its trial told, its slot freed (fail_fast stops the others)."""
@@ -276,7 +276,9 @@ class Driver:
                     break
 
     def running_kids(self, client: Any) -> list[Any]:
-        exp = self.parent().info.experiment_id
+        if self.experiment is None:  # read once: the parent's experiment does not change
+            self.experiment = self.parent().info.experiment_id
+        exp = self.experiment
         query = f"tags.`{sweep_parent.PARENT}` = '{self.sweep.parent}' and attributes.status = 'RUNNING'"
         return list(client.search_runs([exp], query))
 
