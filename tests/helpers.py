@@ -283,3 +283,31 @@ def when_logged(project: Path, run_id: str, text: str, timeout: float = 180) -> 
             return
         time.sleep(0.2)
     raise AssertionError(f"{text!r} never showed in {log}")
+
+
+# A user's own training loop, as the README's contract asks: it loads its checkpoint where there is one, saves one
+# (atomically) every third epoch and on SIGTERM, and logs each epoch with the epoch as its step, as a FloydHub
+# metric line and through MLflow. A new attempt replays the epochs after the checkpoint: their points are logged
+# again, and must not be recorded twice.
+RESUMABLE = """\
+import json, os, signal, sys, time
+import mlflow
+n, pause = int(sys.argv[1]), float(sys.argv[2])
+folder = os.environ["RUNNER_CHECKPOINT_DIR"] if len(sys.argv) < 4 else sys.argv[3]
+path = os.path.join(folder, "state.json")
+first = json.load(open(path))["epoch"] + 1 if os.path.exists(path) else 0
+asked = []
+signal.signal(signal.SIGTERM, lambda *_: asked.append(1))
+print(f"attempt {os.environ['RUNNER_ATTEMPT']} from epoch {first}", flush=True)
+for epoch in range(first, n):
+    time.sleep(pause)
+    print(json.dumps({"metric": "loss", "value": 1.0 / (epoch + 1), "step": epoch}), flush=True)
+    mlflow.log_metric("score", float(epoch), step=epoch)
+    if epoch % 3 == 2 or asked:
+        with open(path + ".tmp", "w") as fh:
+            json.dump({"epoch": epoch}, fh)
+        os.replace(path + ".tmp", path)
+    if asked:
+        print("checkpoint saved: stopping", flush=True)
+        sys.exit(143)
+"""

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
-from tests.helpers import all_runs, interrupt_when_started, run_cli
+from tests.helpers import RESUMABLE, all_runs, interrupt_when_started, run_cli, store
 
 pytestmark = pytest.mark.integration
 
@@ -368,3 +369,40 @@ def test_a_detached_sweep_is_followed_and_stopped_by_its_id(project: Path) -> No
     assert sorted(k.info.status for k in kids) == ["KILLED", "KILLED"]  # the third never started
     assert all(k.data.tags["runner.reason"] == "stopped by runner stop" for k in kids)
     assert run_cli(project, "attach", sweep_id).returncode == 1  # it has ended: the table, then its ending
+
+
+def test_a_member_its_machine_lost_goes_on_as_that_member(project: Path) -> None:
+    """Every process of a running member killed (its owner, its shim, its code: as a machine's restart would):
+    with `resources.max_attempts=2` it takes its next attempt as the same child run, and the sweep waits for it;
+    no member is run twice, and each epoch is in its history once."""
+    (project / "train.py").write_text(RESUMABLE)
+    proc = run_cli(
+        project,
+        "-m",
+        *TINY,
+        "command=python train.py 10 0.4",
+        "train.seed=1,2",
+        "sweep.parallel=2",
+        "resources.max_attempts=2",
+        "detach=true",
+        check=True,
+    )
+    sweep_id = proc.stdout.split("[sweep ")[1].split("]")[0]
+    logs = project / ".runner" / "runs"
+    deadline = time.time() + 180
+    while not (hit := [p.parent for p in logs.glob("*/run.log") if '"step": 3}' in p.read_text()]):
+        assert time.time() < deadline, "no member reached its fourth epoch"
+        time.sleep(0.2)
+    folder = hit[0]
+    os.kill(json.loads((folder / "owner.json").read_text())["pid"], signal.SIGKILL)
+    os.killpg(json.loads((folder / "process.json").read_text())["pid"], signal.SIGKILL)
+    attached = run_cli(project, "attach", sweep_id, timeout=300)
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    parent, kids = parent_and_children(project)
+    assert parent.info.status == "FINISHED" and parent.data.tags["runner.sweep.runs"] == "2"
+    assert sorted(k.info.status for k in kids) == ["FINISHED", "FINISHED"]
+    (lost,) = [k for k in kids if k.info.run_id == folder.name]
+    assert lost.data.tags["runner.attempt"] == "2"
+    assert lost.data.tags["runner.attempt.1"].startswith("FAILED: lost"), lost.data.tags
+    history = MlflowClient(store(project)).get_metric_history(folder.name, "loss")
+    assert sorted(m.step for m in history) == list(range(10))
