@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -15,6 +16,8 @@ from runner.errors import ConfigError, RunnerError
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not MLflow's notes on creating a store
+    # The store's failures are raised to us as well, and said once (a full disk, say): not logged with a traceback.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     try:
         _reconcile()
         if argv and argv[0] == "run":
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except Exception as exc:
-        error = exc if isinstance(exc, RunnerError) else config_value_error(exc)
+        error = exc if isinstance(exc, RunnerError) else config_value_error(exc) or disk_full(exc)
         if error is None or os.environ.get("RUNNER_TRACEBACK"):
             raise
         print(f"runner: {error}", file=sys.stderr)
@@ -56,10 +59,31 @@ def config_value_error(exc: BaseException) -> ConfigError | None:
     return ConfigError(f"{key + ': ' if key else ''}{what}.")
 
 
+def disk_full(exc: BaseException) -> RunnerError | None:
+    """A full filesystem met anywhere (the store, a run's folder, the image cache): one line saying which."""
+    from runner.runs import space
+
+    if not space.is_full(exc):
+        return None
+    project = project_here()
+
+    def store() -> Path | None:
+        from runner.tracking.store import store_uri
+
+        uri = store_uri(project) if project is not None else os.environ.get("MLFLOW_TRACKING_URI", "")
+        return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+    return space.as_error(exc, project, store)
+
+
+def project_here() -> Path | None:
+    here = Path.cwd().resolve()
+    return next((p for p in (here, *here.parents) if (p / ".runner").is_dir()), None)
+
+
 def _reconcile() -> None:
     """Every command first gives the runs of this project that lost their owner a new one (runner.runs.owner)."""
-    here = Path.cwd().resolve()
-    project = next((p for p in (here, *here.parents) if (p / ".runner").is_dir()), None)
+    project = project_here()
     if project is not None and (project / ".runner" / "live").is_dir():
         from runner.launch import sweep_owner
         from runner.runs.owner import reconcile

@@ -8,7 +8,7 @@ from runner.backends import NAMES, get_backend
 from runner.compose.load import find_project_dir
 from runner.environment.base_image import build_base
 from runner.errors import RunnerError
-from runner.runs import attempts
+from runner.runs import attempts, space
 from runner.runs.rundir import RUNS
 from runner.tracking.store import store_uri
 
@@ -46,6 +46,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     said = attempts.gc(project, store_uri(project)) if (project / RUNS).is_dir() else None
     if said:
         print(f"checkpoints: {said}")
+    said = space.free_deleted_runs(project, store_uri(project))
+    if said:
+        print(f"runs: {said}")
     return 0
 
 

@@ -8,12 +8,14 @@ owner was lost, learns how it ended. Signals are left to the run: the shim waits
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
@@ -126,9 +128,22 @@ def main(argv: list[str]) -> int:
                     continue
             if pumper is not None:
                 pumper.join(timeout=2)  # a leftover background process may hold the pipe: not waited for
-    (root / f".{EXIT_CODE}.tmp").write_text(str(code))
-    os.replace(root / f".{EXIT_CODE}.tmp", root / EXIT_CODE)
+    keep(root / EXIT_CODE, str(code))
     return 0
+
+
+def keep(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, holding it until its filesystem has room: the run's exit status is the
+    record's evidence, and a full disk must not turn it into a lost run."""
+    while True:
+        try:
+            (path.parent / f".{path.name}.tmp").write_text(text)
+            os.replace(path.parent / f".{path.name}.tmp", path)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            time.sleep(2)
 
 
 def _masked(stream: IO[bytes], log: IO[bytes], scrubber: Scrubber) -> None:

@@ -34,7 +34,7 @@ from runner.environment.lock import Target, content_hash, locked_versions, requi
 from runner.errors import ConfigError, RunnerError
 from runner.harness.shim import MIN_LENGTH, write_json
 from runner.launch import stage as harness
-from runner.runs import owner
+from runner.runs import owner, space
 from runner.runs.gitexclude import exclude_own_files
 from runner.runs.rundir import FAILED, KILLED, LIVE, Outcome, RunDir
 from runner.tracking.code import CodeVersion, code_version, snapshot
@@ -188,6 +188,7 @@ def preflight(spec: RunSpec, backend: Backend[Any]) -> tuple[RunSpec, list[str]]
     """Everything that can fail on bad input, before anything of the run exists: the spec with its datasets
     resolved, and this machine's GPUs the run gets."""
     backend.check(spec)
+    space.check_room(Path(spec.project_dir), spec.tracking_uri)
     gpus = backend.host_gpus(spec)
     # All set here: the owner reads them from the environment it inherits. None may be in the record.
     refuse_recorded_secrets(spec, read_secrets(spec.env.secrets))
@@ -309,7 +310,8 @@ def until_hand_over(run: Launch, batch: list[tuple[RunDir, int]] | None) -> Hand
                 run.log.write(f"[runner] {exc}\n")
                 raise
             except Exception as exc:
-                outcome = Outcome(FAILED, reason=f"runner error: {type(exc).__name__}: {exc}")
+                said = space.reason(exc) or f"runner error: {type(exc).__name__}: {exc}"
+                outcome = Outcome(FAILED, reason=said)
                 raise
     finally:
         os.close(run.lock_fd)

@@ -35,7 +35,7 @@ from typing import Any
 from runner.backends.base import Backend, Plan, RunHandle
 from runner.errors import RunnerError
 from runner.harness.shim import alive, write_json
-from runner.runs import attempts
+from runner.runs import attempts, space
 from runner.runs.rundir import FAILED, KILLED, LIVE, RUNS, SWEEPS, Outcome, RunDir, SweepDir
 from runner.tracking.endpoint import SPOOL_ARTIFACTS, SPOOL_MODELS, server_environment
 from runner.tracking.logtext import log_the_log
@@ -179,10 +179,21 @@ class OwnerWatch:
         if time.monotonic() - self.last_check <= 2:
             return
         self.last_check = time.monotonic()
+        if ending(self.run_dir) is None and not space.has_room(self.run_dir.root):
+            raise waits_for_room(self.run_dir)
         if not owned(self.run_dir) and ending(self.run_dir) is None and adopt(self.run_dir):
             self.replaced += 1
             if self.replaced > 3:
                 raise RuntimeError(f"the run's owner keeps failing: see {self.run_dir.owner_log}")
+
+
+def waits_for_room(run_dir: RunDir) -> space.DiskFull:
+    """The one line a follower ends with while the run's filesystem is full: its owner records the run's ending
+    once there is room (or the next `runner` command does)."""
+    run_id = run_dir.root.name
+    project = run_dir.root.parents[2]
+    what = f": run {run_id} waits for room to record its ending (then `runner attach {run_id}`)"
+    return space.DiskFull(space.said(run_dir.root, project, what))
 
 
 def wait_started(run_dir: RunDir, timeout: float = 120) -> bool:
@@ -353,6 +364,9 @@ class Owner:
         try:
             outcome = self.next_attempts(self.own())
         except BaseException as exc:
+            if space.is_full(exc):  # the run goes on: its ending is recorded once there is room (main)
+                outcome = None
+                raise
             said = str(exc) if isinstance(exc, RunnerError) else f"runner error: {type(exc).__name__}: {exc}"
             outcome = Outcome(FAILED, reason=said)
             if self.handle is not None:
@@ -566,9 +580,12 @@ class Owner:
             try:
                 step()
             except Exception as exc:  # keep going: the status below matters most
-                print(
-                    f"[owner] could not record part of run {self.run_id}: {exc}", file=sys.stderr, flush=True
-                )
+                with contextlib.suppress(OSError):  # its log on a full filesystem, say
+                    print(
+                        f"[owner] could not record part of run {self.run_id}: {exc}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         self.client.set_terminated(self.run_id, status=outcome.status)
         releasing.join(timeout=60)
         write_json(
@@ -587,17 +604,24 @@ class Owner:
     def log_outputs(self, output: Path, logfile: Path) -> None:
         """/output's files under output/, what the run wrote in its working directory under workdir/, and the
         artifacts and models its own MLflow calls logged (autologging's, say) where they said."""
-        for line in log_outputs(self.client, self.run_id, output):
-            self.say(f"[runner] {line}\n")
-        spooled = self.run_dir.spool
-        for line in log_outputs(self.client, self.run_id, spooled / SPOOL_ARTIFACTS, "", None, WORKDIR_LIMIT):
-            self.say(f"[runner] {line}\n")
-        for line in log_models(self.client, self.run_id, spooled / SPOOL_MODELS):
-            self.say(f"[runner] {line}\n")
-        snapshot = read_json(self.run_dir.code_manifest)
+        spooled, snapshot = self.run_dir.spool, read_json(self.run_dir.code_manifest)
+        steps = [
+            lambda: log_outputs(self.client, self.run_id, output),
+            lambda: log_outputs(self.client, self.run_id, spooled / SPOOL_ARTIFACTS, "", None, WORKDIR_LIMIT),
+            lambda: log_models(self.client, self.run_id, spooled / SPOOL_MODELS),
+        ]
         if isinstance(snapshot, dict):  # the code as it was staged: what differs from it, the run wrote
             code = self.run_dir.code
-            for line in log_outputs(self.client, self.run_id, code, WORKDIR, snapshot, WORKDIR_LIMIT):
+            steps.append(
+                lambda: log_outputs(self.client, self.run_id, code, WORKDIR, snapshot, WORKDIR_LIMIT)
+            )
+        for step in steps:
+            try:
+                lines = step()
+            except space.DiskFull as exc:  # what fitted is kept; the record says what did not
+                lines = [str(exc)]
+                self.set_tags({"runner.outputs.not_kept": str(exc)[:4000]})
+            for line in lines:
                 self.say(f"[runner] {line}\n")
 
     def log_app_params(self) -> None:
@@ -651,5 +675,25 @@ def main(argv: list[str]) -> int:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     if ending(run_dir) is not None:
         return 0
-    Owner(run_dir).run()
+    try:
+        Owner(run_dir).run()
+    except Exception as exc:
+        if not space.is_full(exc):
+            raise
+        wait_for_room(run_dir, exc)
+        return (
+            75  # the run is still to settle: a new owner takes it over (a follower's or the next command's)
+        )
     return 0
+
+
+def wait_for_room(run_dir: RunDir, cause: BaseException) -> None:
+    """The run's filesystem is full: its cause kept here until there is room to write it in the owner's log,
+    while this owner holds the run (nobody takes it over into the same full disk)."""
+    import traceback
+
+    said = "".join(traceback.format_exception(cause))
+    while not space.has_room(run_dir.root):
+        time.sleep(2)
+    with contextlib.suppress(OSError):
+        print(f"[owner] the filesystem was full:\n{said}", file=sys.stderr, flush=True)

@@ -210,7 +210,7 @@ def log_outputs(
             if limit and (files + 1 > limit[0] or size + info.st_size > limit[1]):
                 over, over_size = over + 1, over_size + info.st_size
                 continue
-            client.log_artifact(run_id, str(path), into)
+            keep_artifact(client, run_id, path, into, f"{where or '.'}/{rel}")
             files, size = files + 1, size + info.st_size
     if over and limit:
         said.append(
@@ -218,6 +218,27 @@ def log_outputs(
             f"{limit[1] / 1e9:g} GB: write what matters to /output"
         )
     return said
+
+
+def keep_artifact(client: Any, run_id: str, path: Path, into: str | None, named: str) -> None:
+    """One file into the run's artifacts; where the store's filesystem is full, its partial copy goes and the
+    record is told so (space.DiskFull), rather than failing."""
+    from runner.runs import space
+
+    try:
+        client.log_artifact(run_id, str(path), into)
+    except Exception as exc:
+        if not space.is_full(exc):
+            raise
+        root = client.get_run(run_id).info.artifact_uri
+        copy = Path(root.removeprefix("file://"), *(into.split("/") if into else ()), path.name)
+        if "://" not in root.removeprefix("file://") and copy.is_file() and not copy.is_symlink():
+            copy.unlink()
+        where = copy if "://" not in root.removeprefix("file://") else path
+        lead = (
+            f"{named} ({space.megabytes(path.stat().st_size)}) and what follows not kept: no room for it on"
+        )
+        raise space.DiskFull(space.said(where, None, lead=lead)) from exc
 
 
 def log_models(client: Any, run_id: str, folder: Path) -> list[str]:

@@ -24,6 +24,7 @@ from tests.helpers import RESUMABLE, all_runs, docker_engine, run_cli, run_dir, 
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture
 def resumable(project: Path) -> Path:
     (project / "train.py").write_text(RESUMABLE)
@@ -177,6 +178,28 @@ def test_a_run_whose_docker_engine_restarted_goes_on_by_itself(resumable: Path) 
         ["docker", "ps", "-aq", "--filter", f"label=runner.run_id={run_id}"], capture_output=True, text=True
     )
     assert leftover.stdout.split() == []
+
+
+def test_a_run_whose_docker_engine_restarted_ends_saying_so(resumable: Path) -> None:
+    """With no attempts to spare: the run ends FAILED with a reason that names the engine (not an exit code that
+    reads as the code's own), its metrics so far kept, and its container removed once the engine is back."""
+    docker_engine()
+    run_id = start(resumable, "docker", "command=python train.py 30 0.4")
+    when_logged(resumable, run_id, '"step": 3}')
+    restart_docker_engine()
+    run = record(resumable, run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["runner.reason"].startswith(
+        "the engine stopped the run: the Docker engine went away"
+    ), run.data.tags
+    assert run.data.tags["runner.exit_code"] in ("143", "137")
+    assert steps(resumable, run_id)[:4] == [0, 1, 2, 3]
+    leftover = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=runner.run_id={run_id}"], capture_output=True, text=True
+    )
+    assert leftover.stdout.split() == []
+    said = run_cli(resumable, "ls", check=True).stdout
+    assert "the engine stopped the run" in said or "FAILED" in said
 
 
 def test_the_built_in_trainer_killed_in_its_container_resumes_each_epoch_once(project: Path) -> None:
