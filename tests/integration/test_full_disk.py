@@ -131,3 +131,17 @@ def test_outputs_past_the_room_left_are_said_and_the_run_finishes(project: Path,
     assert "output/zbig (63 MB) and what follows not kept" in proc.stdout
     kept = artifacts(project, run.info.run_id, "output")
     assert "output/small" in kept and "output/zbig" not in kept, kept
+
+
+def test_runner_gc_frees_the_folders_of_runs_deleted_from_the_record(project: Path) -> None:
+    kept, gone = (
+        run_cli(
+            project, "backend=local", "env.requirements=[]", "command=echo hi", check=True
+        ).stdout.split()[2]
+        for _ in range(2)
+    )
+    MlflowClient(store(project)).delete_run(gone)
+    said = run_cli(project, "gc", check=True).stdout
+    assert "runs: Removed the folders of 1 deleted run(s)" in said, said
+    runs = project / ".runner" / "runs"
+    assert (runs / kept).is_dir() and not (runs / gone).exists()
