@@ -38,7 +38,7 @@ from runner.launch.sweep import (
 )
 from runner.launch.sweep_parent import INDEX, Slots, Sweep
 from runner.launch.trials import Grid, Study, Trial, grid, key, storage_of, task_overrides
-from runner.runs import owner
+from runner.runs import owner, space
 from runner.runs.rundir import FINISHED, SWEEPS, RunDir, SweepDir
 
 ROUND = "runner.sweep.round"  # a member's tag: which round of the sweep started it (each resume is one more)
@@ -357,6 +357,9 @@ def follow(folder: SweepDir, echo: Any, offset: int = 0, interrupt_stops: bool =
                     return ended
                 if time.monotonic() - last_check > 2:
                     last_check = time.monotonic()
+                    if not folder.ended.exists() and not space.has_room(folder.root):
+                        what = f": sweep {folder.root.name} waits for room (then `runner attach {folder.root.name}`)"
+                        raise space.DiskFull(space.said(folder.root, folder.root.parents[2], what))
                     if not owner.owned(folder) and not folder.ended.exists() and adopt(folder):
                         replaced += 1
                         if replaced > 3:
