@@ -68,3 +68,17 @@ def test_gpu_device_requests() -> None:
 def test_host_network_only_when_asked() -> None:
     kw = container_spec(spec_for("backend.network=host"), RunDir(Path("/r")), "i", ENV)
     assert kw["network_mode"] == "host" and "extra_hosts" not in kw
+
+
+def test_a_container_that_ended_before_the_machine_started_was_stopped_by_its_shutdown() -> None:
+    from runner.backends.docker import ended_before_boot
+
+    boot = 1_796_290_000.0  # 2026-12-03T09:26:40Z
+    assert ended_before_boot({"FinishedAt": "2026-12-03T09:20:00.123456789Z"}, boot)
+    assert not ended_before_boot({"FinishedAt": "2026-12-03T09:30:00.5Z"}, boot)
+    assert not ended_before_boot({"FinishedAt": "0001-01-01T00:00:00Z"}, boot)  # never ran
+    assert not ended_before_boot({}, boot)
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert not ended_before_boot({"FinishedAt": now})  # this machine started before it

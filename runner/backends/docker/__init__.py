@@ -302,6 +302,11 @@ class DockerHandle(RunHandle):
                 time.sleep(min(timeout if timeout is not None else 1.0, 1.0))
             return None
         code = int(result.get("StatusCode", -1))
+        if code != 0 and not self.cancelled and not self.engine_away:
+            self.container.reload()
+            if ended_before_boot(self.container.attrs["State"]):  # the machine went down with the run
+                said = f"the engine stopped the run: the machine restarted (exit code {code})"
+                return Outcome(FAILED, code, said, interrupted=True)
         # An engine that shuts down stops its containers (SIGTERM, then SIGKILL) and goes: a run that ends so, as
         # its engine leaves, was stopped by it.
         if code != 0 and not self.engine_away and not self.cancelled:
@@ -751,6 +756,21 @@ class DockerBackend(HostBackend[DockerPlan]):
         latest = max(found, key=lambda c: c.attrs.get("Created", ""))  # kept ones of earlier attempts aside
         keep = latest.labels.get(KEEP_LABEL) == "true"
         return DockerHandle(run_id, latest, run_dir, keep, started_secrets(run_dir))
+
+
+def ended_before_boot(state: dict[str, Any], boot: float | None = None) -> bool:
+    """Whether a container's run ended before this machine last started (the engine stopped it at shutdown)."""
+    import datetime
+
+    finished = str(state.get("FinishedAt") or "")
+    try:
+        when = datetime.datetime.fromisoformat(finished[:19]).replace(tzinfo=datetime.UTC)
+        if boot is None:
+            stat = Path("/proc/stat").read_text().split("\nbtime ")[1]
+            boot = float(stat.split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return when.year > 1 and when.timestamp() < boot
 
 
 def attempt_name(name: str, env: dict[str, str]) -> str:
