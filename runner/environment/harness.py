@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping
 from importlib import metadata
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from runner.environment.lock import Target, cache_dir, content_hash, resolve_lock, tls_env, uv_bin
 from runner.errors import EnvBuildError
+from runner.runs import space
 
 # Where a container finds them (a layer of its own under the env's image).
 SITE_IN_CONTAINER = "/opt/runner-site"
@@ -58,6 +60,9 @@ def folder(locked: str, python: str, ca_bundle: str | None, index_url: str | Non
             env={**os.environ, **tls_env(ca_bundle), **index},
         )
         if proc.returncode != 0:
+            shutil.rmtree(site, ignore_errors=True)  # half installed: the next run installs it whole
+            if space.is_full(RuntimeError(proc.stderr)):
+                raise space.DiskFull(space.said(site, None, f", which holds {site.parent}"))
             raise EnvBuildError(
                 f"Installing the runner's in-run packages failed: {proc.stderr.strip()[-600:]}"
             )

@@ -142,10 +142,12 @@ def free_deleted_runs(project: Path, uri: str) -> str | None:
 
 
 def check_room(project: Path, uri: str) -> None:
-    """Before anything of a run exists: the filesystems of its folder and of the project's own store have room
-    for what it writes first (a run that fills one later is recorded once there is room again)."""
+    """Before anything of a run exists: the filesystems of its folder, the project's own store and the image
+    cache have room for what it writes first (a run that fills one later is recorded once there is room again)."""
+    from runner.environment.lock import cache_dir
+
     store = [Path(uri.removeprefix("sqlite:///"))] if uri.startswith("sqlite:///") else []
-    for where in [project / RUNS, *store]:
+    for where in [project / RUNS, *store, cache_dir()]:
         if not has_room(where, START_ROOM):
             raise DiskFull(said(where, project, f", which holds {where}"))
 

@@ -58,21 +58,25 @@ def said_once(proc: subprocess.CompletedProcess[str], mount: Path) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("full", ["run folder", "store"])
+@pytest.mark.parametrize("full", ["run folder", "store", "image cache"])
 def test_a_full_filesystem_refuses_a_run_in_one_line_before_anything_exists(
     project: Path, small: Path, full: str
 ) -> None:
-    env = {}
+    env, holds = {}, small / "cache"
     if full == "run folder":
         project = moved(project, small)
-    else:
+        holds = project / ".runner" / "runs"
+    elif full == "store":
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{small / 'mlflow.db'}"}
         run_cli(project, "ls", env=env, check=True)  # the store made while there is room
+        holds = small / "mlflow.db"
+    else:
+        env = {"RUNNER_CACHE": str(holds)}
     fill(small, 4)
     proc = run_cli(project, "backend=local", "env.requirements=[]", "command=echo hi", env=env)
     assert proc.returncode == 1
     line = said_once(proc, small)
-    assert f"which holds {small / 'mlflow.db' if full == 'store' else project / '.runner' / 'runs'}" in line
+    assert f"which holds {holds}" in line
     assert not list((project / ".runner" / "runs").glob("*"))  # no run folder
     uri = env.get("MLFLOW_TRACKING_URI", store(project))
     assert (

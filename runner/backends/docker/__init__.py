@@ -33,6 +33,7 @@ from runner.environment import harness
 from runner.environment.lock import Target, cache_dir, content_hash, uv_bin, uv_index_env
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
 from runner.harness.shim import Scrubber, secret_values
+from runner.runs import space
 from runner.runs.rundir import FAILED, FINISHED, Outcome, RunDir
 
 ENV_REPO = "runner-env"
@@ -634,6 +635,8 @@ class DockerBackend(HostBackend[DockerPlan]):
             code = int(container.wait()["StatusCode"])
             pumper.join(timeout=10)
             if code != 0:
+                if b"no space left on device" in container.logs(tail=50).lower():
+                    raise build_disk_full()
                 raise EnvBuildError(
                     f"Building image {tag} failed (exit {code}); the build log is above and in the run's log."
                 )
@@ -756,6 +759,15 @@ class DockerBackend(HostBackend[DockerPlan]):
         latest = max(found, key=lambda c: c.attrs.get("Created", ""))  # kept ones of earlier attempts aside
         keep = latest.labels.get(KEEP_LABEL) == "true"
         return DockerHandle(run_id, latest, run_dir, keep, started_secrets(run_dir))
+
+
+def build_disk_full() -> RunnerError:
+    """A build that met a full filesystem: the wheel cache's or the engine's data root, whichever is full."""
+    root = space.engine_root()
+    where = next(
+        (p for p in (cache_dir(), root) if p is not None and not space.has_room(p)), root or cache_dir()
+    )
+    return space.DiskFull(space.said(where, None, f", which holds {where}: the environment's build stopped"))
 
 
 def ended_before_boot(state: dict[str, Any], boot: float | None = None) -> bool:

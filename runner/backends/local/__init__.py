@@ -33,6 +33,7 @@ from runner.environment import harness
 from runner.environment.lock import Target, cache_dir, content_hash, tls_env, uv_bin
 from runner.errors import ConfigError, EnvBuildError
 from runner.harness import shim
+from runner.runs import space
 from runner.runs.rundir import FAILED, FINISHED, Outcome, RunDir
 
 # What a run directory holds besides code/ and output/: a dataset mounted over one would collide with it.
@@ -213,7 +214,10 @@ class LocalBackend(HostBackend[LocalPlan]):
             assert proc.stdout is not None
             pump(proc.stdout, log).join()
             if proc.wait() != 0:
+                full = not space.has_room(env_dir.parent)
                 shutil.rmtree(env_dir, ignore_errors=True)
+                if full:
+                    raise space.DiskFull(space.said(env_dir.parent, None, f", which holds {env_dir.parent}"))
                 raise EnvBuildError(
                     f"Building the environment failed at: {' '.join(argv[:4])} (exit {proc.returncode})."
                 )
