@@ -1,8 +1,9 @@
 """`python -m runner.harness.shim RUN_DIR CPUS ARGV...`: a local run's process, held apart from any runner process.
 
 The shim leads the run's process group (what `runner stop` signals), sends the run's output to the run's log
-file (the values of its secrets masked), and writes the run's exit status to `exit_code` when it ends, so whoever owns the run, now or after an
-owner was lost, learns how it ended. Signals are left to the run: the shim waits for it whatever it is sent
+file (the values of its secrets masked, within resources.log_limit: runner.harness.boundedlog), and writes the
+run's exit status to `exit_code` when it ends, so whoever owns the run, now or after an owner was lost, learns how
+it ended. Signals are left to the run: the shim waits for it whatever it is sent
 (short of SIGKILL). Standard library only: it starts in milliseconds.
 """
 
@@ -16,7 +17,10 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.harness.boundedlog import BoundedLog
 
 PROCESS = "process.json"
 SECRET_NAMES = "RUNNER_SECRET_NAMES"  # the variables whose values the shim masks (it removes this one)
@@ -104,11 +108,14 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, lambda *_: None)  # the run gets them too (same group) and decides; we wait
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})  # inherited by every thread of the run
+    from runner.harness.boundedlog import BoundedLog, limit_in
+
     scrubber = Scrubber(secret_values(os.environ.pop(SECRET_NAMES, "").split()))
-    with open(root / "run.log", "ab", buffering=0) as log:
+    limit = limit_in(root)
+    with BoundedLog(root / "run.log", limit) as log:
         try:
-            # With secrets, the output passes through us to be masked; else it goes straight to the log.
-            out = subprocess.PIPE if scrubber.values else log
+            # With secrets or a limit, the output passes through us (masked, bounded); else straight to the log.
+            out = subprocess.PIPE if scrubber.values or limit is not None else log.out
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         except OSError as exc:
             log.write(f"[runner] cannot start {command[0]}: {exc}\n".encode())
@@ -131,11 +138,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _masked(stream: IO[bytes], log: IO[bytes], scrubber: Scrubber) -> None:
+def _masked(stream: IO[bytes], log: BoundedLog, scrubber: Scrubber) -> None:
     while chunk := stream.read1(65536):  # type: ignore[attr-defined]
         log.write(scrubber.feed(chunk))
     log.write(scrubber.end())
 
 
 if __name__ == "__main__":
+    # Run by path, isolated (-I): the package around this file, not another installed copy, gives its modules.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.exit(main(sys.argv[1:]))

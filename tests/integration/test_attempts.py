@@ -24,6 +24,7 @@ from tests.helpers import RESUMABLE, all_runs, docker_engine, run_cli, run_dir, 
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture
 def resumable(project: Path) -> Path:
     (project / "train.py").write_text(RESUMABLE)
