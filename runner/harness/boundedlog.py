@@ -1,13 +1,14 @@
 """A run's log kept within `resources.log_limit`: its head and its tail, the middle dropped with a line saying how
 much. The run is never stopped for it.
 
-The first half of the limit goes to run.log as it comes. Past it, one line says so, and the rest goes to numbered
-segments of an eighth of the limit each in `run.log.tail/`: when one is full the next begins, and the oldest of five
-goes, so the last half of the limit is always there (in the four before and the one being written), at most five
-eighths of the limit on disk, nothing held in memory. Segment N begins at byte N * eighth of what went there: the
-files alone say how much came (an owner that takes over, or the run's next attempt, goes on from them). When the run
-ends (`settle`), the count of bytes dropped and the kept tail are appended to run.log and the segments go. Standard
-library only: the shim uses it.
+The first half of the limit goes to run.log as it comes; the rest to numbered segments of an eighth of the limit each
+in `run.log.tail/`: when one is full the next begins, and the oldest of five goes, so the last half of the limit is
+always there (in the four before and the one being written), at most five eighths of the limit on disk, nothing held
+in memory. Once the log is past its limit (its middle begins to go) one line in run.log says so. Segment N begins at
+byte N * eighth of what went there: the files alone say how much came (an owner that takes over, or the run's next
+attempt, goes on from them). When the run ends (`settle`), the count of bytes dropped and the kept tail are appended
+to run.log and the segments go: a log within its limit is then whole, as it came (what came past half of it shows
+only then). Standard library only: the shim uses it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class BoundedLog:
         self.out = _open(log, "a+b")  # read too: its last byte
         self.segment: IO[bytes] | None = None
         self.index = self.filled = 0
+        self.passed = False  # the tail went past what is kept: the middle is dropped
         self.ends_line = _last_byte(self.out.fileno()) in (b"", b"\n")
         if limit is not None and self.tail.is_dir():
             self._go_on()
@@ -99,14 +101,8 @@ class BoundedLog:
         return _char_start(data, room)
 
     def _begin_tail(self) -> None:
-        assert self.limit is not None
         self.tail.mkdir(exist_ok=True)
         self.segment = _open(self.tail / "0", "ab")
-        newline = "" if _last_byte(self.out.fileno()) in (b"", b"\n") else "\n"
-        self.out.write(
-            f"{newline}[runner] the log passed resources.log_limit={size_text(self.limit)}: its middle is dropped, "
-            f"its last {size_text(self.limit // 2)} are kept and shown when the run ends\n".encode()
-        )
 
     def _go_on(self) -> None:
         """The tail as the segments left it."""
@@ -114,6 +110,26 @@ class BoundedLog:
         self.index = indices[-1] if indices else 0
         self.segment = _open(self.tail / str(self.index), "ab")
         self.filled = os.fstat(self.segment.fileno()).st_size
+        self.passed = self._came() > self._kept()
+
+    def _came(self) -> int:
+        """The bytes that went to the tail."""
+        assert self.limit is not None
+        return self.index * (self.limit // SEGMENTS) + self.filled
+
+    def _kept(self) -> int:
+        assert self.limit is not None
+        return self.limit // SEGMENTS * (SEGMENTS // 2)
+
+    def _say_passed(self) -> None:
+        """The log is past its limit: said once, as its middle begins to go (within it, the log stays whole)."""
+        assert self.limit is not None
+        self.passed = True
+        newline = "" if _last_byte(self.out.fileno()) in (b"", b"\n") else "\n"
+        self.out.write(
+            f"{newline}[runner] the log passed resources.log_limit={size_text(self.limit)}: its middle is dropped, "
+            f"its last {size_text(self._kept())} are kept and shown when the run ends\n".encode()
+        )
 
     def _to_tail(self, data: bytes) -> None:
         assert self.limit is not None and self.segment is not None
@@ -128,11 +144,13 @@ class BoundedLog:
             self.segment.write(part)
             self.filled += len(part)
             data = data[len(part) :]
+        if not self.passed and self._came() > self._kept():
+            self._say_passed()
 
 
 def settle(log: Path, limit: int | None) -> None:
-    """At the run's end: the count of bytes dropped and the kept tail appended to run.log, the segments gone. Nothing
-    where the log stayed within its limit."""
+    """At the run's end: the count of bytes dropped and the kept tail appended to run.log, the segments gone; a log
+    that stayed within its limit is whole again, as it came."""
     tail = log.with_name(TAIL)
     indices = _indices(tail) if tail.is_dir() else []
     if limit is None or not indices:
@@ -150,11 +168,11 @@ def settle(log: Path, limit: int | None) -> None:
         first += line + 1 if line >= 0 else _char_start(start, 0, forward=True)
     with open(log, "a+b") as out:
         newline = "" if _last_byte(out.fileno()) in (b"", b"\n") else "\n"
-        said = f"{first} bytes of the log's middle were dropped" if first else "none of the log was dropped"
-        out.write(
-            f"{newline}[runner] {said} (resources.log_limit={size_text(limit)}); its last {came - first} bytes "
-            "follow\n".encode()
-        )
+        if first:  # else the log stayed within its limit: whole, as it came
+            out.write(
+                f"{newline}[runner] {first} bytes of the log's middle were dropped (resources.log_limit="
+                f"{size_text(limit)}); its last {came - first} bytes follow\n".encode()
+            )
         for index in range(first // size, last + 1):
             with open(tail / str(index), "rb") as src:
                 src.seek(first - index * size if index == first // size else 0)

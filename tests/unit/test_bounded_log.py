@@ -49,6 +49,21 @@ def test_a_log_within_its_limit_is_left_as_it_came(tmp_path: Path) -> None:
     assert not (tmp_path / TAIL).exists()
 
 
+def test_past_half_its_limit_a_log_waits_whole_and_says_so_only_once_past_the_limit(tmp_path: Path) -> None:
+    output = lines(170)  # 3910 bytes: past half the limit, within it
+    assert (
+        written(tmp_path / "whole.log", [output]) == output
+    )  # within its limit: whole, no line of the runner's
+
+    log = tmp_path / "run.log"
+    with BoundedLog(log, LIMIT) as out:
+        out.write(output)
+        assert len(log.read_bytes()) <= 2048 and b"[runner]" not in log.read_bytes()
+        out.write(lines(10, 170))  # past it now
+        assert log.read_bytes().endswith(b"[runner] the log passed resources.log_limit=4k: its middle is dropped, "
+                                         b"its last 2k are kept and shown when the run ends\n")  # fmt: skip
+
+
 def test_the_head_and_the_tail_are_kept_and_the_dropped_bytes_counted_exactly(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     output = lines(1000)
