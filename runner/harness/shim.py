@@ -9,6 +9,7 @@ it ended. Signals are left to the run: the shim waits for it whatever it is sent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -139,9 +140,12 @@ def main(argv: list[str]) -> int:
 
 
 def _masked(stream: IO[bytes], log: BoundedLog, scrubber: Scrubber) -> None:
+    # A write that fails (a full disk) loses its piece, never stops the reading: the run would block on the pipe.
     while chunk := stream.read1(65536):  # type: ignore[attr-defined]
-        log.write(scrubber.feed(chunk))
-    log.write(scrubber.end())
+        with contextlib.suppress(OSError):
+            log.write(scrubber.feed(chunk))
+    with contextlib.suppress(OSError):
+        log.write(scrubber.end())
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ def lines(n: int, start: int = 0) -> bytes:
     return b"".join(f"line {i:06d} of the run\n".encode() for i in range(start, start + n))
 
 
+def folder(path: Path) -> Path:
+    """run.log in a folder of its own (its tail's segments go beside it)."""
+    path.mkdir()
+    return path / "run.log"
+
+
 def written(log: Path, chunks: list[bytes], limit: int | None = LIMIT) -> bytes:
     with BoundedLog(log, limit) as out:
         for chunk in chunks:
@@ -52,7 +58,7 @@ def test_a_log_within_its_limit_is_left_as_it_came(tmp_path: Path) -> None:
 def test_past_half_its_limit_a_log_waits_whole_and_says_so_only_once_past_the_limit(tmp_path: Path) -> None:
     output = lines(170)  # 3910 bytes: past half the limit, within it
     assert (
-        written(tmp_path / "whole.log", [output]) == output
+        written(folder(tmp_path / "whole"), [output]) == output
     )  # within its limit: whole, no line of the runner's
 
     log = tmp_path / "run.log"
@@ -93,7 +99,7 @@ def test_the_segments_on_disk_stay_within_five_eighths_of_the_limit(tmp_path: Pa
 @pytest.mark.parametrize("at", [1, 777, 2048, 3000, 9000])
 def test_a_writer_that_takes_over_goes_on_from_the_files(tmp_path: Path, at: int) -> None:
     output = lines(1000)
-    whole = written(tmp_path / "once.log", [output])
+    whole = written(folder(tmp_path / "once"), [output])
     log = tmp_path / "run.log"
     with BoundedLog(log, LIMIT) as out:  # the first owner, gone after `at` bytes
         out.write(output[:at])
@@ -119,3 +125,24 @@ def test_a_long_line_of_wide_characters_is_cut_between_characters(tmp_path: Path
 def test_no_limit_keeps_everything(tmp_path: Path) -> None:
     output = lines(1000)
     assert written(tmp_path / "run.log", [output], None) == output
+
+
+def test_an_engines_output_read_again_by_the_next_owner_goes_on_where_the_log_is(tmp_path: Path) -> None:
+    from runner.backends.logpump import LogPump
+    from runner.harness.shim import Scrubber
+    from runner.runs.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.state.write_text('{"log_limit": 4096}')
+    output = lines(1000)
+    chunks = [output[i : i + 300] for i in range(0, len(output), 300)]
+    first = LogPump(run, Scrubber([]))
+    with first.open() as out:
+        first.stream(chunks[:40], out)  # its owner is lost here
+    assert run.log_offset.read_text() == f"{40 * 300:020d}"
+    again = LogPump(run, Scrubber([]))
+    with again.open() as out:
+        again.stream(chunks, out)  # the engine's output from its start
+        again.end(out)
+    settle(run.log, 4096)
+    assert run.log.read_bytes() == written(folder(tmp_path / "once"), chunks)
