@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.harness.boundedlog import TAIL, BoundedLog, settle
+from runner.harness.boundedlog import DEFAULT_LIMIT, TAIL, BoundedLog, limit_in, settle
 
 LIMIT = 4096  # a head of 2048 bytes, segments of 1024
 
@@ -146,3 +146,11 @@ def test_an_engines_output_read_again_by_the_next_owner_goes_on_where_the_log_is
         again.end(out)
     settle(run.log, 4096)
     assert run.log.read_bytes() == written(folder(tmp_path / "once"), chunks)
+
+
+def test_a_run_started_before_the_setting_has_the_default(tmp_path: Path) -> None:
+    assert limit_in(tmp_path) == DEFAULT_LIMIT == 1024**3  # no state at all
+    (tmp_path / "state.json").write_text('{"run_id": "abc", "max_attempts": 1}')
+    assert limit_in(tmp_path) == DEFAULT_LIMIT
+    (tmp_path / "state.json").write_text('{"run_id": "abc", "log_limit": null}')
+    assert limit_in(tmp_path) is None
