@@ -204,7 +204,7 @@ for i in range(6000):
 
 
 def test_an_adopted_run_keeps_its_log_within_its_limit(project: Path, backend: str) -> None:
-    """The log's tail goes on from its files under the run's next owner: head, dropped count and tail exact."""
+    """The log's tail goes on from its files under the run's next owner: head and tail whole, the count exact."""
     (project / "chatty.py").write_text(CHATTY)
     cli = start(project, backend, "resources.log_limit=64k", 'command="python chatty.py"')
     run = run_dir_when(project, "[runner] the log passed resources.log_limit=64k", cli)
@@ -223,9 +223,9 @@ def test_an_adopted_run_keeps_its_log_within_its_limit(project: Path, backend: s
         first = [int(n) for n in re.findall(r"^line (\d{5}) x{40}$", head, re.M)]
         last = [int(n) for n in re.findall(r"^line (\d{5}) x{40}$", tail, re.M)]
         assert first == list(range(len(first))) and last == list(range(6000 - len(last), 6000))
-        assert (
-            int(said.rsplit("[runner] ", 1)[1]) == (6000 - len(first) - len(last)) * 52
-        )  # exactly what is not shown
+        # Exactly what is not shown; an owner killed between writing a piece of the output and noting so leaves that
+        # piece (a line here) for the next owner to write again.
+        assert int(said.rsplit("[runner] ", 1)[1]) - (6000 - len(first) - len(last)) * 52 in (0, 52)
     assert not (run / "run.log.tail").exists()
 
 
