@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -122,10 +123,7 @@ def main(argv: list[str]) -> int:
             log.write(f"[runner] cannot start {command[0]}: {exc}\n".encode())
             code = 127
         else:
-            pumper = None
-            if child.stdout is not None:
-                pumper = threading.Thread(target=_masked, args=(child.stdout, log, scrubber), daemon=True)
-                pumper.start()
+            pumper = Pumper(child.stdout, log, scrubber) if child.stdout is not None else None
             while True:
                 try:
                     code = child.wait()
@@ -133,19 +131,39 @@ def main(argv: list[str]) -> int:
                 except InterruptedError:
                     continue
             if pumper is not None:
-                pumper.join(timeout=2)  # a leftover background process may hold the pipe: not waited for
+                pumper.drain()
     (root / f".{EXIT_CODE}.tmp").write_text(str(code))
     os.replace(root / f".{EXIT_CODE}.tmp", root / EXIT_CODE)
     return 0
 
 
-def _masked(stream: IO[bytes], log: BoundedLog, scrubber: Scrubber) -> None:
-    # A write that fails (a full disk) loses its piece, never stops the reading: the run would block on the pipe.
-    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+class Pumper(threading.Thread):
+    """The run's output from the pipe into its log, masked and bounded."""
+
+    def __init__(self, stream: IO[bytes], log: BoundedLog, scrubber: Scrubber):
+        super().__init__(daemon=True)
+        self.stream, self.log, self.scrubber = stream, log, scrubber
+        self.read = 0
+        self.start()
+
+    def run(self) -> None:
+        # A write that fails (a full disk) loses its piece, never stops the reading: the run would block on the pipe.
+        while chunk := self.stream.read1(65536):  # type: ignore[attr-defined]
+            self.read += len(chunk)
+            with contextlib.suppress(OSError):
+                self.log.write(self.scrubber.feed(chunk))
         with contextlib.suppress(OSError):
-            log.write(scrubber.feed(chunk))
-    with contextlib.suppress(OSError):
-        log.write(scrubber.end())
+            self.log.write(self.scrubber.end())
+
+    def drain(self) -> None:
+        """Until the run's last output is in the log: waited for while it comes (up to 30 s); a leftover background
+        process that holds the pipe, and says nothing for 2 s, is not."""
+        deadline = time.monotonic() + 30
+        while self.is_alive() and time.monotonic() < deadline:
+            before = self.read
+            self.join(timeout=2)
+            if self.read == before:
+                return
 
 
 if __name__ == "__main__":
