@@ -21,6 +21,7 @@ from runner.compose.spec import (
     command_argv,
     escaped,
     parse_gpus,
+    parse_log_limit,
     parse_memory,
 )
 from runner.compose.validate import check_param_names
@@ -101,6 +102,7 @@ def build_spec(
             gpus=parse_gpus(cfg.resources.gpus),
             idle_timeout=int(cfg.resources.idle_timeout),
             max_attempts=int(cfg.resources.max_attempts),
+            log_limit=parse_log_limit(cfg.resources.log_limit),
         ),
         data=tuple(cfg.data),
         seed=int(cfg.train.seed),

@@ -15,6 +15,7 @@ from omegaconf import MISSING, OmegaConf
 
 from runner.backends import NAMES, config_schema
 from runner.compose import optuna_conf
+from runner.harness.boundedlog import DEFAULT_LIMIT, size_text
 
 
 @dataclass
@@ -60,6 +61,9 @@ class ResourcesConfig:
     # Attempts a run may take where the engine interrupted it (a time limit, a lost node, a restarted engine):
     # each next one continues from the run's checkpoint, in the same MLflow run. 1: never again by itself.
     max_attempts: int = 1
+    # What a run's log keeps (run.log and its artifact): past it, its first and last halves, the middle dropped with
+    # a line saying how much; the run goes on. e.g. 64k, 500m; null: no limit.
+    log_limit: str | None = size_text(DEFAULT_LIMIT)  # 1g
 
 
 @dataclass

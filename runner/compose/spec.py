@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from runner.datasets.entry import DataMount
 from runner.errors import ConfigError
+from runner.harness.boundedlog import DEFAULT_LIMIT, MIN_LIMIT, size_text
 
 SCHEDULES = ("constant", "cosine")
 HARNESS_ARGV = ("python", "-m", "runner.harness.train")
@@ -43,6 +44,7 @@ class Resources:
     idle_timeout: int = 3600  # a session's (mode=jupyter)
     cpuset: str | None = None  # CPUs this run may use ("0-1"); a sweep gives each member its own
     max_attempts: int = 1  # attempts where the engine interrupts the run (runner.runs.attempts)
+    log_limit: int | None = DEFAULT_LIMIT  # bytes the run's log keeps (runner.harness.boundedlog); None: all
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,20 @@ def parse_memory(value: str | None) -> int | None:
     if size < MIN_MEMORY:  # below it no Python starts (and Docker refuses the container)
         raise ConfigError(
             f"resources.memory: '{value}' is below the least a run can have, 6m. Use e.g. 512m or 4g."
+        )
+    return size
+
+
+def parse_log_limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    match = _MEMORY.match(str(value).strip())
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()]) if match else 0
+    if size < MIN_LIMIT:
+        said = f"is below the least a log keeps, {size_text(MIN_LIMIT)}" if match else "is not a size"
+        raise ConfigError(
+            f"resources.log_limit: '{value}' {said}. Use bytes or a number with k, m, g or t, e.g. 64k or 1g "
+            "(null: no limit)."
         )
     return size
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from runner.backends import NAMES as BACKENDS
-from runner.compose.spec import MODES, SCHEDULES, check_requirement, parse_gpus, parse_memory
+from runner.compose.spec import MODES, SCHEDULES, check_requirement, parse_gpus, parse_log_limit, parse_memory
 from runner.datasets.entry import parse_all
 from runner.errors import ConfigError, suggest
 from runner.harness.targets import (
@@ -88,6 +88,7 @@ def _targets(cfg: DictConfig) -> None:
 def _resources(cfg: DictConfig) -> None:
     parse_memory(cfg.resources.memory)
     parse_gpus(cfg.resources.gpus)
+    parse_log_limit(cfg.resources.log_limit)
     for key in ("cpus", "timeout"):
         value = cfg.resources[key]
         if value is not None and value <= 0:

@@ -1,13 +1,15 @@
 """`python -m runner.harness.shim RUN_DIR CPUS ARGV...`: a local run's process, held apart from any runner process.
 
 The shim leads the run's process group (what `runner stop` signals), sends the run's output to the run's log
-file (the values of its secrets masked), and writes the run's exit status to `exit_code` when it ends, so whoever owns the run, now or after an
-owner was lost, learns how it ended. Signals are left to the run: the shim waits for it whatever it is sent
+file (the values of its secrets masked, within resources.log_limit: runner.harness.boundedlog), and writes the
+run's exit status to `exit_code` when it ends, so whoever owns the run, now or after an owner was lost, learns how
+it ended. Signals are left to the run: the shim waits for it whatever it is sent
 (short of SIGKILL). Standard library only: it starts in milliseconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -18,7 +20,10 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.harness.boundedlog import BoundedLog
 
 PROCESS = "process.json"
 SECRET_NAMES = "RUNNER_SECRET_NAMES"  # the variables whose values the shim masks (it removes this one)
@@ -106,20 +111,20 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, lambda *_: None)  # the run gets them too (same group) and decides; we wait
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})  # inherited by every thread of the run
+    from runner.harness.boundedlog import BoundedLog, limit_in
+
     scrubber = Scrubber(secret_values(os.environ.pop(SECRET_NAMES, "").split()))
-    with open(root / "run.log", "ab", buffering=0) as log:
+    limit = limit_in(root)
+    with BoundedLog(root / "run.log", limit) as log:
         try:
-            # With secrets, the output passes through us to be masked; else it goes straight to the log.
-            out = subprocess.PIPE if scrubber.values else log
+            # With secrets or a limit, the output passes through us (masked, bounded); else straight to the log.
+            out = subprocess.PIPE if scrubber.values or limit is not None else log.out
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         except OSError as exc:
             log.write(f"[runner] cannot start {command[0]}: {exc}\n".encode())
             code = 127
         else:
-            pumper = None
-            if child.stdout is not None:
-                pumper = threading.Thread(target=_masked, args=(child.stdout, log, scrubber), daemon=True)
-                pumper.start()
+            pumper = Pumper(child.stdout, log, scrubber) if child.stdout is not None else None
             while True:
                 try:
                     code = child.wait()
@@ -127,7 +132,7 @@ def main(argv: list[str]) -> int:
                 except InterruptedError:
                     continue
             if pumper is not None:
-                pumper.join(timeout=2)  # a leftover background process may hold the pipe: not waited for
+                pumper.drain()
     keep(root / EXIT_CODE, str(code))
     return 0
 
@@ -146,11 +151,36 @@ def keep(path: Path, text: str) -> None:
             time.sleep(2)
 
 
-def _masked(stream: IO[bytes], log: IO[bytes], scrubber: Scrubber) -> None:
-    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
-        log.write(scrubber.feed(chunk))
-    log.write(scrubber.end())
+class Pumper(threading.Thread):
+    """The run's output from the pipe into its log, masked and bounded."""
+
+    def __init__(self, stream: IO[bytes], log: BoundedLog, scrubber: Scrubber):
+        super().__init__(daemon=True)
+        self.stream, self.log, self.scrubber = stream, log, scrubber
+        self.read = 0
+        self.start()
+
+    def run(self) -> None:
+        # A write that fails (a full disk) loses its piece, never stops the reading: the run would block on the pipe.
+        while chunk := self.stream.read1(65536):  # type: ignore[attr-defined]
+            self.read += len(chunk)
+            with contextlib.suppress(OSError):
+                self.log.write(self.scrubber.feed(chunk))
+        with contextlib.suppress(OSError):
+            self.log.write(self.scrubber.end())
+
+    def drain(self) -> None:
+        """Until the run's last output is in the log: waited for while it comes (up to 30 s); a leftover background
+        process that holds the pipe, and says nothing for 2 s, is not."""
+        deadline = time.monotonic() + 30
+        while self.is_alive() and time.monotonic() < deadline:
+            before = self.read
+            self.join(timeout=2)
+            if self.read == before:
+                return
 
 
 if __name__ == "__main__":
+    # Run by path, isolated (-I): the package around this file, not another installed copy, gives its modules.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.exit(main(sys.argv[1:]))

@@ -277,6 +277,7 @@ def open_record(
             "host": socket.gethostname(),
             "timeout": spec.resources.timeout,
             "max_attempts": spec.resources.max_attempts,
+            "log_limit": spec.resources.log_limit,
             "created": started,
             "sweep_parent": (extra_tags or {}).get("mlflow.parentRunId"),
             "idle_timeout": spec.resources.idle_timeout if spec.session else None,

@@ -34,6 +34,8 @@ from typing import Any
 
 from runner.backends.base import Backend, Plan, RunHandle
 from runner.errors import RunnerError
+from runner.harness.boundedlog import limit_in
+from runner.harness.boundedlog import settle as settle_log
 from runner.harness.shim import alive, write_json
 from runner.runs import attempts, space
 from runner.runs.rundir import FAILED, KILLED, LIVE, RUNS, SWEEPS, Outcome, RunDir, SweepDir
@@ -565,6 +567,8 @@ class Owner:
         )
         output, logfile = self.run_dir.output, self.run_dir.log
         steps = [
+            # The log's kept tail, where it passed its limit, first: the metric lines in it are read next.
+            lambda: settle_log(logfile, limit_in(self.run_dir.root)),
             lambda: record_inputs(self.client, self.run_id, self.run_dir),
             lambda: self.ingest(spool),
             lambda: self.set_tags(

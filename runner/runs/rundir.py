@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.harness import shim
+from runner.harness import boundedlog, shim
 
 RUNS = Path(".runner") / "runs"  # under the project root: a folder per run
 LIVE = Path(".runner") / "live"  # a marker per run not yet ended, holding the path of its folder
@@ -59,7 +59,7 @@ class RunDir:
     # Every name a run folder holds besides its mounts (input/): the runner's and the owner's files. A local
     # run maps its data mounts into this folder, so none of them may name one of these.
     RESERVED = (
-        "code", "output", "harness", "run.log", "spool", "spool.ingested", "metric-lines.ingested", "state.json", "plan.json", "started",
+        "code", "output", "harness", "run.log", "run.log.tail", "spool", "spool.ingested", "metric-lines.ingested", "state.json", "plan.json", "started",
         "stop", "settled.json", "ended.json", "owner.lock", "owner.json", "owner.log", "endpoint.json",
         "record", "record.json", "recorded", "process.json", "exit_code", "container.log.bytes", "secrets.env",
         "code.manifest.json", "job.json", "session.json", "pulled.json", "checkpoint", "attempt.json", "interrupt",
@@ -112,6 +112,12 @@ class RunDir:
         return self.root / "run.log"
 
     @property
+    def log_tail(self) -> Path:
+        """The log's kept tail while it is past resources.log_limit (runner.harness.boundedlog): appended to run.log
+        when the run ends."""
+        return self.root / boundedlog.TAIL
+
+    @property
     def log_offset(self) -> Path:
         """How much of the engine's output of the run is already in run.log."""
         return self.root / "container.log.bytes"
@@ -134,7 +140,7 @@ class RunDir:
     @property
     def state(self) -> Path:
         """What the run is (id, backend, store, project, host, limits): written before anything starts."""
-        return self.root / "state.json"
+        return self.root / boundedlog.STATE
 
     @property
     def plan(self) -> Path:
@@ -249,7 +255,7 @@ class SweepDir:
 
     @property
     def state(self) -> Path:
-        return self.root / "state.json"
+        return self.root / boundedlog.STATE
 
     @property
     def lock(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -190,6 +191,42 @@ def test_a_run_still_going_is_adopted_and_finishes(probe_project: Path, backend:
     log = read_artifact(probe_project, done.info.run_id, "run.log")
     assert log.count("epoch 3\n") == 1  # the new owner did not copy the output twice
     assert containers_left(backend, done.info.run_id) == []
+
+
+# Prints about 150 KB at once, then as much again over a few seconds: past a 64k log limit before its owner is killed.
+CHATTY = """\
+import time
+for i in range(6000):
+    print(f"line {i:05d} " + "x" * 40, flush=i % 300 == 299)
+    if i >= 3000 and i % 300 == 299:
+        time.sleep(0.4)
+"""
+
+
+def test_an_adopted_run_keeps_its_log_within_its_limit(project: Path, backend: str) -> None:
+    """The log's tail goes on from its files under the run's next owner: head and tail whole, the count exact."""
+    (project / "chatty.py").write_text(CHATTY)
+    cli = start(project, backend, "resources.log_limit=64k", 'command="python chatty.py"')
+    run = run_dir_when(project, "[runner] the log passed resources.log_limit=64k", cli)
+    owner = owner_pid(run)
+    kill_9(cli.pid)
+    kill_9(owner)
+    cli.communicate()
+    wait_gone(owner)
+    run_cli(project, "ls", check=True)  # adopted
+    wait_ended(run)
+    done = only_run(project)
+    assert done.info.status == "FINISHED"
+    for text in ((run / "run.log").read_text(), read_artifact(project, done.info.run_id, "run.log")):
+        head, rest = text.split("[runner] the log passed resources.log_limit=64k")
+        said, tail = rest.split(" bytes of the log's middle were dropped (resources.log_limit=64k)")
+        first = [int(n) for n in re.findall(r"^line (\d{5}) x{40}$", head, re.M)]
+        last = [int(n) for n in re.findall(r"^line (\d{5}) x{40}$", tail, re.M)]
+        assert first == list(range(len(first))) and last == list(range(6000 - len(last), 6000))
+        # Exactly what is not shown; an owner killed between writing a piece of the output and noting so leaves that
+        # piece (a line here) for the next owner to write again.
+        assert int(said.rsplit("[runner] ", 1)[1]) - (6000 - len(first) - len(last)) * 52 in (0, 52)
+    assert not (run / "run.log.tail").exists()
 
 
 def test_stop_of_an_orphan_ends_it_killed(probe_project: Path, backend: str) -> None:

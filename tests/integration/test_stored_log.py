@@ -1,8 +1,10 @@
 """The run's log in its record (run.log) is what a terminal finally showed: each progress bar once, at its last
-state, however many times it was redrawn; the log in the run's folder keeps every redraw, as it came."""
+state, however many times it was redrawn; the log in the run's folder keeps every redraw, as it came. Past
+resources.log_limit, both keep the log's head and tail, and say how much of its middle was dropped."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.tracking.logtext import log_the_log
-from tests.helpers import only_run, read_artifact, run_cli, store
+from tests.helpers import docker_engine, only_run, read_artifact, run_cli, run_dir, store
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +83,63 @@ def test_a_keras_fit_is_stored_a_line_per_epoch(project: Path) -> None:
         check=True,
     ).stdout
     assert shown == raw
+
+
+LINES = 20000  # 51 bytes each: about 1 MB, sixteen times the limit below
+CHATTY = "for i in range(20000): print(f'line {i:05d} ' + 'x' * 40)"
+BACKENDS = ["local", pytest.param("docker", marks=pytest.mark.docker)]
+
+
+def line(i: int) -> str:
+    return f"line {i:05d} " + "x" * 40
+
+
+def kept_and_dropped(text: str) -> tuple[list[int], int, list[int]]:
+    """The numbers of the run's lines a log shows before the line saying how much was dropped, the bytes it says
+    were, and the numbers after it; every line of the run's shown whole."""
+    said = re.findall(r"^\[runner\] (\d+) bytes of the log's middle were dropped \(resources.log_limit=64k\); its last "
+                      r"\d+ bytes follow$", text, re.M)  # fmt: skip
+    assert len(said) == 1, said
+    head, tail = text.split("bytes of the log's middle were dropped")
+    numbers = [[int(m) for m in re.findall(r"^line (\d{5}) x{40}$", part, re.M)] for part in (head, tail)]
+    return numbers[0], int(said[0]), numbers[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_log_past_its_limit_keeps_its_head_and_tail(project: Path, backend: str) -> None:
+    if backend == "docker":
+        docker_engine()
+    proc = run_cli(project, "run", f"backend={backend}", "env.requirements=[]", "resources.log_limit=64k", "--",
+                   "python", "-c", CHATTY, check=True)  # fmt: skip
+    run = only_run(project)
+    assert run.info.status == "FINISHED"  # the run went on past its limit
+    # On the terminal: the head, the line saying the limit passed, then at the end what was dropped and the tail.
+    assert (
+        "[runner] the log passed resources.log_limit=64k: its middle is dropped, its last 32k are kept"
+        in proc.stdout
+    )
+    assert line(0) in proc.stdout and line(LINES - 1) in proc.stdout
+
+    raw = (run_dir(project, run.info.run_id) / "run.log").read_bytes()
+    shown = subprocess.run([sys.executable, "-m", "runner", "logs", run.info.run_id], cwd=project,
+                           capture_output=True, check=True).stdout  # fmt: skip
+    assert shown == raw
+    assert 60_000 < len(raw) < 64 * 1024 + 4096  # about the limit: the runner's own lines besides
+    head, dropped, tail = kept_and_dropped(raw.decode())
+    assert head == list(range(len(head))) and tail == list(range(LINES - len(tail), LINES))
+    assert dropped == (LINES - len(head) - len(tail)) * len(line(0) + "\n")  # exactly the lines not shown
+    assert len(head) > 300 and 600 < len(tail) < 650  # half the limit each (the head shares its half)
+    assert not (run_dir(project, run.info.run_id) / "run.log.tail").exists()
+
+    # The record's run.log: the same head, the same count, the same tail.
+    assert kept_and_dropped(read_artifact(project, run.info.run_id, "run.log")) == (head, dropped, tail)
+
+
+def test_a_log_within_its_limit_is_kept_whole(project: Path) -> None:
+    run_cli(project, "run", "backend=local", "env.requirements=[]", "resources.log_limit=64k", "--", "python", "-c",
+            "for i in range(1000): print(f'line {i:05d} ' + 'x' * 40)", check=True)  # fmt: skip
+    run = only_run(project)
+    raw = (run_dir(project, run.info.run_id) / "run.log").read_text()
+    for text in (raw, read_artifact(project, run.info.run_id, "run.log")):
+        assert re.findall(r"^line (\d{5}) x{40}$", text, re.M) == [f"{i:05d}" for i in range(1000)]
+        assert "resources.log_limit" not in text and "dropped" not in text

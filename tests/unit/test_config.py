@@ -69,6 +69,11 @@ def test_bad_overrides_name_the_key_and_the_choices(overrides: list[str], expect
             "Unknown backend 'slurmm'. Did you mean 'slurm'? Valid: docker, local, slurm.",
         ),
         (["resources.memory=lots"], "resources.memory: 'lots' is not a size"),
+        (
+            ["resources.log_limit=lots"],
+            "resources.log_limit: 'lots' is not a size. Use bytes or a number with k, m,",
+        ),
+        (["resources.log_limit=100"], "resources.log_limit: '100' is below the least a log keeps, 1k."),
         (["resources.cpus=0"], "resources.cpus: 0.0 must be positive"),
         (["resources.gpus=0"], "resources.gpus: 0 is not a GPU count"),
         (["model._target_=os.system"], "model._target_ 'os.system' is not allowed"),

@@ -15,7 +15,7 @@ from runner.compose.load import PACKAGED, compose_config, config_dirs, find_proj
 from runner.compose.spec import check_requirement, command_argv, requirement_file_lines
 from runner.errors import ConfigError
 from runner.launch.execute import in_project
-from runner.tracking.logtext import raw_log, readable_log
+from runner.tracking.logtext import line_blocks, raw_log, readable_log
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,6 +168,16 @@ def test_a_log_file_is_read_with_its_redraws_on_one_line(tmp_path: Path) -> None
     log = tmp_path / "run.log"
     log.write_bytes("".join(f"\r{i}/100 ━" for i in range(1, 101)).encode() + b"\ndone\r\n")
     assert readable_log(raw_log(log)) == "100/100 ━\ndone\n"
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
+def test_a_log_read_a_block_of_lines_at_a_time_reads_as_a_whole(tmp_path: Path, size: int) -> None:
+    log = tmp_path / "run.log"
+    log.write_bytes(("".join(f"\r{i}/30 ━é" for i in range(30)) + "\nж long line " * 9 + "no end").encode())
+    with open(log, "rb") as src:
+        blocks = list(line_blocks(src, size))
+    assert "".join(readable_log(b) for b in blocks) == readable_log(raw_log(log))
+    assert all(b.endswith("\n") for b in blocks[:-1]) and "\ufffd" not in "".join(blocks)
 
 
 def test_hydra_argv_keeps_the_overrides_one_group(tmp_path: Path) -> None:

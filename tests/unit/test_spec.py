@@ -134,6 +134,15 @@ def test_parse_memory_rejects_what_no_run_can_live_in() -> None:
         parse_memory("5m")
 
 
+def test_log_limit_forms() -> None:
+    assert spec_for().resources.log_limit == 1024**3  # the default
+    assert spec_for("resources.log_limit=64k").resources.log_limit == 64 * 1024
+    assert spec_for("resources.log_limit=500M").resources.log_limit == 500 * 1024**2
+    assert spec_for("resources.log_limit=1G").resources.log_limit == 1024**3
+    assert spec_for("resources.log_limit=65536").resources.log_limit == 65536
+    assert spec_for("resources.log_limit=null").resources.log_limit is None
+
+
 def test_flatten() -> None:
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "null"}
 
