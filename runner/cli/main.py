@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except Exception as exc:
-        error = exc if isinstance(exc, RunnerError) else config_value_error(exc)
+        error = exc if isinstance(exc, RunnerError) else config_value_error(exc) or server_refusal(exc)
         if error is None or os.environ.get("RUNNER_TRACEBACK"):
             raise
         print(f"runner: {error}", file=sys.stderr)
@@ -54,6 +54,37 @@ def config_value_error(exc: BaseException) -> ConfigError | None:
             f"${{oc.env:{unset[1]},default}}"
         )
     return ConfigError(f"{key + ': ' if key else ''}{what}.")
+
+
+def server_refusal(exc: BaseException) -> RunnerError | None:
+    """A tracking server's refusal of this shell's account (MLflow's basic auth: 401, or 403 for what its
+    permissions do not allow) as one line naming the user, never the password; None for any other error."""
+    from mlflow.exceptions import MlflowException
+
+    from runner.tracking.store import USERNAME
+
+    code = getattr(exc, "error_code", None) if isinstance(exc, MlflowException) else None
+    if code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return None
+    user = os.environ.get(USERNAME)
+    endpoint = re.search(r"endpoint (\S+)", str(exc))
+    on = f" (on {endpoint[1]})" if endpoint else ""
+    if code == "PERMISSION_DENIED":
+        return RunnerError(
+            f"the tracking server does not let user '{user}' change this{on}: its permissions give you only "
+            "what you made, and reading. Record into an experiment of your own (tracking.experiment=NAME), or "
+            "ask the experiment's owner for EDIT permission."
+        )
+    if not user:
+        return RunnerError(
+            f"the tracking server asks for an account{on}: export MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (your lab's admin creates accounts)."
+        )
+    return RunnerError(
+        f"the tracking server refused user '{user}'{on}: wrong user name or password. Export the right "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (your lab's admin creates accounts and resets "
+        "passwords)."
+    )
 
 
 def _reconcile() -> None:
