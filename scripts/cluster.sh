@@ -124,17 +124,25 @@ tracking_up() {  # MLflow's own server, its store in PostgreSQL
 }
 
 auth_config() {  # MLflow's basic-auth app: its users in PostgreSQL; every user may read all runs, change only their own
-  local ini=$DIR/etc/basic_auth.ini
-  [ -s "$ini" ] && return
-  (umask 077; cat >"$ini" <<EOF
+  local ini=$DIR/etc/basic_auth.ini admin
+  admin=$(sed -n 's/^admin_password = //p' "$ini" 2>/dev/null || true)
+  # Each request's password check is PBKDF2, most of a second on a busy machine: a good one is kept for a minute
+  # (a changed password counts at once: one worker).
+  (umask 077; cat >"$ini.new" <<EOF
 [mlflow]
 default_permission = READ
 database_uri = postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/mlflow_auth
 admin_username = admin
-admin_password = $(secret)
+admin_password = ${admin:-$(secret)}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
 EOF
   )
+  if [ -f "$ini" ] && ! cmp -s "$ini" "$ini.new" && alive "$DIR/mlflow.pid"; then  # a server on the old one goes
+    kill "$(cat "$DIR/mlflow.pid")"
+    for _ in $(seq 100); do alive "$DIR/mlflow.pid" || break; sleep 0.2; done
+  fi
+  mv "$ini.new" "$ini"
 }
 
 secret() { "$PYTHON" -c "import secrets; print(secrets.token_urlsafe(18))"; }
