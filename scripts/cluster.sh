@@ -147,23 +147,30 @@ EOF
 
 secret() { "$PYTHON" -c "import secrets; print(secrets.token_urlsafe(18))"; }
 
-accounts() {  # each of $USERS an account, its credentials in $DIR/users/NAME.env (owner-only) to source
-  local admin name file code
-  admin=$(sed -n 's/^admin_password = //p' "$DIR/etc/basic_auth.ini")
+accounts() {  # each of $USERS an account, its credentials in $DIR/users/NAME.env (owner-only) to source; a
+  # removed file gives its user a new password
+  local name file
   install -d -m 0700 "$DIR/users"
   for name in $USERS; do
     file=$DIR/users/$name.env
     [ -s "$file" ] || (umask 077; printf 'export MLFLOW_TRACKING_USERNAME=%s\nexport MLFLOW_TRACKING_PASSWORD=%s\n' \
       "$name" "$(secret)" >"$file")
-    # Passwords through curl's standard input, never on a command line.
-    code=$(printf 'user = "admin:%s"\ndata = "{\\"username\\": \\"%s\\", \\"password\\": \\"%s\\"}"\n' "$admin" "$name" \
-      "$(sed -n 's/^export MLFLOW_TRACKING_PASSWORD=//p' "$file")" | curl -s -o /dev/null -w '%{http_code}' -K - \
-      -H 'Content-Type: application/json' "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/users/create")
-    case "$code" in
-      200|400) ;;  # created, or there already
-      *) fail "MLflow did not create the user $name (HTTP $code; see $DIR/log/mlflow.log)" ;;
+    case "$(as_admin POST users/create "$name" "$file")" in
+      200) ;;
+      400) [ "$(as_admin PATCH users/update-password "$name" "$file")" = 200 ] \
+        || fail "MLflow did not set the password of $name (see $DIR/log/mlflow.log)" ;;  # there already
+      *) fail "MLflow did not create the user $name (see $DIR/log/mlflow.log)" ;;
     esac
   done
+}
+
+as_admin() {  # as_admin METHOD PATH USER FILE: the HTTP status of the admin's request for USER and FILE's password,
+  # the passwords through curl's standard input, never on a command line
+  local admin
+  admin=$(sed -n 's/^admin_password = //p' "$DIR/etc/basic_auth.ini")
+  printf 'user = "admin:%s"\ndata = "{\\"username\\": \\"%s\\", \\"password\\": \\"%s\\"}"\n' "$admin" "$3" \
+    "$(sed -n 's/^export MLFLOW_TRACKING_PASSWORD=//p' "$4")" | curl -s -o /dev/null -w '%{http_code}' -K - -X "$1" \
+    -H 'Content-Type: application/json' "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/$2"
 }
 
 configure() {

@@ -75,8 +75,9 @@ def browser(tmp_path: Path):
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The cluster's environment (SLURM_CONF), the cluster started (or found up) by the project's script; its
-    tracking server's first user's account (alice's MLFLOW_TRACKING_USERNAME and PASSWORD) in it, and in this
-    process's environment meanwhile (the tests' own MLflow calls)."""
+    tracking server's first user's account (alice's MLFLOW_TRACKING_USERNAME and PASSWORD) in this process's
+    environment meanwhile (the tests' own MLflow calls), and her name, never her password, in the cluster's
+    environment: SLURM keeps a job's environment, and no password may be there."""
     if os.geteuid() != 0 and not os.environ.get("RUNNER_REQUIRE_ALL"):
         pytest.skip("the cluster's daemons run as root; scripts/cluster.sh up starts them")
     proc = subprocess.run(
@@ -88,7 +89,8 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in alice.items():
             patch.setenv(name, value)
-        yield {**os.environ, "SLURM_CONF": f"{folder}/etc/slurm.conf", **alice}
+        environ = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_PASSWORD"}
+        yield {**environ, "SLURM_CONF": f"{folder}/etc/slurm.conf"}
 
 
 @pytest.fixture(params=["local", "docker"])
