@@ -5,9 +5,15 @@
 # PostgreSQL for MLflow's, and Podman as the nodes' second container engine. No cgroups needed: process tracking by /proc.
 #
 #   scripts/cluster.sh up      # install what is missing, start munge, the databases, slurmdbd, slurmctld, slurmd
-#                              # and `mlflow server` (PostgreSQL store, artifacts in the cluster folder)
+#                              # and `mlflow server --app-name basic-auth` (PostgreSQL store, artifacts in the
+#                              # cluster folder), with an account for each of $RUNNER_CLUSTER_USERS (alice bob)
 #   scripts/cluster.sh down    # stop them (the state stays in the cluster folder)
 #   source "$RUNNER_CLUSTER_DIR/env"   # SLURM_CONF for sbatch, squeue, sacct, scancel; MLFLOW_TRACKING_URI
+#   source "$RUNNER_CLUSTER_DIR/users/alice.env"   # alice's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD
+#
+# The server's accounts: MLflow's own basic-auth app, configured by etc/basic_auth.ini (owner-only: its admin
+# password), every user reading all runs (default_permission = READ) and changing only the experiments they made.
+# SLURM's accounting keeps each job's script and environment (sacct --batch-script, --env-vars).
 #
 # The cluster folder is $RUNNER_CLUSTER_DIR (default /tmp/runner-cluster); on a real cluster the artifact folder
 # is on the shared filesystem. Runs as root (the daemons' user).
@@ -20,6 +26,7 @@ MLFLOW_PORT=${RUNNER_CLUSTER_MLFLOW_PORT:-5055}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 PYTHON=${PYTHON:-python3}
 NAME=runner
+USERS=${RUNNER_CLUSTER_USERS:-alice bob}  # the tracking server's accounts
 HOST=$(hostname -s)
 CONF=$DIR/etc/slurm.conf
 export SLURM_CONF=$CONF
@@ -85,19 +92,85 @@ tracking_up() {  # MLflow's own server, its store in PostgreSQL
     | grep -q 1 || "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres mlflow
   "$PYTHON" -c "import psycopg2" 2>/dev/null || "$PYTHON" -m pip install -q psycopg2-binary >>"$DIR/log/pip.log" 2>&1 \
     || fail "could not install psycopg2-binary (see $DIR/log/pip.log)"
+  "$PYTHON" -c "import flask_wtf" 2>/dev/null || "$PYTHON" -m pip install -q Flask-WTF >>"$DIR/log/pip.log" 2>&1 \
+    || fail "could not install Flask-WTF, which MLflow's basic-auth app needs (see $DIR/log/pip.log)"
+  "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "select 1 from pg_database where datname='mlflow_auth'" \
+    | grep -q 1 || "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres mlflow_auth
   mkdir -p "$DIR/artifacts"
+  auth_config
+  # A server started before it had accounts (it answers without them) is restarted with them.
+  if alive "$DIR/mlflow.pid" && [ "$(curl -s -o /dev/null -w '%{http_code}' \
+      "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/experiments/search?max_results=1")" = 200 ]; then
+    kill "$(cat "$DIR/mlflow.pid")"
+    for _ in $(seq 100); do alive "$DIR/mlflow.pid" || break; sleep 0.2; done
+  fi
   if ! alive "$DIR/mlflow.pid"; then
-    MLFLOW_SERVER_ALLOWED_HOSTS="*" nohup "$PYTHON" -m mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" \
+    # The auth app's CSRF key, kept across restarts (the UI's sessions stay valid).
+    [ -s "$DIR/etc/flask.key" ] || (umask 077; secret >"$DIR/etc/flask.key")
+    MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$DIR/etc/flask.key") MLFLOW_AUTH_CONFIG_PATH="$DIR/etc/basic_auth.ini" \
+      MLFLOW_SERVER_ALLOWED_HOSTS="*" nohup "$PYTHON" -m mlflow \
+      server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
       --backend-store-uri "postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/mlflow" \
       --artifacts-destination "$DIR/artifacts" --workers 1 >>"$DIR/log/mlflow.log" 2>&1 &
     echo $! >"$DIR/mlflow.pid"
   fi
-  for _ in $(seq 150); do
-    curl -fs "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null && return
+  for _ in $(seq 450); do  # its first start makes its tables: a minute on a busy machine
+    curl -fs "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null && { accounts; return; }
+    alive "$DIR/mlflow.pid" || break
     sleep 0.2
   done
   tail -5 "$DIR/log/mlflow.log" >&2
   fail "the MLflow server does not answer on 127.0.0.1:$MLFLOW_PORT"
+}
+
+auth_config() {  # MLflow's basic-auth app: its users in PostgreSQL; every user may read all runs, change only their own
+  local ini=$DIR/etc/basic_auth.ini admin
+  admin=$(sed -n 's/^admin_password = //p' "$ini" 2>/dev/null || true)
+  # Each request's password check is PBKDF2, most of a second on a busy machine: a good one is kept for a minute
+  # (a changed password counts at once: one worker).
+  (umask 077; cat >"$ini.new" <<EOF
+[mlflow]
+default_permission = READ
+database_uri = postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/mlflow_auth
+admin_username = admin
+admin_password = ${admin:-$(secret)}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
+EOF
+  )
+  if [ -f "$ini" ] && ! cmp -s "$ini" "$ini.new" && alive "$DIR/mlflow.pid"; then  # a server on the old one goes
+    kill "$(cat "$DIR/mlflow.pid")"
+    for _ in $(seq 100); do alive "$DIR/mlflow.pid" || break; sleep 0.2; done
+  fi
+  mv "$ini.new" "$ini"
+}
+
+secret() { "$PYTHON" -c "import secrets; print(secrets.token_urlsafe(18))"; }
+
+accounts() {  # each of $USERS an account, its credentials in $DIR/users/NAME.env (owner-only) to source; a
+  # removed file gives its user a new password
+  local name file
+  install -d -m 0700 "$DIR/users"
+  for name in $USERS; do
+    file=$DIR/users/$name.env
+    [ -s "$file" ] || (umask 077; printf 'export MLFLOW_TRACKING_USERNAME=%s\nexport MLFLOW_TRACKING_PASSWORD=%s\n' \
+      "$name" "$(secret)" >"$file")
+    case "$(as_admin POST users/create "$name" "$file")" in
+      200) ;;
+      400) [ "$(as_admin PATCH users/update-password "$name" "$file")" = 200 ] \
+        || fail "MLflow did not set the password of $name (see $DIR/log/mlflow.log)" ;;  # there already
+      *) fail "MLflow did not create the user $name (see $DIR/log/mlflow.log)" ;;
+    esac
+  done
+}
+
+as_admin() {  # as_admin METHOD PATH USER FILE: the HTTP status of the admin's request for USER and FILE's password,
+  # the passwords through curl's standard input, never on a command line
+  local admin
+  admin=$(sed -n 's/^admin_password = //p' "$DIR/etc/basic_auth.ini")
+  printf 'user = "admin:%s"\ndata = "{\\"username\\": \\"%s\\", \\"password\\": \\"%s\\"}"\n' "$admin" "$3" \
+    "$(sed -n 's/^export MLFLOW_TRACKING_PASSWORD=//p' "$4")" | curl -s -o /dev/null -w '%{http_code}' -K - -X "$1" \
+    -H 'Content-Type: application/json' "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/$2"
 }
 
 configure() {
@@ -129,6 +202,7 @@ SlurmdLogFile=$DIR/log/slurmd.log
 ReturnToService=2
 SlurmdTimeout=30
 MinJobAge=300
+AccountingStoreFlags=job_script,job_env
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF

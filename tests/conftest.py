@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CHROMIUM, DRIVER, FLAGS, READER, ROOT, dvc, git
+from tests.helpers import CHROMIUM, DRIVER, FLAGS, READER, ROOT, cluster_account, dvc, git
 
 
 @pytest.fixture
@@ -72,8 +73,11 @@ def browser(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The cluster's environment (SLURM_CONF), the cluster started (or found up) by the project's script."""
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The cluster's environment (SLURM_CONF), the cluster started (or found up) by the project's script; its
+    tracking server's first user's account (alice's MLFLOW_TRACKING_USERNAME and PASSWORD) in this process's
+    environment meanwhile (the tests' own MLflow calls), and her name, never her password, in the cluster's
+    environment: SLURM keeps a job's environment, and no password may be there."""
     if os.geteuid() != 0 and not os.environ.get("RUNNER_REQUIRE_ALL"):
         pytest.skip("the cluster's daemons run as root; scripts/cluster.sh up starts them")
     proc = subprocess.run(
@@ -81,7 +85,12 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     folder = os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster")
-    return {**os.environ, "SLURM_CONF": f"{folder}/etc/slurm.conf"}
+    alice = cluster_account("alice")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in alice.items():
+            patch.setenv(name, value)
+        environ = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_PASSWORD"}
+        yield {**environ, "SLURM_CONF": f"{folder}/etc/slurm.conf"}
 
 
 @pytest.fixture(params=["local", "docker"])

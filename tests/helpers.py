@@ -311,3 +311,10 @@ for epoch in range(first, n):
         print("checkpoint saved: stopping", flush=True)
         sys.exit(143)
 """
+
+
+def cluster_account(name: str) -> dict[str, str]:
+    """A user's account on scripts/cluster.sh's tracking server: MLFLOW_TRACKING_USERNAME and PASSWORD."""
+    folder = Path(os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster"))
+    lines = (folder / "users" / f"{name}.env").read_text().splitlines()
+    return dict(line.removeprefix("export ").split("=", 1) for line in lines if line.strip())  # type: ignore[misc]

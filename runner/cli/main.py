@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except Exception as exc:
-        error = exc if isinstance(exc, RunnerError) else config_value_error(exc) or disk_full(exc)
+        error = exc if isinstance(exc, RunnerError) else said_as_one_line(exc)
         if error is None or os.environ.get("RUNNER_TRACEBACK"):
             raise
         print(f"runner: {error}", file=sys.stderr)
@@ -59,6 +59,11 @@ def config_value_error(exc: BaseException) -> ConfigError | None:
     return ConfigError(f"{key + ': ' if key else ''}{what}.")
 
 
+def said_as_one_line(exc: BaseException) -> RunnerError | None:
+    """An error from below that the user can act on, as one line: None for a bug (its traceback, then)."""
+    return config_value_error(exc) or disk_full(exc) or server_refusal(exc)
+
+
 def disk_full(exc: BaseException) -> RunnerError | None:
     """A full filesystem met anywhere (the store, a run's folder, the image cache): one line saying which."""
     from runner.runs import space
@@ -79,6 +84,37 @@ def disk_full(exc: BaseException) -> RunnerError | None:
 def project_here() -> Path | None:
     here = Path.cwd().resolve()
     return next((p for p in (here, *here.parents) if (p / ".runner").is_dir()), None)
+
+
+def server_refusal(exc: BaseException) -> RunnerError | None:
+    """A tracking server's refusal of this shell's account (MLflow's basic auth: 401, or 403 for what its
+    permissions do not allow) as one line naming the user, never the password; None for any other error."""
+    from mlflow.exceptions import MlflowException
+
+    from runner.tracking.store import USERNAME
+
+    code = getattr(exc, "error_code", None) if isinstance(exc, MlflowException) else None
+    if code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return None
+    user = os.environ.get(USERNAME)
+    endpoint = re.search(r"endpoint (\S+)", str(exc))
+    on = f" (on {endpoint[1]})" if endpoint else ""
+    if code == "PERMISSION_DENIED":
+        return RunnerError(
+            f"the tracking server does not let user '{user}' change this{on}: its permissions give you only "
+            "what you made, and reading. Record into an experiment of your own (tracking.experiment=NAME), or "
+            "ask the experiment's owner for EDIT permission."
+        )
+    if not user:
+        return RunnerError(
+            f"the tracking server asks for an account{on}: export MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (your lab's admin creates accounts)."
+        )
+    return RunnerError(
+        f"the tracking server refused user '{user}'{on}: wrong user name or password. Export the right "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (your lab's admin creates accounts and resets "
+        "passwords)."
+    )
 
 
 def _reconcile() -> None:

@@ -25,7 +25,7 @@ from runner.compose.spec import (
     parse_memory,
 )
 from runner.compose.validate import check_param_names
-from runner.tracking.store import store_uri
+from runner.tracking.store import server_secrets, store_uri
 
 # At the project's root, when none is named.
 REQUIREMENTS_BY_NAME = ("floyd_requirements.txt", "requirements.txt")
@@ -93,7 +93,8 @@ def build_spec(
             gpu=bool(env.gpu),
             ca_bundle=ca_bundle,
             variables=tuple(sorted((str(k), str(v)) for k, v in env.variables.items())),
-            secrets=tuple(env.secrets),
+            # The team server's password too, where this shell has one (tracking.store.server_secrets).
+            secrets=tuple(dict.fromkeys([*env.secrets, *server_secrets(tracking_uri, environ)])),
         ),
         resources=Resources(
             cpus=cfg.resources.cpus,

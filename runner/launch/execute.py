@@ -40,6 +40,7 @@ from runner.runs.rundir import FAILED, KILLED, LIVE, Outcome, RunDir
 from runner.tracking.code import CodeVersion, code_version, snapshot
 from runner.tracking.logtext import log_the_log
 from runner.tracking.record import Recorder, log_outputs, manifest, record_inputs, stage_record
+from runner.tracking.store import USERNAME, server_user
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def run_tags(
         "runner.git.dirty": str(version.dirty).lower(),
         "mlflow.source.git.commit": version.commit or "",
         "mlflow.source.name": spec.project_dir,
-        "mlflow.user": getpass.getuser(),
+        "mlflow.user": server_user(spec.tracking_uri) or getpass.getuser(),  # the server's account first
         **data_record.tags(spec.mounts),
         **(extra_tags or {}),
     }
@@ -360,6 +361,8 @@ def plan(run: Launch, prepared: Prepared) -> None:
     spec = run.spec
     env = {
         **dict(spec.env.variables),
+        # The account on the team's server: its password is among the secrets (tracking.store.server_secrets).
+        **({USERNAME: user} if (user := server_user(spec.tracking_uri)) else {}),
         "MLFLOW_RUN_ID": run.run_id,
         "MLFLOW_EXPERIMENT_ID": run.recorder.experiment_id,
         "PYTHONHASHSEED": str(spec.seed),

@@ -655,6 +655,7 @@ class Owner:
             with contextlib.suppress(Exception):
                 self.handle.release()
         self.run_dir.secrets.unlink(missing_ok=True)  # whatever became of the engine's copy of the run
+        self.run_dir.job_secrets.unlink(missing_ok=True)  # a job's that never started
 
     def set_tags(self, tags: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         """Tags (those not None) and metrics, in one write."""

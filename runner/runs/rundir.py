@@ -138,6 +138,12 @@ class RunDir:
         return self.root / "secrets.env"
 
     @property
+    def job_secrets(self) -> Path:
+        """The secrets' values for the run's next SLURM job (owner-only): the job's process reads and removes
+        it, so that they are never in the job's environment, which SLURM keeps."""
+        return self.root / "job-secrets.json"
+
+    @property
     def state(self) -> Path:
         """What the run is (id, backend, store, project, host, limits): written before anything starts."""
         return self.root / boundedlog.STATE

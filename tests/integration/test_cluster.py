@@ -79,13 +79,15 @@ def test_a_job_records_into_the_teams_tracking_server(slurm: dict[str, str], tmp
         f"r = mlflow.start_run(run_name='{marker}'); mlflow.log_metric('x', 3.0); mlflow.log_text('kept', 'a.txt');"
         " mlflow.end_run()"
     )
+    # The job reads alice's account from her owner-only file, as a user's would: never from its environment.
+    account = Path(folder, "users", "alice.env")
     job = sbatch(
         {**slurm, "MLFLOW_TRACKING_URI": uri},
         tmp_path,
         "-o",
         "j.out",
         "--wrap",
-        f'{sys.executable} -c "{code}"',
+        f'. "{account}" && {sys.executable} -c "{code}"',
     )
     assert ended(slurm, job) == [(job, "COMPLETED", "0:0")], (tmp_path / "j.out").read_text()
     client = MlflowClient(uri)

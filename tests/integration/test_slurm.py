@@ -9,17 +9,20 @@ the node's engine, and SLURM's own refusals before any run exists.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from runner.backends.slurm.jobs import TIMEOUT_REASON as TIMEOUT
-from tests.helpers import docker_engine, ended, run_cli, run_dir, when_logged
+from tests.helpers import cluster_account, docker_engine, ended, run_cli, run_dir, when_logged
 from tests.integration.test_attempts import RESUMABLE
 
 pytestmark = pytest.mark.integration
@@ -30,7 +33,8 @@ EPOCHS = "import time\nfor i in range(300):\n    print(f'epoch {i}', flush=True)
 
 @pytest.fixture
 def env(slurm: dict[str, str]) -> dict[str, str]:
-    return {"SLURM_CONF": slurm["SLURM_CONF"], "MLFLOW_TRACKING_URI": SERVER}
+    """A user's shell: the cluster, its tracking server, and the user's account there (alice's)."""
+    return {"SLURM_CONF": slurm["SLURM_CONF"], "MLFLOW_TRACKING_URI": SERVER, **cluster_account("alice")}
 
 
 @pytest.fixture
@@ -398,3 +402,106 @@ def test_slurms_warning_before_the_time_limit_makes_the_run_go_on_in_its_next_jo
     assert run.data.tags["runner.slurm.job"] != first
     assert sacct_state(env, first) == "COMPLETED"
     assert containers_of(run_id) == []
+
+
+CLUSTER = Path(os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster"))
+RECORDS = "import mlflow, time\nmlflow.log_metric('from_the_run', 1.0)\nprint('recorded', flush=True)\n"
+
+
+def as_user(name: str, method: str, path: str, version: str = "2.0", **params: str) -> Any:
+    """The tracking server's answer to `name`'s request, with that user's basic auth."""
+    import requests
+
+    account = cluster_account(name)
+    auth = (account["MLFLOW_TRACKING_USERNAME"], account["MLFLOW_TRACKING_PASSWORD"])
+    url = f"{SERVER}/api/{version}/mlflow/{path}"
+    reply = (
+        requests.get(url, params=params, auth=auth)
+        if method == "GET"
+        else requests.post(url, json=params, auth=auth)
+    )
+    return reply
+
+
+def holding(password: str, folder: Path) -> list[str]:
+    """The files under `folder` whose bytes hold `password`."""
+    found = []
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and password.encode() in path.read_bytes():
+                found.append(str(path))
+    return found
+
+
+def test_a_run_is_its_users_and_its_password_is_nowhere(
+    cluster_project: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A team server with accounts (MLflow's basic-auth app): alice's run is hers, recorded by her owner and her
+    container; bob reads it and may not change it (403); her password is in no script, accounting, record,
+    container or log."""
+    password = env["MLFLOW_TRACKING_PASSWORD"]
+    (cluster_project / "records.py").write_text(RECORDS)
+    run_id = submit(cluster_project, env, "command=python records.py", "backend.keep_container=true")
+    job = job_of(cluster_project, run_id)
+    run = settled(cluster_project, env, run_id)
+    assert run.info.status == "FINISHED", artifact(run_id, "run.log")
+    assert run.data.metrics["from_the_run"] == 1.0  # the container recorded, as alice
+    assert run.data.tags["mlflow.user"] == "alice"
+    experiment = run.info.experiment_id
+    # MLflow's auth app: alice made the experiment, so she manages it; bob reads her run, and may not change it.
+    granted = as_user("alice", "GET", "users/current/permissions", version="3.0").json()["permissions"]
+    assert ("experiment", experiment, "MANAGE") in [
+        (p["resource_type"], p["resource_pattern"], p["permission"]) for p in granted
+    ]
+    assert as_user("bob", "GET", "runs/get", run_id=run_id).status_code == 200
+    assert as_user("bob", "POST", "runs/set-tag", run_id=run_id, key="by", value="bob").status_code == 403
+    assert as_user("bob", "POST", "runs/delete", run_id=run_id).status_code == 403
+    assert record(run_id).info.lifecycle_stage == "active" and "by" not in record(run_id).data.tags
+
+    # Nowhere: the job's script and its accounting (the job's environment included), ...
+    shown = [
+        ["scontrol", "show", "job", "-dd", job],
+        ["scontrol", "write", "batch_script", job, "-"],
+        ["sacct", "-j", job, "--format=ALL", "-P"],
+        ["sacct", "-j", job, "--batch-script"],
+        ["sacct", "-j", job, "--env-vars"],
+    ]
+    for argv in shown:
+        out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True)
+        assert password not in out.stdout + out.stderr, argv
+    assert (
+        "MLFLOW_TRACKING_USERNAME=alice"
+        in subprocess.run(shown[-1], env={**os.environ, **env}, capture_output=True, text=True).stdout
+    )  # SLURM keeps the job's environment: the user name is in it, the password is not
+    # ... the record (params, tags, every artifact: the log, the resolved config) ...
+    import mlflow.artifacts
+
+    assert all(password not in v for v in [*run.data.params.values(), *run.data.tags.values()])
+    record_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, dst_path=str(tmp_path / "record"), tracking_uri=SERVER
+        )
+    )
+    assert "recorded" in (record_dir / "run.log").read_text()
+    assert holding(password, record_dir) == []
+    # ... the container (kept, to be looked at) ...
+    [container] = containers_of(run_id)
+    inspected = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True)
+    subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+    assert password not in inspected.stdout
+    # ... and the logs: the run's folder and its owner's on the node, the project's, the cluster's (MLflow's,
+    # SLURM's) and SLURM's state and accounting database.
+    assert holding(password, cluster_project / ".runner") == []
+    assert [f for f in holding(password, CLUSTER) if not f.startswith(str(CLUSTER / "users"))] == []
+
+
+def test_an_account_the_server_refuses_is_one_line_before_any_run(project: Path, env: dict[str, str]) -> None:
+    wrong = {**env, "MLFLOW_TRACKING_PASSWORD": "not-alices-password"}
+    proc = run_cli(project, "backend=slurm", "env.requirements=[]", "command=echo hi", env=wrong)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "the tracking server refused user 'alice'" in proc.stderr
+    assert (
+        "MLFLOW_TRACKING_PASSWORD" in proc.stderr and "not-alices-password" not in proc.stdout + proc.stderr
+    )
+    assert not (project / ".runner" / "runs").exists() or not any((project / ".runner" / "runs").iterdir())

@@ -212,3 +212,64 @@ def test_slurm_warns_a_run_with_attempts_before_a_time_limit_of_ten_minutes_or_m
         warning("9") == [] and warning(None) == []
     )  # SLURM may send it up to a minute early: not for short limits
     assert warning("10") == warning("2:00:00") == ["--signal=B:USR1@120"]
+
+
+ACCOUNT = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "s3cret-pw-123"}
+
+
+@pytest.mark.parametrize(
+    "uri,given,secrets",
+    [
+        ("http://mlflow.lab:5000", ACCOUNT, ("API_KEY", "MLFLOW_TRACKING_PASSWORD")),
+        ("http://mlflow.lab:5000", {"MLFLOW_TRACKING_PASSWORD": "x"}, ("API_KEY",)),  # no user: no account
+        ("sqlite:///p/mlflow.db", ACCOUNT, ("API_KEY",)),  # a store on this host: nobody to log in to
+    ],
+)
+def test_a_team_servers_password_is_passed_on_by_name_where_a_user_is_exported(
+    uri: str, given: dict[str, str], secrets: tuple[str, ...]
+) -> None:
+    from runner.compose.build import build_spec
+    from runner.compose.load import compose_config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = compose_config(root, ["+experiment=keras_mlp", f"tracking.uri={uri}", "env.secrets=[API_KEY]"])
+    spec = build_spec(cfg, chosen="keras_mlp", project_dir="/p", environ=given)
+    assert spec.env.secrets == secrets
+    assert "s3cret-pw-123" not in spec.config_yaml
+
+
+def test_a_jobs_secrets_reach_its_node_in_an_owner_only_file_it_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.backends.slurm import SlurmPlan, hand_secrets, take_secrets
+    from runner.runs.rundir import RunDir
+
+    run_dir = RunDir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-pw-123")
+    names = hand_secrets([run_dir], [SlurmPlan(secrets=("MLFLOW_TRACKING_PASSWORD", "UNSET_ONE"))])
+    assert names == {"MLFLOW_TRACKING_PASSWORD", "UNSET_ONE"}  # what sbatch's environment goes without
+    assert run_dir.job_secrets.stat().st_mode & 0o777 == 0o600
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    take_secrets(run_dir)
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret-pw-123"
+    assert not run_dir.job_secrets.exists()
+
+
+def test_a_refused_account_is_one_line_with_the_user_never_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, RESOURCE_DOES_NOT_EXIST, UNAUTHENTICATED
+
+    from runner.cli.main import server_refusal
+
+    for name, value in ACCOUNT.items():
+        monkeypatch.setenv(name, value)
+    said = "API request to endpoint /api/2.0/mlflow/runs/create failed with error code 401 != 200."
+    error = server_refusal(MlflowException(said, error_code=UNAUTHENTICATED))
+    assert error is not None and "refused user 'alice' (on /api/2.0/mlflow/runs/create)" in str(error)
+    assert "s3cret-pw-123" not in str(error) and "\n" not in str(error)
+    denied = server_refusal(MlflowException("Permission denied", error_code=PERMISSION_DENIED))
+    assert denied is not None and "user 'alice'" in str(denied) and "EDIT permission" in str(denied)
+    assert server_refusal(MlflowException("Run not found", error_code=RESOURCE_DOES_NOT_EXIST)) is None
+    assert server_refusal(ValueError("x")) is None

@@ -265,7 +265,9 @@ class SlurmBackend(Backend[SlurmPlan]):
         )
         opts = [*plans[0].sbatch, f"--job-name={plans[0].name}", f"--output={output}", "--export=ALL"]
         opts += [f"--dependency=afterany:{after}"] if after else []
-        job = jobs.submit(opts, script, len(run_dirs), parallel, str(project))
+        names = hand_secrets(run_dirs, plans)
+        environ = {k: v for k, v in os.environ.items() if k not in names}
+        job = jobs.submit(opts, script, len(run_dirs), parallel, str(project), environ)
         ids = [f"{job}_{i}" if len(run_dirs) > 1 else job for i in range(len(run_dirs))]
         for run_dir, job_id in zip(run_dirs, ids, strict=True):
             write_json(run_dir.slurm_job, {"job": job_id, "listing": str(listing)})
@@ -296,6 +298,26 @@ class SlurmBackend(Backend[SlurmPlan]):
             found = jobs.state(job)
             if found is not None and found.state == "PENDING":
                 jobs.cancel(job)
+
+
+def hand_secrets(run_dirs: list[RunDir], plans: list[SlurmPlan]) -> set[str]:
+    """Each run's secrets for its job's process, in an owner-only file of its folder (the shared filesystem),
+    never in the job's environment (SLURM keeps that: its state, and `sacct --env-vars`); the names."""
+    names: set[str] = set()
+    for run_dir, plan in zip(run_dirs, plans, strict=True):
+        values = {n: os.environ[n] for n in plan.secrets if n in os.environ}
+        if values:
+            write_json(run_dir.job_secrets, values, private=True)
+        names.update(plan.secrets)
+    return names
+
+
+def take_secrets(run_dir: RunDir) -> None:
+    """On the node: the secrets its submitter handed the job (hand_secrets), into this process's environment."""
+    path = run_dir.job_secrets
+    with contextlib.suppress(OSError, ValueError):
+        os.environ.update({str(k): str(v) for k, v in json.loads(path.read_text()).items()})
+    path.unlink(missing_ok=True)
 
 
 BACKEND = SlurmBackend

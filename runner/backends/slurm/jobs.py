@@ -147,8 +147,11 @@ def check(opts: list[str]) -> None:
         )
 
 
-def submit(opts: list[str], script: str, tasks: int, parallel: int | None, cwd: str) -> str:
-    """Submit `script` (one task, or an array of `tasks` with at most `parallel` at once); the job id."""
+def submit(
+    opts: list[str], script: str, tasks: int, parallel: int | None, cwd: str, environ: dict[str, str]
+) -> str:
+    """Submit `script` (one task, or an array of `tasks` with at most `parallel` at once) from `environ` (what
+    --export passes on); the job id."""
     array = [f"--array=0-{tasks - 1}" + (f"%{parallel}" if parallel else "")] if tasks > 1 else []
     proc = subprocess.run(
         ["sbatch", "--parsable", *opts, *array, f"--chdir={cwd}"],
@@ -156,6 +159,7 @@ def submit(opts: list[str], script: str, tasks: int, parallel: int | None, cwd: 
         capture_output=True,
         text=True,
         timeout=120,
+        env=environ,
     )
     if proc.returncode != 0:
         raise RunnerError(f"SLURM refused the job: {said(proc)}")

@@ -21,7 +21,7 @@ from typing import Any
 
 from runner.backends.base import RunHandle
 from runner.backends.docker import attempt_name
-from runner.backends.slurm import SlurmBackend, SlurmPlan, engine, jobs
+from runner.backends.slurm import SlurmBackend, SlurmPlan, engine, jobs, take_secrets
 from runner.errors import RunnerError
 from runner.harness.shim import secret_values
 from runner.runs.rundir import RunDir
@@ -158,6 +158,7 @@ def main(argv: list[str]) -> int:
     if clean:
         return leftovers(run_dir)
     job = os.environ["SLURM_JOB_ID"] if index == "single" else f"{os.environ['SLURM_ARRAY_JOB_ID']}_{index}"
+    take_secrets(run_dir)
     deadline = time.monotonic() + 60
     lock_fd = owner.try_claim(run_dir)
     while lock_fd is None and time.monotonic() < deadline:  # a login node's runner settling it lets go soon
