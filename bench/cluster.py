@@ -26,7 +26,11 @@ def cluster_env() -> dict[str, str]:
     if up.returncode != 0:
         raise RuntimeError(f"scripts/cluster.sh up failed: {up.stderr.strip()[-500:]}")
     folder = os.environ.get("RUNNER_CLUSTER_DIR", "/tmp/runner-cluster")
-    return {**clean_env(), "SLURM_CONF": f"{folder}/etc/slurm.conf", "MLFLOW_TRACKING_URI": SERVER}
+    # The server has accounts: the first user's, for the runs and for this process's own MLflow calls.
+    lines = (Path(folder) / "users" / "alice.env").read_text().splitlines()
+    account = dict(line.removeprefix("export ").split("=", 1) for line in lines if line.strip())
+    os.environ.update(account)
+    return {**clean_env(), **account, "SLURM_CONF": f"{folder}/etc/slurm.conf", "MLFLOW_TRACKING_URI": SERVER}
 
 
 def call(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
