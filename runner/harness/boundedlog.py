@@ -55,6 +55,10 @@ class BoundedLog:
         self.index = self.filled = 0
         self.passed = False  # the tail went past what is kept: the middle is dropped
         self.ends_line = _last_byte(self.out.fileno()) in (b"", b"\n")
+        if (
+            limit is not None and self.tail.is_symlink()
+        ):  # the run's own doing (a local run can): never followed
+            self.tail.unlink()
         if limit is not None and self.tail.is_dir():
             self._go_on()
 
@@ -152,6 +156,9 @@ def settle(log: Path, limit: int | None) -> None:
     """At the run's end: the count of bytes dropped and the kept tail appended to run.log, the segments gone; a log
     that stayed within its limit is whole again, as it came."""
     tail = log.with_name(TAIL)
+    if tail.is_symlink():  # put there by the run itself (a local run can): never followed
+        tail.unlink()
+        return
     indices = _indices(tail) if tail.is_dir() else []
     if limit is None or not indices:
         shutil.rmtree(tail, ignore_errors=True)
@@ -161,7 +168,7 @@ def settle(log: Path, limit: int | None) -> None:
     # The tail's first byte kept, at a line's start if one is near, else at a character's.
     first = max(0, came - size * (SEGMENTS // 2))
     if first:
-        with open(tail / str(first // size), "rb") as fh:
+        with _open(tail / str(first // size), "rb") as fh:
             fh.seek(first % size)
             start = fh.read(LOOK + 4)
         line = start.find(b"\n", 0, LOOK)
@@ -174,19 +181,25 @@ def settle(log: Path, limit: int | None) -> None:
                 f"{size_text(limit)}); its last {came - first} bytes follow\n".encode()
             )
         for index in range(first // size, last + 1):
-            with open(tail / str(index), "rb") as src:
+            try:
+                src = _open(tail / str(index), "rb")
+            except OSError:  # gone, or made a link by the run itself: not followed
+                continue
+            with src:
                 src.seek(first - index * size if index == first // size else 0)
                 shutil.copyfileobj(src, out, 1 << 20)
     shutil.rmtree(tail, ignore_errors=True)
 
 
 def _open(path: Path, mode: str) -> IO[bytes]:
-    """Unbuffered: what is written is in the file at once, for `runner logs -f` and for whoever goes on from it."""
-    return open(path, mode, buffering=0)
+    """Unbuffered: what is written is in the file at once, for `runner logs -f` and for whoever goes on from it.
+    A segment that is a link (a local run's doing) is not followed."""
+    nofollow = os.O_NOFOLLOW if path.parent.name == TAIL else 0
+    return open(path, mode, buffering=0, opener=lambda p, flags: os.open(p, flags | nofollow, 0o644))
 
 
 def _indices(tail: Path) -> list[int]:
-    return sorted(int(p.name) for p in tail.iterdir() if p.name.isdigit())
+    return sorted(int(p.name) for p in tail.iterdir() if p.name.isdigit() and not p.is_symlink())
 
 
 def _last_byte(fd: int) -> bytes:

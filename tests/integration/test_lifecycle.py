@@ -95,11 +95,11 @@ def wait_gone(pid: int, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def orphan(project: Path, backend: str, command: str, *args: str) -> tuple[Path, int]:
-    """Start a run and, once it is going, kill -9 the terminal's runner and the run's owner: every runner
+def orphan(project: Path, backend: str, command: str, *args: str, when: str = "epoch 1") -> tuple[Path, int]:
+    """Start a run and, once its log shows `when`, kill -9 the terminal's runner and the run's owner: every runner
     process of it. Returns the run directory and the dead owner's pid."""
     cli = start(project, backend, command, *args)
-    run = run_dir_when(project, "epoch 1", cli)
+    run = run_dir_when(project, when, cli)
     owner = owner_pid(run)
     kill_9(cli.pid)
     kill_9(owner)
@@ -206,13 +206,8 @@ for i in range(6000):
 def test_an_adopted_run_keeps_its_log_within_its_limit(project: Path, backend: str) -> None:
     """The log's tail goes on from its files under the run's next owner: head and tail whole, the count exact."""
     (project / "chatty.py").write_text(CHATTY)
-    cli = start(project, backend, "resources.log_limit=64k", 'command="python chatty.py"')
-    run = run_dir_when(project, "[runner] the log passed resources.log_limit=64k", cli)
-    owner = owner_pid(run)
-    kill_9(cli.pid)
-    kill_9(owner)
-    cli.communicate()
-    wait_gone(owner)
+    passed = "[runner] the log passed resources.log_limit=64k"
+    run, _ = orphan(project, backend, 'command="python chatty.py"', "resources.log_limit=64k", when=passed)
     run_cli(project, "ls", check=True)  # adopted
     wait_ended(run)
     done = only_run(project)

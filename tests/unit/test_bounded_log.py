@@ -154,3 +154,31 @@ def test_a_run_started_before_the_setting_has_the_default(tmp_path: Path) -> Non
     assert limit_in(tmp_path) == DEFAULT_LIMIT
     (tmp_path / "state.json").write_text('{"run_id": "abc", "log_limit": null}')
     assert limit_in(tmp_path) is None
+
+
+def test_a_tail_a_run_made_a_link_is_never_followed(tmp_path: Path) -> None:
+    """A local run can reach its folder: a link in place of the tail's folder, or of a segment, to a host file,
+    never brings that file into the log (nor is written through)."""
+    host = tmp_path / "host"
+    host.mkdir()
+    secret = host / "0"
+    secret.write_bytes(b"HOST SECRET\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    log = run / "run.log"
+    (run / TAIL).symlink_to(host)
+    with BoundedLog(log, 1024) as out:
+        out.write(b"x" * 100 + b"\n")
+    settle(log, 1024)
+    assert b"HOST SECRET" not in log.read_bytes() and secret.read_bytes() == b"HOST SECRET\n"
+
+    with BoundedLog(log, 1024) as out:  # past half: a tail of its own, one of whose segments the run links
+        for i in range(40):
+            out.write(f"line {i:03d} ".encode() + b"y" * 40 + b"\n")
+    segments = sorted((run / TAIL).iterdir())
+    segments[0].unlink()
+    segments[0].symlink_to(secret)
+    settle(log, 1024)
+    text = log.read_bytes()
+    assert b"HOST SECRET" not in text and b"line 039" in text
+    assert not (run / TAIL).exists() and secret.read_bytes() == b"HOST SECRET\n"
