@@ -1,5 +1,6 @@
 """Environment cache: a run whose environment was built before against the run that builds it (the second must
-build nothing), and uv against pip installing the same lock into a fresh environment.
+build nothing); uv against pip installing the same lock into a fresh environment; and what an environment with one
+small package more adds to the env store, on disk and in build time.
 
     python bench/cache.py [--quick] [--requirements "tensorflow-cpu>=2.16,<3" "keras>=3,<4"]
 """
@@ -14,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, Figure, last_run, make_project, runner, spread, timed
+from common import ROOT, Figure, clean_env, last_run, make_project, runner, spread, timed
 
 sys.path.insert(0, str(ROOT))
 
@@ -22,6 +23,60 @@ from runner.environment.lock import Target, resolve_lock, uv_bin
 
 FULL = ["tensorflow-cpu>=2.16,<3", "keras>=3,<4"]
 QUICK = ["six", "idna"]
+ONE_MORE = "tabulate"  # a small pure-Python package
+
+
+def disk(folder: Path) -> int:
+    """Bytes on disk under `folder`, a file linked from several names counted once."""
+    out = subprocess.run(
+        ["du", "-s", "--block-size=1", str(folder)], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.split()[0])
+
+
+def one_more(quick: bool) -> list[Figure]:
+    """The default environment (the Keras one; two small packages with --quick) built into an empty env store, then
+    the same with one small package more: the disk each adds and the time each takes to build (a run that builds
+    it against the same run again, which builds nothing)."""
+    proj = make_project()
+    with tempfile.TemporaryDirectory(prefix="runner-bench-cache-") as cache:
+        env = {**clean_env(), "RUNNER_CACHE": cache}
+        store = Path(cache) / "store"
+        added, builds = [], []
+        for reqs in (QUICK if quick else FULL, [*(QUICK if quick else FULL), ONE_MORE]):
+            listed = ",".join(f'"{r}"' for r in reqs)
+            args = ("backend=docker", f"env.requirements=[{listed}]", "command=python -c pass")
+            before = disk(store) if store.is_dir() else 0
+            cold = timed(runner(*args), proj, env)
+            if last_run(proj)[1]["runner.env.reused"] != "false":
+                raise RuntimeError("the environment was not built")
+            added.append((disk(store) - before) / 1e6)
+            warm = timed(runner(*args), proj, env)
+            builds.append(cold - warm)
+    what = "the default Keras environment" if not quick else " + ".join(QUICK)
+    return [
+        Figure(
+            f"environments: disk added by one small package more ({ONE_MORE})",
+            f"{what}, built first into an empty env store",
+            f"the same with `{ONE_MORE}` added: what it adds to the store",
+            [added[0]],
+            [added[1]],
+            unit="MB",
+            goal="<= 60 MB",
+            met=added[1] <= 60,
+        ),
+        Figure(
+            f"environments: building one with one small package more ({ONE_MORE})",
+            f"building {what} into an empty env store",
+            f"building it with `{ONE_MORE}` added, its other packages stored",
+            [builds[0]],
+            [builds[1]],
+            goal="a second or two",
+            met=builds[1] <= 2.0,
+            note="A build's time: the run that builds the environment less the same run again (which builds "
+            "nothing), one round each.",
+        ),
+    ]
 
 
 def steps_time(steps: list[list[str]], env: dict[str, str]) -> float:
@@ -88,7 +143,7 @@ def measure(quick: bool, requirements: list[str] | None = None) -> list[Figure]:
             note="One round each: a round takes minutes with TensorFlow.",
         )
     )
-    return figures
+    return figures + one_more(quick)
 
 
 def main() -> None:

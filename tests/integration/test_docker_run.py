@@ -48,8 +48,10 @@ def test_keras_mlp_in_a_container(project: Path, engine) -> None:
     run = only_run(project)
     assert run.info.status == "FINISHED"
     assert run.data.tags["runner.backend"] == "docker"
-    assert run.data.tags["runner.image"].startswith("runner-env:")
+    # The environment is a folder of the store, mounted on the harness image (the base with the runner's pieces).
+    assert run.data.tags["runner.image"].startswith("runner-harness:")
     assert run.data.tags["runner.image.id"] == engine.images.get(run.data.tags["runner.image"]).id
+    assert (Path(run.data.tags["runner.env.folder"]) / "bin" / "python").is_symlink()
     assert run.data.tags["runner.image.base"].startswith("runner-base:bookworm@sha256:")
     assert [m.step for m in MlflowClient(store(project)).get_metric_history(run.info.run_id, "loss")] == [
         0,
@@ -117,7 +119,15 @@ def test_memory_limit_oom_is_failed_oomkilled(project: Path, engine) -> None:
 
 
 def test_keep_container_labels_it_with_the_run_id(project: Path, engine) -> None:
-    run_cli(project, *TINY, "backend.keep_container=true", "command=echo kept", check=True)
+    # An image of its own (env.setup), a container of it kept.
+    run_cli(
+        project,
+        *TINY,
+        'env.setup=["echo kept"]',
+        "backend.keep_container=true",
+        "command=echo kept",
+        check=True,
+    )
     run = only_run(project)
     kept = containers_of(engine, run.info.run_id)
     try:
@@ -259,7 +269,15 @@ def test_sigint_to_a_container_sweep_leaves_no_container(project: Path, engine) 
 
 def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine) -> None:
     # Kept last among the Docker tests: it removes every env image no container uses.
-    run_cli(project, *TINY, "backend.keep_container=true", "command=echo kept", check=True)
+    # An image of its own (env.setup), a container of it kept.
+    run_cli(
+        project,
+        *TINY,
+        'env.setup=["echo kept"]',
+        "backend.keep_container=true",
+        "command=echo kept",
+        check=True,
+    )
     kept_run = only_run(project)
     kept = containers_of(engine, kept_run.info.run_id)
     assert len(kept) == 1

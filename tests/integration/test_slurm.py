@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -108,8 +109,45 @@ def test_keras_mlp_finishes_on_the_cluster_after_the_runner_has_exited(
     tags = run.data.tags
     assert tags["runner.slurm.job"] == job_of(project, run_id)
     assert tags["runner.image.id"].startswith("sha256:") and tags["runner.node"]
+    # backend.envs=folder: the node mounts the environment's folder; the archive is the small harness image's.
+    assert Path(tags["runner.env.folder"]).is_dir() and tags["runner.image"].startswith("runner-harness:")
     assert Path(tags["runner.image.archive"]).is_file()
     assert sacct_state(env, tags["runner.slurm.job"]) == "COMPLETED"
+    assert containers_of(run_id) == []
+
+
+def test_an_environment_as_an_archive_for_nodes_that_share_no_folder(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    (cluster_project / "probe.py").write_text("import six, sys; print('six from', sys.prefix)\n")
+    run_id = submit(
+        cluster_project, env, "command=python probe.py", "env.requirements=[six]", "backend.envs=archive"
+    )
+    run = settled(cluster_project, env, run_id)
+    assert run.info.status == "FINISHED", artifact(run_id, "run.log")
+    assert "six from /opt/env" in artifact(run_id, "run.log")
+    tags = run.data.tags
+    assert tags["runner.image"].startswith("runner-env:") and "runner.env.folder" not in tags
+    assert Path(tags["runner.image.archive"]).name == tags["runner.image.id"].replace(":", "-") + ".tar"
+
+
+def test_a_node_that_does_not_see_the_environments_folder_says_so(
+    cluster_project: Path, env: dict[str, str]
+) -> None:
+    # The job may start only in 15 s: meanwhile the folder goes (as on a node that does not mount it).
+    run_id = submit(
+        cluster_project,
+        env,
+        "command=echo never",
+        "env.requirements=[idna]",
+        'backend.sbatch_options=["--begin=now+15"]',
+    )
+    folder = Path(record(run_id).data.tags["runner.env.folder"])
+    shutil.rmtree(folder)
+    run = settled(cluster_project, env, run_id)
+    assert run.info.status == "FAILED"
+    assert f"this node does not see the environment's folder {folder}" in run.data.tags["runner.reason"]
+    assert "backend.envs=archive" in run.data.tags["runner.reason"]
     assert containers_of(run_id) == []
 
 

@@ -1,12 +1,14 @@
 """The Docker backend: each run in a fresh container; its environment built once and cached by content.
 
-Concepts: an environment is an image tagged `runner-env:<hash>`, the hash of (base image id, lock, setup
-commands, the runner's in-image pieces). It is built by running the base image once with uv and a shared
-wheel cache mounted, then committed; a second run of the same environment finds the tag and builds nothing.
+Concepts: an environment is a folder of the env store (runner.backends.docker.envstore), named by a content hash
+of (base image id, lock, the runner's build pieces): a venv whose files are hard links into one uv cache, built
+once in a container of the base image, mounted read-only at /opt/env. The run's image is the base image with the
+runner's in-run packages (`runner-harness:<hash>`), shared by every environment of that base. Where a run needs an
+image of its own (env.setup commands change the environment; a session adds JupyterLab; a cluster whose nodes
+share no folder loads an archive), the folder is copied into one, tagged `runner-env:<hash>`.
 A run is a container labelled with its MLflow run id: its own copy of the code snapshot at /code (the working
-directory: what the run writes there is kept), /output a bind mount, the harness at /opt/runner (read-only), each dataset at its mount point
-(read-only), as the invoking user's UID/GID.
-"""
+directory: what the run writes there is kept), /output a bind mount, the harness at /opt/runner (read-only), each
+dataset at its mount point (read-only), as the invoking user's UID/GID."""
 
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ import shlex
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from runner.backends.base import Log, Plan, Prepared, RunHandle
+from runner.backends.docker import envstore
 from runner.backends.host import HostBackend
 from runner.backends.logpump import LogPump
 from runner.compose.spec import RunSpec
@@ -51,13 +55,11 @@ ENGINE_LEAVES = 3.0  # seconds an engine may take to go after stopping a run's c
 CHECKPOINT_PATH = "/checkpoint"  # the run's checkpoints, kept across its attempts (RunDir.checkpoint)
 HOST_ALIAS = "host.docker.internal"
 SECRETS_PATH = "/run/runner/secrets.env"
-# Bump when what goes into an env image changes (the build script below): old images are then not reused.
-IN_IMAGE_VERSION = "2"
-BUILD_SCRIPT = """set -eu
-uv venv --quiet --python /usr/bin/python3 /opt/env
-uv pip sync --python /opt/env/bin/python /build/requirements.lock
-cp /build/requirements.lock /opt/env/requirements.lock
-export PATH=/opt/env/bin:$PATH VIRTUAL_ENV=/opt/env
+# Bump when what goes into an env image changes (the script below): old images are then not reused.
+IN_IMAGE_VERSION = "3"
+COPY_SCRIPT = """set -eu
+mkdir -p /opt/env
+cp -a /env/. /opt/env/
 """
 HARNESS_SCRIPT = f"""set -eu
 uv pip install --quiet --python /usr/bin/python3 --target {harness.SITE_IN_CONTAINER} --no-deps -r /build/harness.lock
@@ -143,8 +145,11 @@ def device_requests(spec: RunSpec) -> list[Any]:
     return [DeviceRequest(count=-1 if wanted is None else wanted, capabilities=[["gpu"]])]
 
 
-def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, str]) -> dict[str, Any]:
-    """Keyword arguments for `containers.run`: the whole container, decided before anything starts."""
+def container_spec(
+    spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, str], env_folder: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for `containers.run`: the whole container, decided before anything starts (`env_folder`:
+    the environment's folder in the store, mounted read-only at /opt/env; None: the image holds it)."""
     mounts = [
         _bind(run_dir.code, "/code", False),  # the run's own copy: what it writes there is kept (workdir/)
         _bind(run_dir.output, "/output", False),
@@ -155,6 +160,8 @@ def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, st
     ]
     if spec.env.ca_bundle:
         mounts.append(_bind(spec.env.ca_bundle, CA_PATH, True))
+    if env_folder:
+        mounts.append(_bind(env_folder, envstore.ENV_PATH, True))
     kwargs: dict[str, Any] = {
         "image": image,
         "command": list(spec.argv),
@@ -169,6 +176,8 @@ def container_spec(spec: RunSpec, run_dir: RunDir, image: str, env: dict[str, st
         "mounts": mounts,
         "environment": {
             **tls_env_in_container(bool(spec.env.ca_bundle)),
+            "PATH": IMAGE_PATH,
+            "VIRTUAL_ENV": envstore.ENV_PATH,
             **env,
             "HOME": "/tmp",  # any UID can write there; keras and pip keep caches in $HOME
             **harness.run_path("/opt/runner", harness.SITE_IN_CONTAINER, "/code"),
@@ -461,15 +470,40 @@ class DockerBackend(HostBackend[DockerPlan]):
     def image_tag(self, spec: RunSpec, lock: str, harness_image: str) -> str:
         # The host's uv is mounted into builds: its version is one of the in-image pieces.
         digest = content_hash(
-            harness_image, lock, *spec.env.setup, IN_IMAGE_VERSION, BUILD_SCRIPT, metadata.version("uv")
-        )
+            harness_image, lock, *spec.env.setup, IN_IMAGE_VERSION, COPY_SCRIPT, envstore.SCRIPT,
+            envstore.VERSION, metadata.version("uv"),
+        )  # fmt: skip
         return f"{ENV_REPO}:{digest[:16]}"
 
-    def prepare(self, spec: RunSpec, lock: str, log: Log) -> Prepared:
+    def prepare(self, spec: RunSpec, lock: str, log: Log, image: bool = False) -> Prepared:
+        """The run's environment: its folder in the env store on the harness image; or an image of its own where
+        the run needs one (env.setup commands, a session's JupyterLab, `image`: asked for)."""
+        harness_image, harness_lock = self.harness_image(spec, log)
+        base = self.base_image(spec.env.image)
+        tags = {"runner.image.base": f"{spec.env.image}@{base.id}", "runner.image.harness": harness_image.id}
+        if not image and not spec.env.setup and spec.session is None:
+            key, folder, reused = self.env_folder(spec, lock, log)
+            tags |= {
+                "runner.image": harness_image.tags[0] if harness_image.tags else harness_image.id,
+                "runner.image.id": harness_image.id,
+                "runner.env.folder": str(folder),
+                "runner.env.hash": key,
+                "runner.env.reused": str(reused).lower(),
+            }
+        else:
+            tags |= self.env_image(spec, lock, harness_image.id, log)
+        return Prepared(
+            env_id=tags.get("runner.env.folder") or tags["runner.image.id"],
+            tags=tags,
+            harness_lock=harness_lock,
+            harness_site=harness.SITE_IN_CONTAINER,
+        )
+
+    def env_image(self, spec: RunSpec, lock: str, harness_image: str, log: Log) -> dict[str, str]:
+        """An image holding the environment (and a session's JupyterLab on top), once per content hash: its tags."""
         from docker.errors import ImageNotFound
 
-        harness_image, harness_lock = self.harness_image(spec, log)
-        tag = self.image_tag(spec, lock, harness_image.id)
+        tag = self.image_tag(spec, lock, harness_image)
         with _building(tag):  # parallel runs of one env build it once
             try:
                 image = self.docker.images.get(tag)
@@ -477,27 +511,57 @@ class DockerBackend(HostBackend[DockerPlan]):
                 reused = True
             except ImageNotFound:
                 log.write(f"[runner] image {tag}: building from {spec.env.image}\n")
-                image = self._build(spec, lock, tag, harness_image.id, log)
+                image = self._build(spec, lock, tag, harness_image, log)
                 reused = False
-        base = self.base_image(spec.env.image)
-        tags = {
-            "runner.image": tag,
-            "runner.image.id": image.id,
-            "runner.image.base": f"{spec.env.image}@{base.id}",
-            "runner.image.harness": harness_image.id,
-            "runner.env.reused": str(reused).lower(),
-        }
+        tags = {"runner.image": tag, "runner.image.id": image.id, "runner.env.reused": str(reused).lower()}
         if spec.session is not None:  # JupyterLab on top of the run's own environment, once per content hash
             image = self._jupyter_layer(spec, image, lock, log)
-            tags.update(
-                {
-                    "runner.image.jupyter": image.tags[0] if image.tags else image.id,
-                    "runner.image.id": image.id,
-                }
+            tags |= {
+                "runner.image.jupyter": image.tags[0] if image.tags else image.id,
+                "runner.image.id": image.id,
+            }
+        return tags
+
+    def env_folder(self, spec: RunSpec, lock: str, log: Log) -> tuple[str, Path, bool]:
+        """The environment's folder in the store, built once per content hash: (its key, its path, reused)."""
+        base = self.base_image(spec.env.image)
+        bytecode = Path(__file__).with_name("bytecode.py").read_text()
+        key = content_hash(
+            base.id, lock, envstore.VERSION, envstore.SCRIPT, bytecode, metadata.version("uv")
+        )[:16]
+        target = envstore.folder(key)
+        with _building(f"{ENV_REPO}:{key}"), envstore.held():
+            if target.is_dir():
+                log.write(f"[runner] environment {key}: reused\n")
+                return key, target, True
+            log.write(
+                f"[runner] environment {key}: building from {spec.env.image} (packages stored before are linked)\n"
             )
-        return Prepared(
-            env_id=image.id, tags=tags, harness_lock=harness_lock, harness_site=harness.SITE_IN_CONTAINER
-        )
+            with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
+                (Path(tmp) / "requirements.lock").write_text(lock)
+                (Path(tmp) / "bytecode.py").write_text(bytecode)
+                ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []
+                mounts = [
+                    _bind(tmp, "/build", True),
+                    _bind(envstore.root(), envstore.STORE_PATH, False),
+                    _bind(uv_bin(), "/usr/local/bin/uv", True),
+                    *ca,
+                ]
+                env = {
+                    **tls_env_in_container(bool(spec.env.ca_bundle)),
+                    **uv_index_env(os.environ, spec.env.index_url),
+                    **envstore.build_env(),
+                    "BUILD_NAME": envstore.partial_name(key),
+                }
+                built = False
+                try:
+                    with self._contained(
+                        spec, base.id, envstore.SCRIPT, mounts, env, log, f"environment {key}"
+                    ):
+                        built = True
+                finally:
+                    target = envstore.settle(key, built)
+            return key, target, False
 
     def harness_image(self, spec: RunSpec, log: Log) -> tuple[Any, str]:
         """The base image with the runner's in-run pieces in a layer of their own (harness.SITE_IN_CONTAINER),
@@ -582,19 +646,18 @@ class DockerBackend(HostBackend[DockerPlan]):
         return kept.read_text()
 
     def _build(self, spec: RunSpec, lock: str, tag: str, on: str, log: Log) -> Any:
-        """Install the lock on image `on` with the shared wheel cache mounted; then, in a second container without
-        that cache, the config's `env.setup` commands (a user's command must not be able to change the cache
-        every later build reads from)."""
+        """The environment's folder copied into an image of `on`; then, in a second container, the config's
+        `env.setup` commands (without the store mounted: a user's command must not change what other
+        environments link)."""
         tls = tls_env_in_container(bool(spec.env.ca_bundle))
         ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []
         changes = env_image_changes(spec)
         repo, _, version = tag.partition(":")
-        with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
-            (Path(tmp) / "requirements.lock").write_text(lock)
-            image = self._build_step(
-                spec, on, BUILD_SCRIPT, self._build_mounts(spec, tmp), self._build_env(spec), log, tag,
-                {"repository": repo, "tag": version} if not spec.env.setup else {}, changes,
-            )  # fmt: skip
+        _, folder, _ = self.env_folder(spec, lock, log)
+        image = self._build_step(
+            spec, on, COPY_SCRIPT, [_bind(folder, "/env", True)], {}, log, tag,
+            {"repository": repo, "tag": version} if not spec.env.setup else {}, changes,
+        )  # fmt: skip
         if not spec.env.setup:
             return image
         script = "set -eu\n" + "".join(f"{cmd}\n" for cmd in spec.env.setup)
@@ -620,6 +683,23 @@ class DockerBackend(HostBackend[DockerPlan]):
         changes: list[str],
     ) -> Any:
         """`script` run in a container of `image`, committed (under `name`, when given)."""
+        with self._contained(spec, image, script, mounts, env, log, f"image {tag}", root=True) as container:
+            return container.commit(**name, changes=changes)
+
+    @contextlib.contextmanager
+    def _contained(
+        self,
+        spec: RunSpec,
+        image: str,
+        script: str,
+        mounts: list[Any],
+        env: dict[str, str],
+        log: Log,
+        what: str,
+        root: bool = False,
+    ) -> Iterator[Any]:
+        """`script` run to its end in a container of `image` (as root, or as the invoking user), its output in the
+        log; the ended container, removed after. A failed script: said, naming `what` it was building."""
         container = self.docker.containers.run(
             image,
             ["sh", "-c", script],
@@ -627,6 +707,7 @@ class DockerBackend(HostBackend[DockerPlan]):
             mounts=mounts,
             environment=env,
             labels={CONTAINER_KIND: "build"},
+            user="" if root else f"{os.getuid()}:{os.getgid()}",
             # A build fetches packages: a run cut off from the network (none) still has its image built.
             network_mode="bridge" if spec.backend_config.network == "none" else spec.backend_config.network,
         )
@@ -638,9 +719,9 @@ class DockerBackend(HostBackend[DockerPlan]):
                 if b"no space left on device" in container.logs(tail=50).lower():
                     raise build_disk_full()
                 raise EnvBuildError(
-                    f"Building image {tag} failed (exit {code}); the build log is above and in the run's log."
+                    f"Building {what} failed (exit {code}); the build log is above and in the run's log."
                 )
-            return container.commit(**name, changes=changes)
+            yield container
         finally:
             container.remove(force=True)
 
@@ -666,7 +747,9 @@ class DockerBackend(HostBackend[DockerPlan]):
         (run_dir.record / "session-packages.txt").write_text(self.session_packages(prepared.env_id))
 
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> DockerPlan:
-        container = container_spec(spec, run_dir, prepared.env_id, env)
+        container = container_spec(
+            spec, run_dir, prepared.tags["runner.image.id"], env, prepared.tags.get("runner.env.folder")
+        )
         said = None
         # A session: JupyterLab instead of the command, on the host's 127.0.0.1 only (furnish chose its port).
         if spec.session is not None:
@@ -747,10 +830,19 @@ class DockerBackend(HostBackend[DockerPlan]):
         return {inside: (address, port)}
 
     def gc(self) -> str:
-        """Remove the runner's own stopped containers and the env images no container uses; say how much
-        space was freed. Containers anyone else created (from any image, runner images included) are never
-        touched, nor images that carry another tag besides `runner-env:`."""
-        return remove_unused(self.docker)
+        """Remove the runner's own stopped containers, the env images and env folders no container uses, and the
+        stored packages no environment links; say how much space was freed. Containers anyone else created (from
+        any image, runner images included) are never touched, nor images that carry another tag besides
+        `runner-env:`."""
+        said = remove_unused(self.docker)
+        mounted = {
+            m.get("Source", "") for c in self.docker.containers.list(all=True) for m in c.attrs["Mounts"]
+        }
+        try:
+            envs, freed = envstore.gc(mounted)
+        except BlockingIOError:
+            return f"{said} Environments kept: one is being built (run runner gc again after)."
+        return f"{said} Removed {envs} environment folder(s) and the packages only they held; freed {freed / 1e6:.1f} MB."
 
     def reattach(self, run_id: str, run_dir: RunDir) -> RunHandle | None:
         found = runner_containers(self.docker, run_id, kinds=("run",))

@@ -38,6 +38,7 @@ from runner.tracking.record import is_remote
 
 JOBS = Path(".runner") / "jobs"  # in the project: job scripts' run lists and the owners' own output
 ENGINES = ("docker", "podman")
+ENVS = ("folder", "archive")  # backend.envs
 
 
 def job_of(run_dir: RunDir) -> str | None:
@@ -160,6 +161,8 @@ class SlurmBackend(Backend[SlurmPlan]):
                 "reach it. Give the team's server: tracking.uri=http://HOST:PORT (or export MLFLOW_TRACKING_URI); "
                 "scripts/cluster.sh starts one on PostgreSQL."
             )
+        if cfg.envs not in ENVS:
+            raise ConfigError(f"backend.envs: '{cfg.envs}' is not one of {', '.join(ENVS)}.")
         if cfg.engine not in ENGINES:
             raise ConfigError(f"backend.engine: '{cfg.engine}' is not one of {', '.join(ENGINES)}.")
         jobs.check(self.options(spec))  # partition, account, QOS, GPUs, time: SLURM's own verdict
@@ -173,30 +176,36 @@ class SlurmBackend(Backend[SlurmPlan]):
         return self.docker.lock_target(spec)  # type: ignore[no-any-return]
 
     def prepare(self, spec: RunSpec, lock: str, log: Log) -> Prepared:
-        """The env image, built here once per content hash (as for Docker runs), and saved once to the shared
-        image cache, from which a node that lacks it loads it."""
-        prepared: Prepared = self.docker.prepare(spec, lock, log)
+        """The environment, built here once per content hash (as for Docker runs): its folder in the env store,
+        which the nodes mount, or an image holding it (backend.envs=archive); the run's image saved once to the
+        shared image cache, from which a node that lacks it loads it."""
+        archived = spec.backend_config.envs == "archive"
+        prepared: Prepared = self.docker.prepare(spec, lock, log, image=archived)
         tag = prepared.tags["runner.image"]
-        archive = archive_path(spec.backend_config, spec.project_dir, prepared.env_id)
+        image_id = prepared.tags["runner.image.id"]
+        archive = archive_path(spec.backend_config, spec.project_dir, image_id)
         if not archive.is_file():
             log.write(f"[runner] image {tag}: saving it to the shared image cache {archive.parent}\n")
             archive.parent.mkdir(parents=True, exist_ok=True)
             partial = archive.with_name(f".{archive.name}.{os.getpid()}")
             try:
                 with open(partial, "wb") as fh:
-                    for chunk in self.docker.docker.images.get(prepared.env_id).save(named=True):
+                    for chunk in self.docker.docker.images.get(image_id).save(named=True):
                         fh.write(chunk)
                 partial.rename(archive)  # whole or absent: a node never loads half an image
             finally:
                 partial.unlink(missing_ok=True)
-        return Prepared(prepared.env_id, {**prepared.tags, "runner.image.archive": str(archive)})
+        tags = {**prepared.tags, "runner.image.archive": str(archive)}
+        return Prepared(prepared.env_id, tags, prepared.harness_lock, prepared.harness_site)
 
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> SlurmPlan:
         from runner.backends.docker import container_spec
 
         cfg = spec.backend_config
         return SlurmPlan(
-            container=container_spec(spec, run_dir, prepared.env_id, env),
+            container=container_spec(
+                spec, run_dir, prepared.tags["runner.image.id"], env, prepared.tags.get("runner.env.folder")
+            ),
             engine=cfg.engine,
             archive=prepared.tags["runner.image.archive"],
             keep=cfg.keep_container,

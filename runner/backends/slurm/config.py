@@ -18,6 +18,10 @@ class SlurmConfig:
     sbatch_options: list[str] = field(default_factory=list)  # more sbatch options, e.g. ["--constraint=a100"]
     engine: str = "docker"  # the nodes' container engine: docker, or podman where users have no Docker daemon
     network: str = "host"  # as cluster container runtimes do: the node's network (the team's tracking server)
+    # How a node gets the run's environment: `folder`, its folder in the runner's env store (RUNNER_CACHE, which
+    # every node must then mount at the same path), beside the small harness image's archive; `archive`, an image
+    # holding it, saved to the image cache (for clusters whose nodes share no such folder: one archive per env).
+    envs: str = "folder"
     image_cache: str | None = (
         None  # a folder every node reads (shared filesystem); null: ~/.cache/runner/image-archives
     )

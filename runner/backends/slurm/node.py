@@ -15,12 +15,14 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from runner.backends.base import RunHandle
 from runner.backends.docker import attempt_name
+from runner.backends.docker.envstore import ENV_PATH
 from runner.backends.slurm import SlurmBackend, SlurmPlan, engine, jobs, take_secrets
 from runner.errors import RunnerError
 from runner.harness.shim import secret_values
@@ -67,22 +69,22 @@ class NodeBackend(SlurmBackend):
         self.job = job
 
     def start(self, plan: SlurmPlan, run_dir: RunDir, env: dict[str, str]) -> RunHandle:
-        from mlflow import MlflowClient
-        from mlflow.entities import RunTag
-
         from runner.backends.docker import with_secrets
 
         name = plan.engine
         kwargs = plan.container
+        unseen = [
+            m["Source"]
+            for m in kwargs["mounts"]
+            if m["Target"] == ENV_PATH and not Path(m["Source"]).is_dir()
+        ]
+        if unseen:
+            raise RunnerError(
+                f"this node does not see the environment's folder {unseen[0]}: backend.envs=folder needs the "
+                "runner's cache (RUNNER_CACHE) on a filesystem every node mounts at the same path; or submit with "
+                "backend.envs=archive"
+            )
         loaded = engine.load_image(name, kwargs["image"], Path(plan.archive))
-        # Its other inputs were recorded at submission.
-        MlflowClient(env["MLFLOW_TRACKING_URI"]).log_batch(
-            self.run_id_of(kwargs),
-            tags=[
-                RunTag("runner.image.source", "shared cache" if loaded else "node"),
-                RunTag("runner.node", os.uname().nodename),
-            ],
-        )
         run_id = self.run_id_of(kwargs)
         secrets = {n: os.environ[n] for n in plan.secrets if n in os.environ}
         # Every variable in the owner-only file the command sources (as secrets are for Docker runs): never on a
@@ -102,6 +104,20 @@ class NodeBackend(SlurmBackend):
         handle = engine.EngineHandle(
             run_id, name, container, run_dir, plan.keep, secret_values(secrets, secrets)
         )
+        # Its other inputs were recorded at submission; these, once the container is on its way.
+        from mlflow import MlflowClient
+        from mlflow.entities import RunTag
+
+        try:  # the run goes on whatever: a failure here must not leave its container unowned
+            MlflowClient(env["MLFLOW_TRACKING_URI"]).log_batch(
+                run_id,
+                tags=[
+                    RunTag("runner.image.source", "shared cache" if loaded else "node"),
+                    RunTag("runner.node", os.uname().nodename),
+                ],
+            )
+        except Exception as exc:
+            print(f"[owner] could not record the node's tags: {exc}", file=sys.stderr, flush=True)
         return NodeHandle(handle, self.job)
 
     @staticmethod
@@ -153,6 +169,10 @@ def main(argv: list[str]) -> int:
     from runner.runs import owner
 
     clean = argv[0] == "--leftovers"
+    if (
+        not clean
+    ):  # MLflow takes a second or more to import: meanwhile, the job is looked up and the run started
+        threading.Thread(target=lambda: __import__("mlflow.tracking"), daemon=True).start()
     listing, index = Path(argv[-2]).read_text().splitlines(), argv[-1]  # index: the array task's, or "single"
     run_dir = RunDir(Path(listing[0 if index == "single" else int(index)]))
     if clean:
