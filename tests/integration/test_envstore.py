@@ -75,6 +75,17 @@ def test_an_environment_costs_what_it_adds_and_gc_frees_only_a_dropped_ones_pack
     assert proc.returncode != 0
     assert "Read-only file system" in read_artifact(project, newest(project).info.run_id, "run.log")
 
+    # A run that failed with a checkpoint kept may be resumed: its environment is kept for it.
+    (project / "fails.py").write_text(
+        "import idna, os\nopen(os.environ['RUNNER_CHECKPOINT_DIR'] + '/s', 'w')\nexit(3)\n"
+    )
+    assert run_cli(
+        project, "backend=docker", "env.requirements=[idna]", "command='python fails.py'", env=env
+    ).returncode
+    failed = newest(project)
+    assert failed.info.status == "FAILED"
+    resumable = Path(failed.data.tags["runner.env.folder"])
+
     # gc while a run of the smaller environment goes on: the dropped one's own package goes, the shared stays.
     run_cli(project, *SMALL, "command='sleep 300'", "detach=true", env=env, check=True)
     running = newest(project).info.run_id
@@ -87,7 +98,7 @@ def test_an_environment_costs_what_it_adds_and_gc_frees_only_a_dropped_ones_pack
         assert tabulate_archives
         proc = run_cli(project, "gc", env=env, check=True)
         assert "Removed 1 environment folder(s)" in proc.stdout, proc.stdout
-        assert small.is_dir() and not more.exists()
+        assert small.is_dir() and resumable.is_dir() and not more.exists()
         assert archives_holding(store, "tabulate") == []
         assert archives_holding(store, "six") and (site(small) / "six.py").stat().st_nlink >= 2
     finally:

@@ -737,7 +737,10 @@ class DockerBackend(HostBackend[DockerPlan]):
 
     def furnish(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared) -> None:
         """A session's access file (its port on the host's 127.0.0.1, its token), and the packages its image
-        holds beside the lock (JupyterLab and what it brought) for its record."""
+        holds beside the lock (JupyterLab and what it brought) for its record; and, for an environment of the
+        store, that this run needs it (runner gc keeps it meanwhile)."""
+        if "runner.env.hash" in prepared.tags:
+            envstore.claim(prepared.tags["runner.env.hash"], run_dir.root)
         if spec.session is None:
             return
         from runner.runs import session

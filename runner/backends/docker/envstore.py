@@ -6,6 +6,8 @@ Layout, under the runner's cache (`store/`, one filesystem: hard links cannot cr
   uv/          uv's cache: each package version unpacked once (`archive-v0/ID/`), its bytecode compiled there
   envs/KEY/    an environment: a relocatable venv whose files are hard links into uv/ (KEY: its content hash)
   bytecode/    which cached packages have their bytecode, per Python
+  users/KEY/   the run folders prepared with an environment: it is kept while one of them may still start
+               (a queued SLURM job, an owner about to start its container) or be resumed
   .lock        builds hold it shared, `runner gc` exclusive: nothing is collected while an environment links
 
 An environment is built in a container of the base image (its own Python), as the invoking user, with only this
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -79,6 +83,32 @@ def settle(key: str, built: bool) -> Path:
     return target
 
 
+def claim(key: str, run_root: Path) -> None:
+    """Note that the run in `run_root` was prepared with environment `key` (gc keeps it while that run needs it)."""
+    users = root() / "users" / key
+    users.mkdir(parents=True, exist_ok=True)
+    (users / hashlib.sha256(str(run_root).encode()).hexdigest()[:16]).write_text(str(run_root))
+
+
+def needed(key: str) -> bool:
+    """Whether a run prepared with environment `key` may still use it: it has not ended, or it ended otherwise than
+    FINISHED with a checkpoint kept (`runner resume` starts it again); notes of runs past that are dropped."""
+    users = root() / "users" / key
+    for note in sorted(users.iterdir()) if users.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            run = Path(note.read_text())
+            if run.is_dir():
+                ended = run / "ended.json"
+                if not ended.exists():
+                    return True
+                checkpoint = run / "checkpoint"
+                finished = json.loads(ended.read_text()).get("status") == "FINISHED"
+                if not finished and checkpoint.is_dir() and any(checkpoint.iterdir()):
+                    return True
+        note.unlink(missing_ok=True)
+    return False
+
+
 def _unique_bytes(path: Path) -> int:
     """Bytes of the files under `path` that no other name links to."""
     total = 0
@@ -102,16 +132,18 @@ def _unlinked(archive: Path) -> bool:
 
 
 def gc(in_use: set[str]) -> tuple[int, int]:
-    """Remove the environments no container mounts (`in_use`: the host folders containers mount), then the cached
-    packages no environment links any more. Returns (environments removed, bytes freed)."""
+    """Remove the environments no container mounts (`in_use`: the host folders containers mount) and no run needs
+    (`needed`), then the cached packages no environment links any more. Returns (environments removed, bytes
+    freed)."""
     envs, freed = 0, 0
     with held(exclusive=True):
         store = root()
         for env in sorted((store / "envs").iterdir()):
-            if env.is_symlink() or not env.is_dir() or str(env) in in_use:
+            if env.is_symlink() or not env.is_dir() or str(env) in in_use or needed(env.name):
                 continue
             freed += _unique_bytes(env)
             shutil.rmtree(env, ignore_errors=True)
+            shutil.rmtree(store / "users" / env.name, ignore_errors=True)
             envs += not env.name.startswith(".")  # a build's leftovers count as bytes only
         archives = store / "uv" / "archive-v0"
         for archive in sorted(archives.iterdir()) if archives.is_dir() else []:

@@ -198,6 +198,10 @@ class SlurmBackend(Backend[SlurmPlan]):
         tags = {**prepared.tags, "runner.image.archive": str(archive)}
         return Prepared(prepared.env_id, tags, prepared.harness_lock, prepared.harness_site)
 
+    def furnish(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared) -> None:
+        """An environment of the store: this run needs it until its job has started it (runner gc keeps it)."""
+        self.docker.furnish(spec, run_dir, prepared)
+
     def plan(self, spec: RunSpec, run_dir: RunDir, prepared: Prepared, env: dict[str, str]) -> SlurmPlan:
         from runner.backends.docker import container_spec
 
