@@ -119,15 +119,7 @@ def test_memory_limit_oom_is_failed_oomkilled(project: Path, engine) -> None:
 
 
 def test_keep_container_labels_it_with_the_run_id(project: Path, engine) -> None:
-    # An image of its own (env.setup), a container of it kept.
-    run_cli(
-        project,
-        *TINY,
-        'env.setup=["echo kept"]',
-        "backend.keep_container=true",
-        "command=echo kept",
-        check=True,
-    )
+    run_cli(project, *TINY, "backend.keep_container=true", "command=echo kept", check=True)
     run = only_run(project)
     kept = containers_of(engine, run.info.run_id)
     try:
