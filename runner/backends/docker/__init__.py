@@ -531,13 +531,14 @@ class DockerBackend(HostBackend[DockerPlan]):
         )[:16]
         target = envstore.folder(key)
         with _building(f"{ENV_REPO}:{key}"), envstore.held():
+            envstore.claim_process(key)  # gc keeps it from here to the run's own note (furnish)
             if target.is_dir():
                 log.write(f"[runner] environment {key}: reused\n")
                 return key, target, True
             log.write(
                 f"[runner] environment {key}: building from {spec.env.image} (packages stored before are linked)\n"
             )
-            with tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
+            with envstore.one_build(), tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
                 (Path(tmp) / "requirements.lock").write_text(lock)
                 (Path(tmp) / "bytecode.py").write_text(bytecode)
                 ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []

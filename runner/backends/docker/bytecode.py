@@ -23,12 +23,13 @@ def archives(cache: str) -> dict[tuple[int, int], str]:
     found: dict[tuple[int, int], str] = {}
     root = os.path.join(cache, "archive-v0")
     for entry in os.scandir(root) if os.path.isdir(root) else ():
-        for sub in os.scandir(entry.path):
-            if sub.name.endswith(".dist-info"):
-                with_metadata = os.path.join(sub.path, "METADATA")
-                if os.path.isfile(with_metadata):
-                    st = os.stat(with_metadata)
+        try:
+            for sub in os.scandir(entry.path):
+                if sub.name.endswith(".dist-info"):
+                    st = os.stat(os.path.join(sub.path, "METADATA"))
                     found[(st.st_dev, st.st_ino)] = entry.path
+        except OSError:  # not a package's folder, or one going: passed over
+            continue
     return found
 
 

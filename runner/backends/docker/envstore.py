@@ -6,8 +6,8 @@ Layout, under the runner's cache (`store/`, one filesystem: hard links cannot cr
   uv/          uv's cache: each package version unpacked once (`archive-v0/ID/`), its bytecode compiled there
   envs/KEY/    an environment: a relocatable venv whose files are hard links into uv/ (KEY: its content hash)
   bytecode/    which cached packages have their bytecode, per Python
-  users/KEY/   the run folders prepared with an environment: it is kept while one of them may still start
-               (a queued SLURM job, an owner about to start its container) or be resumed
+  users/KEY/   who needs an environment: the processes preparing runs with it and the runs prepared with it;
+               it is kept while one of them may still start it (a queued SLURM job) or resume it
   .lock        builds hold it shared, `runner gc` exclusive: nothing is collected while an environment links
 
 An environment is built in a container of the base image (its own Python), as the invoking user, with only this
@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,12 +31,12 @@ from runner.environment.lock import cache_dir
 
 ENV_PATH = "/opt/env"  # where a run sees its environment
 STORE_PATH = "/store"  # where a build sees the store
-VERSION = "2"  # bump when what goes into an environment's folder changes (the script below)
+VERSION = "3"  # bump when what goes into an environment's folder changes (the script below)
 SCRIPT = """set -eu
 env="/store/envs/$BUILD_NAME"
 uv venv --quiet --relocatable --python /usr/bin/python3 "$env"
 uv pip sync --python "$env/bin/python" /build/requirements.lock
-python3 /build/bytecode.py "$env" /store/uv /store/bytecode > /tmp/compiled
+"$env/bin/python" -I /build/bytecode.py "$env" /store/uv /store/bytecode > /tmp/compiled
 if [ -s /tmp/compiled ]; then echo "[runner] bytecode compiled once for: $(tr '\\n' ' ' < /tmp/compiled)"; fi
 cp /build/requirements.lock "$env/requirements.lock"
 """
@@ -49,6 +51,15 @@ def root() -> Path:
 
 def folder(key: str) -> Path:
     return root() / "envs" / key
+
+
+@contextlib.contextmanager
+def one_build() -> Iterator[None]:
+    """Held while an environment is built: one at a time, so that no build links a cached package's folder while
+    another compiles its bytecode there."""
+    with open(root() / ".build.lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.contextmanager
@@ -83,28 +94,66 @@ def settle(key: str, built: bool) -> Path:
     return target
 
 
-def claim(key: str, run_root: Path) -> None:
-    """Note that the run in `run_root` was prepared with environment `key` (gc keeps it while that run needs it)."""
+def _note(key: str, name: str, what: dict[str, object]) -> None:
     users = root() / "users" / key
     users.mkdir(parents=True, exist_ok=True)
-    (users / hashlib.sha256(str(run_root).encode()).hexdigest()[:16]).write_text(str(run_root))
+    partial = users / f".{name}.{os.getpid()}"
+    partial.write_text(json.dumps(what))
+    os.replace(partial, users / name)  # whole or absent: a note half written must not read as another
+
+
+def claim_process(key: str) -> None:
+    """Note that this process is preparing a run with environment `key` (written while the store is held, so that
+    gc cannot take it between its build or reuse and the run's own note: `claim`)."""
+    _note(
+        key, f"pid-{socket.gethostname()}-{os.getpid()}", {"host": socket.gethostname(), "pid": os.getpid()}
+    )
+
+
+def claim(key: str, run_root: Path) -> None:
+    """Note that the run in `run_root` was prepared with environment `key` (gc keeps it while that run needs it),
+    in place of this process's note."""
+    _note(key, hashlib.sha256(str(run_root).encode()).hexdigest()[:16], {"run": str(run_root)})
+    (root() / "users" / key / f"pid-{socket.gethostname()}-{os.getpid()}").unlink(missing_ok=True)
+
+
+def _still_needs(what: dict[str, object], written: float) -> bool:
+    """Whether the noted process is alive (another machine's: for a day), or the noted run may still use its
+    environment: it has not ended, or it ended otherwise than FINISHED with a checkpoint kept (`runner resume`
+    starts it again)."""
+    if "pid" in what:
+        if what.get("host") != socket.gethostname():
+            return time.time() - written < 86400
+        try:
+            os.kill(int(str(what["pid"])), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    run = Path(str(what["run"]))
+    if not run.is_dir():
+        return False
+    ended = run / "ended.json"
+    if not ended.exists():
+        return True
+    checkpoint = run / "checkpoint"
+    finished = json.loads(ended.read_text()).get("status") == "FINISHED"
+    return not finished and checkpoint.is_dir() and any(checkpoint.iterdir())
 
 
 def needed(key: str) -> bool:
-    """Whether a run prepared with environment `key` may still use it: it has not ended, or it ended otherwise than
-    FINISHED with a checkpoint kept (`runner resume` starts it again); notes of runs past that are dropped."""
+    """Whether a process or run noted with environment `key` may still use it (`_still_needs`); notes of those past
+    it are dropped. A note that cannot be read keeps the environment."""
     users = root() / "users" / key
     for note in sorted(users.iterdir()) if users.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError):
-            run = Path(note.read_text())
-            if run.is_dir():
-                ended = run / "ended.json"
-                if not ended.exists():
-                    return True
-                checkpoint = run / "checkpoint"
-                finished = json.loads(ended.read_text()).get("status") == "FINISHED"
-                if not finished and checkpoint.is_dir() and any(checkpoint.iterdir()):
-                    return True
+        if note.name.startswith("."):
+            continue
+        try:
+            if _still_needs(json.loads(note.read_text()), note.stat().st_mtime):
+                return True
+        except (OSError, ValueError, TypeError, AttributeError, KeyError):
+            return True
         note.unlink(missing_ok=True)
     return False
 
@@ -141,10 +190,18 @@ def gc(in_use: set[str]) -> tuple[int, int]:
         for env in sorted((store / "envs").iterdir()):
             if env.is_symlink() or not env.is_dir() or str(env) in in_use or needed(env.name):
                 continue
-            freed += _unique_bytes(env)
-            shutil.rmtree(env, ignore_errors=True)
+            going = env
+            if not env.name.startswith("."):
+                # Out of its name first: half removed, it is never taken for a whole one.
+                going = env.with_name(f".gc-{env.name}-{os.getpid()}")
+                try:
+                    os.rename(env, going)
+                except OSError:
+                    continue
+                envs += 1  # the leftovers of a build or of a removal count as bytes only
+            freed += _unique_bytes(going)
+            shutil.rmtree(going, ignore_errors=True)
             shutil.rmtree(store / "users" / env.name, ignore_errors=True)
-            envs += not env.name.startswith(".")  # a build's leftovers count as bytes only
         archives = store / "uv" / "archive-v0"
         for archive in sorted(archives.iterdir()) if archives.is_dir() else []:
             if archive.is_symlink() or not archive.is_dir() or not _unlinked(archive):
