@@ -525,7 +525,7 @@ class DockerBackend(HostBackend[DockerPlan]):
     def env_folder(self, spec: RunSpec, lock: str, log: Log) -> tuple[str, Path, bool]:
         """The environment's folder in the store, built once per content hash: (its key, its path, reused)."""
         base = self.base_image(spec.env.image)
-        bytecode = Path(__file__).with_name("bytecode.py").read_text()
+        bytecode = envstore.bytecode_script()
         key = content_hash(
             base.id, lock, envstore.VERSION, envstore.SCRIPT, bytecode, metadata.version("uv")
         )[:16]

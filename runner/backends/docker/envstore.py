@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -40,6 +41,12 @@ uv pip sync --python "$env/bin/python" /build/requirements.lock
 if [ -s /tmp/compiled ]; then echo "[runner] bytecode compiled once for: $(tr '\\n' ' ' < /tmp/compiled)"; fi
 cp /build/requirements.lock "$env/requirements.lock"
 """
+
+
+@functools.cache
+def bytecode_script() -> str:
+    """bytecode.py's text: run in each build, and part of each environment's key (read once per process)."""
+    return Path(__file__).with_name("bytecode.py").read_text()
 
 
 def root() -> Path:
