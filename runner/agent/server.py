@@ -30,11 +30,13 @@ def _warm() -> None:
     # Host header itself, per run (runner.tracking.endpoint.guard), so MLflow's check is told to let all through.
     os.environ["_MLFLOW_SERVER_FILE_STORE"] = "sqlite:///:memory:"
     os.environ["MLFLOW_SERVER_ALLOWED_HOSTS"] = "*"
+    import docker  # noqa: F401  (the Docker backend's own imports come when it is used)
     import mlflow.server
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     import werkzeug.serving  # noqa: F401
 
     import runner.backends.docker
+    import runner.backends.docker.config
     import runner.backends.local
     import runner.cli.main
     import runner.cli.verbs
@@ -48,6 +50,9 @@ def _warm() -> None:
 
     for name in ("_MLFLOW_SERVER_FILE_STORE", "MLFLOW_SERVER_ALLOWED_HOSTS"):
         del os.environ[name]
+    from runner.environment import harness, lock
+
+    harness.requirements(), lock.uv_version()  # looked up here once: each lookup scans the installed packages
     # MLflow checks a store's schema against its migration scripts each time it opens one, reading ~70
     # scripts to find the newest; they do not change while the agent lives (an install replaces the agent).
     import functools

@@ -11,6 +11,7 @@ mlflow, protobuf or pydantic gets its versions, and the runner's pieces use them
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
 import subprocess
@@ -27,12 +28,18 @@ SITE_IN_CONTAINER = "/opt/runner-site"
 
 
 def requirements() -> list[str]:
-    return [
+    return list(_pinned())
+
+
+@functools.cache
+def _pinned() -> tuple[str, ...]:
+    """Pinned to the versions this process imported (read once: each lookup scans the installed packages)."""
+    return (
         f"mlflow-skinny=={metadata.version('mlflow-skinny')}",
         f"hydra-core=={metadata.version('hydra-core')}",
         f"omegaconf=={metadata.version('omegaconf')}",
         f"pandas=={metadata.version('pandas')}",
-    ]
+    )
 
 
 def lock(target: Target, ca_bundle: str | None, environ: Mapping[str, str], index_url: str | None) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from runner.compose.spec import EnvSpec, check_requirement, requirement_file_lines
@@ -26,6 +28,18 @@ def uv_bin() -> str:
     from uv import find_uv_bin
 
     return find_uv_bin()
+
+
+def uv_version() -> str:
+    """The version of the uv that builds environments (a part of their keys), looked up again only once its
+    binary has changed (each lookup scans the installed packages)."""
+    path = uv_bin()
+    return _uv_version(path, os.stat(path).st_mtime_ns)
+
+
+@functools.cache
+def _uv_version(path: str, mtime_ns: int) -> str:
+    return metadata.version("uv")
 
 
 def content_hash(*parts: str) -> str:

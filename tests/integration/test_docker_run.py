@@ -256,7 +256,7 @@ def test_sigint_to_a_container_sweep_leaves_no_container(project: Path, engine) 
     assert code == 130, out
     runs = all_runs(project)
     assert sorted(r.info.status for r in runs) == ["KILLED"] * 3  # the parent and both members
-    assert engine.containers.list(all=True, filters={"label": "runner.container.kind=run"}) == []
+    assert [c for r in runs for c in containers_of(engine, r.info.run_id)] == []
 
 
 def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine) -> None:
@@ -294,9 +294,11 @@ def test_gc_removes_what_the_runner_made_and_says_how_much(project: Path, engine
     maker.remove()
     try:
         proc = run_cli(project, "gc", check=True)
-        assert re.search(r"Removed 1 container\(s\) and [1-9]\d* image\(s\); freed [\d.]+ MB", proc.stdout), (
-            proc.stdout
+        # The kept one at least (a machine may hold ended runner containers of other projects: gc takes those too).
+        said = re.search(
+            r"Removed (\d+) container\(s\) and [1-9]\d* image\(s\); freed [\d.]+ MB", proc.stdout
         )
+        assert said and int(said.group(1)) >= 1, proc.stdout
         assert containers_of(engine, kept_run.info.run_id) == []
         for container in foreign:
             container.reload()  # raises NotFound if gc removed it

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from runner.backends.host import HostBackend
 from runner.backends.logpump import LogPump
 from runner.compose.spec import RunSpec
 from runner.environment import harness
-from runner.environment.lock import Target, cache_dir, content_hash, uv_bin, uv_index_env
+from runner.environment.lock import Target, cache_dir, content_hash, uv_bin, uv_index_env, uv_version
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
 from runner.harness.shim import Scrubber, secret_values
 from runner.runs import space
@@ -113,13 +112,29 @@ def _client() -> Any:
     from docker.errors import DockerException
 
     try:
-        return docker.from_env(version="auto", timeout=120)  # "auto" asks the engine: it must answer
+        return docker.from_env(version=api_version(), timeout=120)
     except DockerException as exc:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise BackendUnavailable(
             f"No Docker engine answers at {where}. Start one (sudo systemctl start docker, or sudo dockerd &), "
             "or run without containers: backend=local."
         ) from exc
+
+
+def api_version() -> str:
+    """The engine's API version, from its `/_ping` (the engine must answer). docker's own "auto" asks `/version`,
+    which makes the engine run its runtimes to say theirs: tens of milliseconds in each run's two processes."""
+    import docker
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
+    from docker.errors import DockerException
+
+    try:
+        with docker.from_env(version=MINIMUM_DOCKER_API_VERSION, timeout=120).api as api:
+            answer = api.get(f"{api.base_url}/_ping")  # the client is a requests session
+            answer.raise_for_status()
+            return str(answer.headers["Api-Version"])
+    except Exception as exc:  # as docker's "auto" says it
+        raise DockerException(f"Error while fetching server API version: {exc}") from exc
 
 
 def tls_env_in_container(has_ca: bool) -> dict[str, str]:
@@ -471,7 +486,7 @@ class DockerBackend(HostBackend[DockerPlan]):
         # The host's uv is mounted into builds: its version is one of the in-image pieces.
         digest = content_hash(
             harness_image, lock, *spec.env.setup, IN_IMAGE_VERSION, COPY_SCRIPT, envstore.SCRIPT,
-            envstore.VERSION, metadata.version("uv"),
+            envstore.VERSION, uv_version(),
         )  # fmt: skip
         return f"{ENV_REPO}:{digest[:16]}"
 
@@ -526,9 +541,7 @@ class DockerBackend(HostBackend[DockerPlan]):
         """The environment's folder in the store, built once per content hash: (its key, its path, reused)."""
         base = self.base_image(spec.env.image)
         bytecode = envstore.bytecode_script()
-        key = content_hash(
-            base.id, lock, envstore.VERSION, envstore.SCRIPT, bytecode, metadata.version("uv")
-        )[:16]
+        key = content_hash(base.id, lock, envstore.VERSION, envstore.SCRIPT, bytecode, uv_version())[:16]
         target = envstore.folder(key)
         with _building(f"{ENV_REPO}:{key}"), envstore.held():
             envstore.claim_process(key)  # gc keeps it from here to the run's own note (furnish)
@@ -573,7 +586,7 @@ class DockerBackend(HostBackend[DockerPlan]):
             Target(*self.lock_target(spec)), spec.env.ca_bundle, os.environ, spec.env.index_url
         )
         base = self.base_image(spec.env.image)
-        tag = f"{HARNESS_REPO}:{content_hash(base.id, locked, HARNESS_SCRIPT, metadata.version('uv'))[:16]}"
+        tag = f"{HARNESS_REPO}:{content_hash(base.id, locked, HARNESS_SCRIPT, uv_version())[:16]}"
         with _building(tag):
             try:
                 return self.docker.images.get(tag), locked
