@@ -346,8 +346,6 @@ class Owner:
         self.floor = attempts.floor(run_dir)  # the steps earlier attempts recorded: read once per attempt
         self._client: Any = None
         self._client_lock = threading.Lock()
-        # The store is opened while the engine starts the run: both take a while.
-        threading.Thread(target=lambda: self.client, name="open-store", daemon=True).start()
 
     @property
     def client(self) -> Any:
@@ -409,7 +407,10 @@ class Owner:
         return self.supervise()
 
     def start(self, plan: Plan) -> None:
-        self.handle = self.backend.start(plan, self.run_dir, self.run_env(plan, self.access(plan)))
+        env = self.run_env(plan, self.access(plan))
+        # The store is opened while the engine starts the run (both take a while), not before: not in its way.
+        threading.Thread(target=lambda: self.client, name="open-store", daemon=True).start()
+        self.handle = self.backend.start(plan, self.run_dir, env)
         write_json(self.run_dir.started, {"at": time.time()})
         self.record_inputs()  # while the engine starts it
 

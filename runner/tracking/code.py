@@ -30,8 +30,25 @@ def _git(project_dir: Path, *args: str, env: dict[str, str] | None = None, stdin
 
 def code_version(project_dir: Path) -> CodeVersion:
     try:
-        commit = _git(project_dir, "rev-parse", "HEAD").strip()
+        # One call says the commit and whether anything at all differs from it (then no diff is made).
+        status = _git(
+            project_dir,
+            "--no-optional-locks",
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=all",
+            "-z",
+        )
     except (subprocess.CalledProcessError, FileNotFoundError):
+        return CodeVersion(commit=None, dirty=True, diff="")
+    entries = [e for e in status.split("\0") if e]
+    oid = next((e.split()[2] for e in entries if e.startswith("# branch.oid ")), "(initial)")
+    if oid != "(initial)" and all(e.startswith("# ") for e in entries):
+        return CodeVersion(commit=oid, dirty=False, diff="")
+    try:
+        commit = _git(project_dir, "rev-parse", "HEAD").strip()
+    except subprocess.CalledProcessError:  # no commit yet
         return CodeVersion(commit=None, dirty=True, diff="")
     # Stage everything into a throw-away index so untracked files appear in the diff too.
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,9 +7,7 @@ MLflow itself (so that the runner's settings come first, and a script's own `mlf
 Standard library only, and nothing imported before then: a plain Python process starts as fast as without it.
 """
 
-import importlib.abc
 import importlib.machinery
-import importlib.util
 import os
 import sys
 
@@ -30,9 +28,10 @@ TRIGGERS = {
 }
 
 
-class _Trigger(importlib.abc.MetaPathFinder):
+class _Trigger:
     """Finds nothing itself: it wraps a trigger's loader so that, once the outermost such import has finished
-    (tensorflow imports keras, say), autologging starts."""
+    (tensorflow imports keras, say), autologging starts. A finder by its `find_spec` alone: importlib.abc, its
+    base class, imports importlib.resources and pathlib, tens of milliseconds at every Python start."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -65,11 +64,13 @@ class _Trigger(importlib.abc.MetaPathFinder):
 
 
 def _start() -> None:
+    from importlib.util import module_from_spec, spec_from_file_location
+
     where = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "autolog.py")
     try:
-        spec = importlib.util.spec_from_file_location("_runner_autolog", where)
+        spec = spec_from_file_location("_runner_autolog", where)
         assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
+        module = module_from_spec(spec)
         spec.loader.exec_module(module)
         module.start()
     except Exception as exc:  # autologging is a help, never a reason for the run to fail
@@ -82,7 +83,9 @@ def _chain() -> None:
     rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
     if spec is not None and spec.loader is not None:
-        module = importlib.util.module_from_spec(spec)
+        from importlib.util import module_from_spec
+
+        module = module_from_spec(spec)
         spec.loader.exec_module(module)
 
 
