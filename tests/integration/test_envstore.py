@@ -39,6 +39,15 @@ def archives_holding(store: Path, name: str) -> list[Path]:
     return [d for d in (store / "uv" / "archive-v0").iterdir() if any(d.glob(f"{name}-*.dist-info"))]
 
 
+def built_on(small: Path, more: Path, said: str) -> None:
+    """`more` was built on `small`'s files (each one linked, uv adding the package more), which stay as they were."""
+    assert f"on environment {small.name}'s packages" in said, said
+    assert "tabulate" not in (small / "requirements.lock").read_text()
+    assert not list(site(small).glob("tabulate*")) and list(site(more).glob("tabulate*"))
+    assert (small / "requirements.lock").stat().st_ino != (more / "requirements.lock").stat().st_ino
+    assert (small / "base.id").read_text() == (more / "base.id").read_text()
+
+
 def test_an_environment_costs_what_it_adds_and_gc_frees_only_a_dropped_ones_packages(
     project: Path, tmp_path: Path
 ) -> None:
@@ -49,9 +58,10 @@ def test_an_environment_costs_what_it_adds_and_gc_frees_only_a_dropped_ones_pack
     (project / "more.py").write_text("import six, tabulate\n")
     run_cli(project, *SMALL, "command='python small.py'", env=env, check=True)
     small = Path(newest(project).data.tags["runner.env.folder"])
-    run_cli(project, *MORE, "command='python more.py'", env=env, check=True)
+    proc = run_cli(project, *MORE, "command='python more.py'", env=env, check=True)
     more = Path(newest(project).data.tags["runner.env.folder"])
     assert small != more and small.parent == more.parent == store / "envs"
+    built_on(small, more, proc.stdout)
 
     # One file, two names: the package both hold, its bytecode too (compiled once, in the shared cache).
     assert (site(small) / "six.py").stat().st_ino == (site(more) / "six.py").stat().st_ino

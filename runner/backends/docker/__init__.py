@@ -497,13 +497,14 @@ class DockerBackend(HostBackend[DockerPlan]):
         base = self.base_image(spec.env.image)
         tags = {"runner.image.base": f"{spec.env.image}@{base.id}", "runner.image.harness": harness_image.id}
         if not image and not spec.env.setup and spec.session is None:
-            key, folder, reused = self.env_folder(spec, lock, log)
+            key, folder, built_s = self.env_folder(spec, lock, log)
             tags |= {
                 "runner.image": harness_image.tags[0] if harness_image.tags else harness_image.id,
                 "runner.image.id": harness_image.id,
                 "runner.env.folder": str(folder),
                 "runner.env.hash": key,
-                "runner.env.reused": str(reused).lower(),
+                "runner.env.reused": str(built_s is None).lower(),
+                **({"runner.env.build_s": f"{built_s:.2f}"} if built_s is not None else {}),
             }
         else:
             tags |= self.env_image(spec, lock, harness_image.id, log)
@@ -537,8 +538,9 @@ class DockerBackend(HostBackend[DockerPlan]):
             }
         return tags
 
-    def env_folder(self, spec: RunSpec, lock: str, log: Log) -> tuple[str, Path, bool]:
-        """The environment's folder in the store, built once per content hash: (its key, its path, reused)."""
+    def env_folder(self, spec: RunSpec, lock: str, log: Log) -> tuple[str, Path, float | None]:
+        """The environment's folder in the store, built once per content hash: (its key, its path, the seconds its
+        build took here: None where it was reused)."""
         base = self.base_image(spec.env.image)
         bytecode = envstore.bytecode_script()
         key = content_hash(base.id, lock, envstore.VERSION, envstore.SCRIPT, bytecode, uv_version())[:16]
@@ -547,11 +549,14 @@ class DockerBackend(HostBackend[DockerPlan]):
             envstore.claim_process(key)  # gc keeps it from here to the run's own note (furnish)
             if target.is_dir():
                 log.write(f"[runner] environment {key}: reused\n")
-                return key, target, True
-            log.write(
-                f"[runner] environment {key}: building from {spec.env.image} (packages stored before are linked)\n"
-            )
+                return key, target, None
             with envstore.one_build(), tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
+                seed = envstore.seed(base.id, lock)
+                log.write(
+                    f"[runner] environment {key}: building from {spec.env.image} "
+                    + (f"on environment {seed}'s packages, " if seed else "")
+                    + "(packages stored before are linked)\n"
+                )
                 (Path(tmp) / "requirements.lock").write_text(lock)
                 (Path(tmp) / "bytecode.py").write_text(bytecode)
                 ca = [_bind(spec.env.ca_bundle, CA_PATH, True)] if spec.env.ca_bundle else []
@@ -566,8 +571,10 @@ class DockerBackend(HostBackend[DockerPlan]):
                     **uv_index_env(os.environ, spec.env.index_url),
                     **envstore.build_env(),
                     "BUILD_NAME": envstore.partial_name(key),
+                    "BASE_ID": base.id,
+                    "SEED": seed or "",
                 }
-                built = False
+                built, began = False, time.monotonic()
                 try:
                     with self._contained(
                         spec, base.id, envstore.SCRIPT, mounts, env, log, f"environment {key}"
@@ -575,7 +582,9 @@ class DockerBackend(HostBackend[DockerPlan]):
                         built = True
                 finally:
                     target = envstore.settle(key, built)
-            return key, target, False
+            took = time.monotonic() - began
+            log.write(f"[runner] environment {key}: built in {took:.1f} s\n")
+            return key, target, took
 
     def harness_image(self, spec: RunSpec, log: Log) -> tuple[Any, str]:
         """The base image with the runner's in-run pieces in a layer of their own (harness.SITE_IN_CONTAINER),

@@ -267,13 +267,13 @@ class SlurmBackend(Backend[SlurmPlan]):
             "# The owner of this task's run (runner.backends.slurm.node) starts the run's container here and\n"
             "# records the run until it ends; scancel and the time limit reach it as SIGTERM, SLURM's warning\n"
             "# before the time limit (--signal=B:USR1) through this shell. This shell waits for it, then removes\n"
-            "# the container if the owner could not (it was killed).\n"
+            "# the container if the owner could not (it did not end well: killed, say).\n"
             "trap '' TERM\n"
             "trap 'kill -USR1 \"$owner\" 2>/dev/null' USR1\n"
             f"{node} {shlex.quote(str(listing))} {index} &\n"
             "owner=$!\n"
             'while :; do wait "$owner"; code=$?; kill -0 "$owner" 2>/dev/null || break; done\n'
-            f"{node} --leftovers {shlex.quote(str(listing))} {index}\n"
+            f'[ "$code" = 0 ] || {node} --leftovers {shlex.quote(str(listing))} {index}\n'
             "exit $code\n"
         )
         opts = [*plans[0].sbatch, f"--job-name={plans[0].name}", f"--output={output}", "--export=ALL"]
