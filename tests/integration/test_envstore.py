@@ -45,7 +45,7 @@ def built_on(small: Path, more: Path, said: str) -> None:
     assert "tabulate" not in (small / "requirements.lock").read_text()
     assert not list(site(small).glob("tabulate*")) and list(site(more).glob("tabulate*"))
     assert (small / "requirements.lock").stat().st_ino != (more / "requirements.lock").stat().st_ino
-    assert (small / "base.id").read_text() == (more / "base.id").read_text()
+    assert (small / "build.id").read_text() == (more / "build.id").read_text()
 
 
 def test_an_environment_costs_what_it_adds_and_gc_frees_only_a_dropped_ones_packages(

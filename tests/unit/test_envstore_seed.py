@@ -1,5 +1,6 @@
-"""Which stored environment a new one is built from: uv only adds to it, so its packages must all be in the new
-lock, on the same base image; the largest such one."""
+"""Which stored environment a new one is built from: uv only adds to it and keeps an installed version without
+checking its hashes, so its lock's entries must all be in the new lock, whole, and it must be built by the same
+pieces (base image, uv, build script); the largest such one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from runner.backends.docker import envstore
 
-BASE = "sha256:" + "b" * 64
+BUILD = "b" * 64
 
 
 @pytest.fixture(autouse=True)
@@ -18,35 +19,37 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def lock(*pins: str) -> str:
-    return "".join(f"{pin} \\\n    --hash=sha256:{'0' * 64}\n" for pin in pins)
+def lock(*pins: str, digest: str = "0") -> str:
+    return "# made by uv\n" + "".join(
+        f"{pin} \\\n    --hash=sha256:{digest * 64}\n    # via x\n" for pin in pins
+    )
 
 
-def stored(name: str, *pins: str, base: str = BASE) -> None:
+def stored(name: str, *pins: str, build: str = BUILD, digest: str = "0") -> None:
     folder = envstore.root() / "envs" / name
     folder.mkdir(parents=True)
-    (folder / "requirements.lock").write_text(lock(*pins))
-    (folder / "base.id").write_text(base + "\n")
+    (folder / "requirements.lock").write_text(lock(*pins, digest=digest))
+    (folder / "build.id").write_text(build + "\n")
 
 
 def test_the_largest_environment_whose_packages_are_all_wanted() -> None:
     stored("a" * 16, "numpy==2.0.0")
     stored("b" * 16, "numpy==2.0.0", "keras==3.5.0")
     stored("c" * 16, "numpy==2.0.0", "keras==3.5.0", "pandas==2.2.0")  # pandas is not wanted
-    assert envstore.seed(BASE, lock("numpy==2.0.0", "keras==3.5.0", "tabulate==0.9.0")) == "b" * 16
+    assert envstore.seed(BUILD, lock("numpy==2.0.0", "keras==3.5.0", "tabulate==0.9.0")) == "b" * 16
 
 
-def test_none_with_another_version_another_base_or_unfinished() -> None:
+def test_none_with_another_version_other_files_other_pieces_or_unfinished() -> None:
     stored("a" * 16, "numpy==1.26.4")  # a version the new one does not have: uv would replace it
-    stored("b" * 16, "numpy==2.0.0", base="sha256:" + "f" * 64)  # another base image's Python
-    stored(f".build-{'c' * 16}-123", "numpy==2.0.0")  # being built
-    assert envstore.seed(BASE, lock("numpy==2.0.0", "tabulate==0.9.0")) is None
+    stored("b" * 16, "numpy==2.0.0", build="f" * 64)  # another base image, uv or build script
+    stored("c" * 16, "numpy==2.0.0", digest="9")  # the same version, other files (another index)
+    stored(f".build-{'d' * 16}-123", "numpy==2.0.0")  # being built
+    assert envstore.seed(BUILD, lock("numpy==2.0.0", "tabulate==0.9.0")) is None
 
 
-def test_an_environment_of_before_base_ids_is_passed_over() -> None:
+def test_an_environment_of_before_build_ids_is_passed_over() -> None:
     folder = envstore.root() / "envs" / ("d" * 16)
     folder.mkdir(parents=True)
-    (folder / "requirements.lock").write_text(
-        lock("numpy==2.0.0")
-    )  # built before environments named their base
-    assert envstore.seed(BASE, lock("numpy==2.0.0")) is None
+    # Built before environments named the pieces that built them.
+    (folder / "requirements.lock").write_text(lock("numpy==2.0.0"))
+    assert envstore.seed(BUILD, lock("numpy==2.0.0")) is None

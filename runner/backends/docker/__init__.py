@@ -130,7 +130,9 @@ def api_version() -> str:
 
     try:
         with docker.from_env(version=MINIMUM_DOCKER_API_VERSION, timeout=120).api as api:
-            answer = api.get(f"{api.base_url}/_ping")  # the client is a requests session
+            answer = api._get(
+                api._url("/_ping", versioned_api=False)
+            )  # with the client's timeout and headers
             answer.raise_for_status()
             return str(answer.headers["Api-Version"])
     except Exception as exc:  # as docker's "auto" says it
@@ -543,7 +545,8 @@ class DockerBackend(HostBackend[DockerPlan]):
         build took here: None where it was reused)."""
         base = self.base_image(spec.env.image)
         bytecode = envstore.bytecode_script()
-        key = content_hash(base.id, lock, envstore.VERSION, envstore.SCRIPT, bytecode, uv_version())[:16]
+        pieces = (base.id, envstore.VERSION, envstore.SCRIPT, bytecode, uv_version())  # all but the lock
+        key = content_hash(base.id, lock, *pieces[1:])[:16]
         target = envstore.folder(key)
         with _building(f"{ENV_REPO}:{key}"), envstore.held():
             envstore.claim_process(key)  # gc keeps it from here to the run's own note (furnish)
@@ -551,7 +554,8 @@ class DockerBackend(HostBackend[DockerPlan]):
                 log.write(f"[runner] environment {key}: reused\n")
                 return key, target, None
             with envstore.one_build(), tempfile.TemporaryDirectory(prefix="runner-build-") as tmp:
-                seed = envstore.seed(base.id, lock)
+                build_id = content_hash(*pieces)
+                seed = envstore.seed(build_id, lock)
                 log.write(
                     f"[runner] environment {key}: building from {spec.env.image} "
                     + (f"on environment {seed}'s packages, " if seed else "")
@@ -571,7 +575,7 @@ class DockerBackend(HostBackend[DockerPlan]):
                     **uv_index_env(os.environ, spec.env.index_url),
                     **envstore.build_env(),
                     "BUILD_NAME": envstore.partial_name(key),
-                    "BASE_ID": base.id,
+                    "BUILD_ID": build_id,
                     "SEED": seed or "",
                 }
                 built, began = False, time.monotonic()

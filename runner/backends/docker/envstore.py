@@ -29,24 +29,24 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.environment.lock import cache_dir, locked_versions
+from runner.environment.lock import cache_dir
 
 ENV_PATH = "/opt/env"  # where a run sees its environment
 STORE_PATH = "/store"  # where a build sees the store
 VERSION = "4"  # bump when what goes into an environment's folder changes (the script below)
 SCRIPT = """set -eu
 env="/store/envs/$BUILD_NAME"
-if [ -n "$SEED" ]; then  # a stored environment with a part of these packages: its files linked, uv adds the rest
-  cp -a --link "/store/envs/$SEED" "$env"
-  rm "$env/requirements.lock" "$env/base.id"  # its own, not links to be written through
-else
+if [ -n "$SEED" ] && cp -a --link "/store/envs/$SEED" "$env"; then  # a stored one's files linked: uv adds the rest
+  rm "$env/requirements.lock" "$env/build.id"  # its own files, not links to write through
+else  # none to start from, or links refused here: a venv of its own
+  rm -rf "$env"
   uv venv --quiet --relocatable --python /usr/bin/python3 "$env"
 fi
 uv pip sync --python "$env/bin/python" /build/requirements.lock
 "$env/bin/python" -I /build/bytecode.py "$env" /store/uv /store/bytecode > /tmp/compiled
 if [ -s /tmp/compiled ]; then echo "[runner] bytecode compiled once for: $(tr '\\n' ' ' < /tmp/compiled)"; fi
 cp /build/requirements.lock "$env/requirements.lock"
-echo "$BASE_ID" > "$env/base.id"
+echo "$BUILD_ID" > "$env/build.id"
 """
 
 
@@ -56,24 +56,39 @@ def bytecode_script() -> str:
     return Path(__file__).with_name("bytecode.py").read_text()
 
 
-def seed(base_id: str, lock: str) -> str | None:
-    """The stored environment a new one starts from, if any: of the same base image, with packages that are all
-    in `lock` (so uv only adds to it: a package removed could leave its compiled files behind), the most of them.
-    Linking its folder is one call; uv linking each of its packages anew took seconds (TensorFlow's ~20,000 files)."""
-    wanted = set(locked_versions(lock))
+def seed(build_id: str, lock: str) -> str | None:
+    """The stored environment a new one starts from, if any: built by the same pieces (`build_id`: base image, uv,
+    this module's script and bytecode step), its lock's entries all in `lock` (the same versions of the same
+    files: uv keeps an installed version without checking its hashes, and only adds to it, so nothing removed
+    leaves compiled files behind), the most of them. Linking its folder is one call; uv linking each of its
+    packages anew took seconds (TensorFlow's ~20,000 files)."""
+    wanted = entries(lock)
     best, most = None, 0
     for env in (root() / "envs").iterdir():
         if not re.fullmatch(r"[0-9a-f]{16}", env.name):  # being built, or being removed
             continue
         try:
-            if (env / "base.id").read_text().strip() != base_id:
+            if (env / "build.id").read_text().strip() != build_id:
                 continue
-            have = set(locked_versions((env / "requirements.lock").read_text()))
+            have = entries((env / "requirements.lock").read_text())
         except OSError:
             continue
         if have and have <= wanted and len(have) > most:
             best, most = env.name, len(have)
     return best
+
+
+def entries(lock: str) -> set[str]:
+    """A lock's requirements, each whole: its line with its continuations (hashes), comments and options left out."""
+    found, entry = set(), ""
+    for line in lock.splitlines():
+        text = "" if line.lstrip().startswith("#") else line.split(" #", 1)[0].strip()
+        entry += " " + text.removesuffix("\\")
+        if not text.endswith("\\"):
+            if entry.strip() and not entry.strip().startswith("-"):
+                found.add(" ".join(entry.split()))
+            entry = ""
+    return found
 
 
 def root() -> Path:

@@ -267,7 +267,7 @@ class SlurmBackend(Backend[SlurmPlan]):
             "# The owner of this task's run (runner.backends.slurm.node) starts the run's container here and\n"
             "# records the run until it ends; scancel and the time limit reach it as SIGTERM, SLURM's warning\n"
             "# before the time limit (--signal=B:USR1) through this shell. This shell waits for it, then removes\n"
-            "# the container if the owner could not (it did not end well: killed, say).\n"
+            "# the container if the owner could not (it did not end: killed, say).\n"
             "trap '' TERM\n"
             "trap 'kill -USR1 \"$owner\" 2>/dev/null' USR1\n"
             f"{node} {shlex.quote(str(listing))} {index} &\n"

@@ -210,7 +210,9 @@ def main(argv: list[str]) -> int:
     if owner.ending(run_dir) is not None:
         return 0
     owner.Owner(run_dir, backend=NodeBackend(job)).run()
-    return 0
+    # Its container again, should the owner's removal have failed: here, not in a second process (the job script
+    # starts one only after an owner that did not end).
+    return leftovers(run_dir)
 
 
 if __name__ == "__main__":
