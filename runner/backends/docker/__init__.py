@@ -130,9 +130,8 @@ def api_version() -> str:
 
     try:
         with docker.from_env(version=MINIMUM_DOCKER_API_VERSION, timeout=120).api as api:
-            answer = api._get(
-                api._url("/_ping", versioned_api=False)
-            )  # with the client's timeout and headers
+            # The SDK's own call: with the client's timeout and configured headers.
+            answer = api._get(api._url("/_ping", versioned_api=False))
             answer.raise_for_status()
             return str(answer.headers["Api-Version"])
     except Exception as exc:  # as docker's "auto" says it

@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
         not clean
     ):  # MLflow takes a second or more to import: meanwhile, the job is looked up and the run started
         # Without pandas, which this process never uses: MLflow imports it only for its dataset classes where it is
-        # installed (mlflow-skinny goes without), and it is half of MLflow's import, a core's time on a busy node.
+        # installed (mlflow-skinny goes without), and it is a third of MLflow's import, CPU the node's runs lose.
         sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
         threading.Thread(target=lambda: __import__("mlflow.tracking"), daemon=True).start()
     listing, index = Path(argv[-2]).read_text().splitlines(), argv[-1]  # index: the array task's, or "single"
