@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.agent.wire import FORWARDED, IDLE_S, Reader, fingerprint, folder, installed, send
+from runner.agent.wire import FORWARDED, IDLE_S, Reader, folder, installed, loaded, send
 
 INSTALLATION = "installation.json"  # in an agent's folder: the Python and the package it is for
 
@@ -101,7 +101,7 @@ class Agent:
         import fcntl
 
         self.where = where
-        self.fingerprint = fingerprint()
+        self.fingerprint = loaded()
         self.lock = os.open(where / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + 10
         while True:  # an agent of other code lets go of it once told to quit; one of ours keeps it

@@ -22,6 +22,7 @@ at once, with the end of its log.
 from __future__ import annotations
 
 import array
+import functools
 import hashlib
 import json
 import os
@@ -93,6 +94,13 @@ def installation() -> str:
     """The name of this installation's agent folder: two installations (two virtual environments, of one or two
     versions) have an agent each, and never stop each other's."""
     return hashlib.sha256(json.dumps(installed()).encode()).hexdigest()[:12]
+
+
+@functools.cache
+def loaded() -> str:
+    """fingerprint() of the code this process runs, found once: an agent's children inherit it (the code they
+    run is what the agent loaded)."""
+    return fingerprint()
 
 
 def fingerprint() -> str:

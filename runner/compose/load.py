@@ -235,9 +235,9 @@ def _cached(project_dir: Path, overrides: list[str]) -> Path:
 
 
 def _compose_key(project_dir: Path, overrides: list[str]) -> str:
-    from runner.agent.wire import fingerprint
+    from runner.agent.wire import loaded
 
-    parts = [fingerprint(), str(project_dir), *(f"override {o}" for o in overrides)]
+    parts = [loaded(), str(project_dir), *(f"override {o}" for o in overrides)]
     # The project's conf/ (the runner's own configs are in the fingerprint).
     for dirpath, dirnames, filenames in os.walk(project_dir / "conf"):
         dirnames.sort()

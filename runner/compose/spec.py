@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from runner.datasets.entry import DataMount
 from runner.errors import ConfigError
 from runner.harness.boundedlog import DEFAULT_LIMIT, MIN_LIMIT, size_text
@@ -220,7 +218,9 @@ def parse_gpus(value: Any) -> int | tuple[str, ...] | None:
         return value
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
-    if OmegaConf.is_list(value) or isinstance(value, list | tuple):
+    from omegaconf import ListConfig  # here: a SLURM job's process imports this module, never OmegaConf's
+
+    if isinstance(value, ListConfig | list | tuple):
         return tuple(str(v) for v in value)
     raise ConfigError(f"resources.gpus: '{value}' is not a count or a list of device ids.")
 

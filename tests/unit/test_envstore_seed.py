@@ -53,3 +53,31 @@ def test_an_environment_of_before_build_ids_is_passed_over() -> None:
     # Built before environments named the pieces that built them.
     (folder / "requirements.lock").write_text(lock("numpy==2.0.0"))
     assert envstore.seed(BUILD, lock("numpy==2.0.0")) is None
+
+
+def test_the_seed_linked_whole_and_what_the_lock_adds(tmp_path: Path) -> None:
+    stored("a" * 16, "numpy==2.0.0")
+    package = envstore.root() / "envs" / ("a" * 16) / "lib" / "numpy" / "core.py"
+    package.parent.mkdir(parents=True)
+    package.write_text("x = 1\n")
+    build = tmp_path / "build"
+    build.mkdir()
+    wanted = "--index-url https://example.org/simple\n" + lock("numpy==2.0.0", "tabulate==0.9.0")
+    envstore.link_seed("a" * 16, build, wanted, "e" * 16)
+    assert (build / "seeded").read_text() == "linked"
+    # Only what the seed lacks, options kept: uv installs that much, without resolving anew.
+    assert (build / "added.lock").read_text() == (
+        f"--index-url https://example.org/simple\ntabulate==0.9.0 --hash=sha256:{'0' * 64}\n"
+    )
+    partial = envstore.root() / "envs" / envstore.partial_name("e" * 16)
+    # A link, not a copy.
+    assert (partial / "lib" / "numpy" / "core.py").stat().st_ino == package.stat().st_ino
+    assert not (partial / "requirements.lock").exists() and not (partial / "build.id").exists()
+    assert (envstore.root() / "envs" / ("a" * 16) / "requirements.lock").exists()  # the seed unchanged
+
+
+def test_a_seed_gone_meanwhile_is_said_refused(tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    build.mkdir()
+    envstore.link_seed("a" * 16, build, lock("numpy==2.0.0"), "e" * 16)
+    assert (build / "seeded").read_text() == "refused"  # the build makes a venv of its own

@@ -578,12 +578,17 @@ class DockerBackend(HostBackend[DockerPlan]):
                     "SEED": seed or "",
                 }
                 built, began = False, time.monotonic()
+                linking = threading.Thread(target=envstore.link_seed, args=(seed, Path(tmp), lock, key))
+                if seed:  # while the engine starts the build's container
+                    linking.start()
                 try:
                     with self._contained(
                         spec, base.id, envstore.SCRIPT, mounts, env, log, f"environment {key}"
                     ):
                         built = True
                 finally:
+                    if seed:
+                        linking.join()
                     target = envstore.settle(key, built)
             took = time.monotonic() - began
             log.write(f"[runner] environment {key}: built in {took:.1f} s\n")

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,16 +34,20 @@ from runner.environment.lock import cache_dir
 
 ENV_PATH = "/opt/env"  # where a run sees its environment
 STORE_PATH = "/store"  # where a build sees the store
-VERSION = "4"  # bump when what goes into an environment's folder changes (the script below)
+VERSION = "5"  # bump when what goes into an environment's folder changes (the script below)
 SCRIPT = """set -eu
 env="/store/envs/$BUILD_NAME"
-if [ -n "$SEED" ] && cp -a --link "/store/envs/$SEED" "$env"; then  # a stored one's files linked: uv adds the rest
-  rm "$env/requirements.lock" "$env/build.id"  # its own files, not links to write through
+if [ -n "$SEED" ]; then  # a stored one's folder is being linked there meanwhile (link_seed): wait for it
+  end=$(($(date +%s) + 600))  # (a builder killed meanwhile: a venv of its own, below)
+  while [ ! -s /build/seeded ] && [ "$(date +%s)" -lt "$end" ]; do sleep 0.02 2>/dev/null || sleep 1; done
+fi
+if [ "$(cat /build/seeded 2>/dev/null)" = linked ]; then  # uv adds what the lock adds to the stored one's
+  uv pip install --no-deps --python "$env/bin/python" -r /build/added.lock
 else  # none to start from, or links refused here: a venv of its own
   rm -rf "$env"
   uv venv --quiet --relocatable --python /usr/bin/python3 "$env"
+  uv pip sync --python "$env/bin/python" /build/requirements.lock
 fi
-uv pip sync --python "$env/bin/python" /build/requirements.lock
 "$env/bin/python" -I /build/bytecode.py "$env" /store/uv /store/bytecode > /tmp/compiled
 if [ -s /tmp/compiled ]; then echo "[runner] bytecode compiled once for: $(tr '\\n' ' ' < /tmp/compiled)"; fi
 cp /build/requirements.lock "$env/requirements.lock"
@@ -76,6 +81,28 @@ def seed(build_id: str, lock: str) -> str | None:
         if have and have <= wanted and len(have) > most:
             best, most = env.name, len(have)
     return best
+
+
+def link_seed(seed: str, build: Path, lock: str, key: str) -> None:
+    """The stored environment `seed`'s folder linked whole where `key`'s build makes its own (one `cp`: TensorFlow's
+    ~20,000 files), here while the engine starts the build's container; what the lock adds to the seed's in
+    `build`/added.lock, and `build`/seeded saying "linked" once done (or "refused": then a venv of its own)."""
+    said = "refused"
+    try:
+        seeded = (folder(seed) / "requirements.lock").read_text()
+        options = [line for line in lock.splitlines() if line.startswith("-")]
+        added = sorted(entries(lock) - entries(seeded))
+        (build / "added.lock").write_text("".join(f"{line}\n" for line in [*options, *added]))
+        partial = root() / "envs" / partial_name(key)
+        linked = subprocess.run(["cp", "-a", "--link", str(folder(seed)), str(partial)], capture_output=True)
+        if linked.returncode == 0:
+            for own in ("requirements.lock", "build.id"):  # its own files, not links to write through
+                (partial / own).unlink()
+            said = "linked"
+    except OSError:  # the seed gone meanwhile (gc waits for builds, but a folder may be removed by hand)
+        pass
+    finally:
+        (build / "seeded").write_text(said)
 
 
 def entries(lock: str) -> set[str]:
