@@ -2,8 +2,10 @@
 
     python bench/cluster.py [--quick] [--members 4]
 
-Two figures, both backends recording to the cluster's MLflow server (PostgreSQL), each measured in the same run:
+Three figures, both backends recording to the cluster's MLflow server (PostgreSQL), each measured in the same run:
 - a sweep of N CPU-bound members, 2 at a time: wall time from the command to the last member's recorded ending;
+- the same SLURM sweep against a bare job array of the same containers (`sbatch --array` of `docker run`, to the
+  last task's end): what SLURM itself takes apart from the runner;
 - the time from the command to a run's first line of output in its log (submit -> first output).
 """
 
@@ -65,7 +67,28 @@ def sweep_time(proj: Path, env: dict[str, str], backend: str, members: int, work
     return time.perf_counter() - t0
 
 
-def first_output(proj: Path, env: dict[str, str], backend: str) -> float:
+def bare_array(proj: Path, env: dict[str, str], members: int, work: int, run_id: str) -> float:
+    """The sweep's containers as a bare SLURM job array, 2 at a time (the runner's sbatch options for
+    resources.cpus=1): from sbatch to the controller forgetting the last task (polled as `ended` polls)."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(SERVER).get_run(run_id).data.tags
+    docker = f"docker run --rm --cpus 1 -v {tags['runner.env.folder']}:/opt/env:ro {tags['runner.image']}"
+    script = f'#!/bin/sh\n{docker} /opt/env/bin/python -c "sum(range({work}))"\n'
+    argv = ["sbatch", "--parsable", "--cpus-per-task=1", f"--array=0-{members - 1}%2", "--output=/dev/null"]
+    t0 = time.perf_counter()
+    job = subprocess.run(argv, input=script, cwd=proj, env=env, capture_output=True, text=True, check=True)
+    job_id = job.stdout.strip().split(";")[0]
+    while subprocess.run(
+        ["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True
+    ).stdout.strip():
+        if time.perf_counter() - t0 > 900:
+            raise RuntimeError(f"job array {job_id} still going after 900 s")
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
+def first_output(proj: Path, env: dict[str, str], backend: str) -> tuple[float, str]:
     args = (f"backend={backend}", "env.requirements=[]", 'command="python -c \\"print(\'first line\')\\""')
     t0 = time.perf_counter()
     out = call(runner(*args, "detach=true"), proj, env)
@@ -77,7 +100,7 @@ def first_output(proj: Path, env: dict[str, str], backend: str) -> float:
         time.sleep(0.01)
     took = time.perf_counter() - t0
     ended([run_id])
-    return took
+    return took, run_id
 
 
 def measure(quick: bool, members: int = 4) -> list[Figure]:
@@ -86,14 +109,15 @@ def measure(quick: bool, members: int = 4) -> list[Figure]:
     work = 20_000_000 if quick else 200_000_000
     proj = make_project()
     for backend in ("docker", "slurm"):  # the environment built and saved to the shared cache first
-        first_output(proj, env, backend)
+        _, run_id = first_output(proj, env, backend)
     repeats = 1 if quick else 3
-    docker_sweeps, slurm_sweeps, docker_first, slurm_first = [], [], [], []
+    docker_sweeps, slurm_sweeps, docker_first, slurm_first, bare = [], [], [], [], []
     for _ in range(repeats):  # interleaved: drift on this machine touches both alike
         docker_sweeps.append(sweep_time(proj, env, "docker", members, work))
         slurm_sweeps.append(sweep_time(proj, env, "slurm", members, work))
-        docker_first.append(first_output(proj, env, "docker"))
-        slurm_first.append(first_output(proj, env, "slurm"))
+        bare.append(bare_array(proj, env, members, work, run_id))
+        docker_first.append(first_output(proj, env, "docker")[0])
+        slurm_first.append(first_output(proj, env, "slurm")[0])
     return [
         Figure(
             f"cluster sweep: {members} members, 2 at a time",
@@ -105,6 +129,14 @@ def measure(quick: bool, members: int = 4) -> list[Figure]:
             met=sorted(slurm_sweeps)[len(slurm_sweeps) // 2]
             <= 1.3 * sorted(docker_sweeps)[len(docker_sweeps) // 2],
             note="one node: SLURM's scheduling and the job's own start against the Docker backend's threads",
+        ),
+        Figure(
+            f"cluster sweep: {members} members, 2 at a time, against SLURM alone",
+            "the same containers as a bare job array (`sbatch --array` of `docker run`), to its last task's end",
+            "backend=slurm (as above)",
+            bare,
+            slurm_sweeps,
+            note="SLURM's own share (its scheduling, the job's start and end) is in both; the ratio is the runner's",
         ),
         Figure(
             "submit -> first output",
