@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pickle
 from collections.abc import Iterator
@@ -238,8 +239,9 @@ def _compose_key(project_dir: Path, overrides: list[str]) -> str:
     from runner.agent.wire import loaded
 
     parts = [loaded(), str(project_dir), *(f"override {o}" for o in overrides)]
-    # The project's conf/ (the runner's own configs are in the fingerprint).
-    for dirpath, dirnames, filenames in os.walk(project_dir / "conf"):
+    # The runner's own configs and the project's conf/, as they are now (the code's fingerprint is found once per
+    # process, and a sweep's driver composes for hours).
+    for dirpath, dirnames, filenames in itertools.chain(os.walk(PACKAGED), os.walk(project_dir / "conf")):
         dirnames.sort()
         for name in sorted(filenames):
             info = os.stat(os.path.join(dirpath, name))

@@ -47,6 +47,14 @@ def test_none_with_another_version_other_files_other_pieces_or_unfinished() -> N
     assert envstore.seed(BUILD, lock("numpy==2.0.0", "tabulate==0.9.0")) is None
 
 
+def test_none_holding_an_editable_package() -> None:
+    stored("a" * 16, "numpy==2.0.0")
+    (envstore.root() / "envs" / ("a" * 16) / "requirements.lock").write_text(
+        "-e file:///src/mine\n" + lock("numpy==2.0.0")
+    )  # the new lock may drop it, and uv would keep it
+    assert envstore.seed(BUILD, lock("numpy==2.0.0", "tabulate==0.9.0")) is None
+
+
 def test_an_environment_of_before_build_ids_is_passed_over() -> None:
     folder = envstore.root() / "envs" / ("d" * 16)
     folder.mkdir(parents=True)
@@ -62,6 +70,10 @@ def test_the_seed_linked_whole_and_what_the_lock_adds(tmp_path: Path) -> None:
     package.write_text("x = 1\n")
     build = tmp_path / "build"
     build.mkdir()
+    partial = envstore.root() / "envs" / envstore.partial_name("e" * 16)
+    (partial / "left").mkdir(
+        parents=True
+    )  # a killed build's, of a process with this pid: cp would nest in it
     wanted = "--index-url https://example.org/simple\n" + lock("numpy==2.0.0", "tabulate==0.9.0")
     envstore.link_seed("a" * 16, build, wanted, "e" * 16)
     assert (build / "seeded").read_text() == "linked"
@@ -69,7 +81,7 @@ def test_the_seed_linked_whole_and_what_the_lock_adds(tmp_path: Path) -> None:
     assert (build / "added.lock").read_text() == (
         f"--index-url https://example.org/simple\ntabulate==0.9.0 --hash=sha256:{'0' * 64}\n"
     )
-    partial = envstore.root() / "envs" / envstore.partial_name("e" * 16)
+    assert sorted(p.name for p in partial.iterdir()) == ["lib"]
     # A link, not a copy.
     assert (partial / "lib" / "numpy" / "core.py").stat().st_ino == package.stat().st_ino
     assert not (partial / "requirements.lock").exists() and not (partial / "build.id").exists()
@@ -80,4 +92,5 @@ def test_a_seed_gone_meanwhile_is_said_refused(tmp_path: Path) -> None:
     build = tmp_path / "build"
     build.mkdir()
     envstore.link_seed("a" * 16, build, lock("numpy==2.0.0"), "e" * 16)
-    assert (build / "seeded").read_text() == "refused"  # the build makes a venv of its own
+    # The build makes a venv of its own, and says why.
+    assert (build / "seeded").read_text().startswith("refused")

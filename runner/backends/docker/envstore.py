@@ -38,18 +38,21 @@ VERSION = "5"  # bump when what goes into an environment's folder changes (the s
 SCRIPT = """set -eu
 env="/store/envs/$BUILD_NAME"
 if [ -n "$SEED" ]; then  # a stored one's folder is being linked there meanwhile (link_seed): wait for it
-  end=$(($(date +%s) + 600))  # (a builder killed meanwhile: a venv of its own, below)
+  end=$(($(date +%s) + 600))
   while [ ! -s /build/seeded ] && [ "$(date +%s)" -lt "$end" ]; do sleep 0.02 2>/dev/null || sleep 1; done
+  if [ ! -s /build/seeded ]; then echo "[runner] the stored environment $SEED was not linked in 600 s" >&2; exit 1; fi
 fi
 if [ "$(cat /build/seeded 2>/dev/null)" = linked ]; then  # uv adds what the lock adds to the stored one's
   uv pip install --no-deps --python "$env/bin/python" -r /build/added.lock
 else  # none to start from, or links refused here: a venv of its own
+  if [ -s /build/seeded ]; then echo "[runner] a venv of its own: $(cat /build/seeded)"; fi
   rm -rf "$env"
   uv venv --quiet --relocatable --python /usr/bin/python3 "$env"
   uv pip sync --python "$env/bin/python" /build/requirements.lock
 fi
 "$env/bin/python" -I /build/bytecode.py "$env" /store/uv /store/bytecode > /tmp/compiled
 if [ -s /tmp/compiled ]; then echo "[runner] bytecode compiled once for: $(tr '\\n' ' ' < /tmp/compiled)"; fi
+rm -f "$env/requirements.lock" "$env/build.id"  # never written through a link into another environment's
 cp /build/requirements.lock "$env/requirements.lock"
 echo "$BUILD_ID" > "$env/build.id"
 """
@@ -75,9 +78,12 @@ def seed(build_id: str, lock: str) -> str | None:
         try:
             if (env / "build.id").read_text().strip() != build_id:
                 continue
-            have = entries((env / "requirements.lock").read_text())
+            seeded = (env / "requirements.lock").read_text()
         except OSError:
             continue
+        if any(line.startswith(("-e", "--editable")) for line in seeded.splitlines()):
+            continue  # an editable package the new lock may drop: uv only adds, and would keep it
+        have = entries(seeded)
         if have and have <= wanted and len(have) > most:
             best, most = env.name, len(have)
     return best
@@ -94,11 +100,17 @@ def link_seed(seed: str, build: Path, lock: str, key: str) -> None:
         added = sorted(entries(lock) - entries(seeded))
         (build / "added.lock").write_text("".join(f"{line}\n" for line in [*options, *added]))
         partial = root() / "envs" / partial_name(key)
-        linked = subprocess.run(["cp", "-a", "--link", str(folder(seed)), str(partial)], capture_output=True)
+        # A killed build's, of a process with the same pid: cp would nest the seed in it.
+        shutil.rmtree(partial, ignore_errors=True)
+        linked = subprocess.run(
+            ["cp", "-a", "--link", str(folder(seed)), str(partial)], capture_output=True, text=True
+        )
         if linked.returncode == 0:
             for own in ("requirements.lock", "build.id"):  # its own files, not links to write through
                 (partial / own).unlink()
             said = "linked"
+        else:
+            said = f"refused: {(linked.stderr.strip().splitlines() or ['cp failed'])[-1]}"
     except OSError:  # the seed gone meanwhile (gc waits for builds, but a folder may be removed by hand)
         pass
     finally:
