@@ -2,6 +2,7 @@
 
     python bench/all.py            # the full run (about half an hour; --mnist DIR imports MNIST from a folder)
     python bench/all.py --quick    # small sizes, one repeat, a couple of minutes: checks every benchmark still runs
+    python bench/gpu.py --mnist DIR # on a machine with an NVIDIA GPU: the GPU figure, kept in bench/GPU.md
 
 Each figure is the runner against a baseline measured in the same run, on the same machine (absolute times drift
 on shared machines; ratios are what is compared). `--quick` writes its table to stdout (and `--out FILE` if given)
@@ -93,8 +94,14 @@ def main() -> int:
         "repeated; ratio: runner / baseline of the medians unless said otherwise).\n"
     )
     text = f"{head}\n{table(figures)}\n\n{details(figures)}\n"
+    gpu = HERE / "GPU.md"  # `python bench/gpu.py` on a machine with a GPU writes it
     if facts["GPU"] == "none":
-        text += "\n**GPU**: no GPU on this machine: the GPU figure (mnist_cnn's epoch time on a GPU) stays open here.\n"
+        text += "\n" + (
+            f"No GPU on this machine; the GPU figure as `bench/gpu.py` last measured it on one:\n\n{gpu.read_text()}"
+            if gpu.is_file()
+            else "**GPU**: no GPU on this machine, and `bench/gpu.py` has not measured the GPU figure "
+            "(mnist_cnn's epoch time on a GPU) on one yet.\n"
+        )
     if failed:
         text += "\n**Could not run**: " + "; ".join(failed) + "\n"
     out = Path(args.out) if args.out else (None if args.quick else HERE / "RESULTS.md")

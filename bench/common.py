@@ -101,7 +101,7 @@ def machine() -> dict[str, str]:
     mem = next(
         ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
     )
-    docker = subprocess.run(
+    docker = shutil.which("docker") and subprocess.run(
         ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True
     )
     gpu = (
@@ -113,7 +113,7 @@ def machine() -> dict[str, str]:
     return {
         "CPU": f"{cpu}, {len(os.sched_getaffinity(0))} cores",
         "memory": f"{int(mem) / 1024**2:.1f} GiB",
-        "Docker engine": docker.stdout.strip() or "none",
+        "Docker engine": (docker and docker.stdout.strip()) or "none",
         "GPU": gpu or "none",
         "Python": platform.python_version(),
     }

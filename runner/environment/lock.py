@@ -108,6 +108,15 @@ class Target:
     platform: str | None = None  # uv's --python-platform; None: the host
 
 
+def lock_file(
+    lines: list[str], target: Target, environ: Mapping[str, str], index_url: str | None = None
+) -> Path:
+    """Where the lock of `lines` for `target` from the index that `environ` and `index_url` name is kept."""
+    index = index_args(environ, index_url)
+    key = content_hash("\n".join(lines), target.python_version, str(target.platform), *index)
+    return cache_dir() / "locks" / f"{key}.txt"
+
+
 def resolve_lock(
     lines: list[str],
     target: Target,
@@ -119,8 +128,7 @@ def resolve_lock(
     """Exact versions with hashes, resolved once per input and cached: the same spec keeps the same lock.
     `fresh` resolves anew without touching the cache (what would resolve today)."""
     index = index_args(environ, index_url)
-    key = content_hash("\n".join(lines), target.python_version, str(target.platform), *index)
-    path = cache_dir() / "locks" / f"{key}.txt"
+    path = lock_file(lines, target, environ, index_url)
     if path.is_file() and not fresh:
         return path.read_text()
     cmd = [
