@@ -14,7 +14,13 @@ same way). The first epoch of each compiles; the later ones are compared. Rounds
 adds this interpreter's own packages (where the machine's CUDA build of JAX is) and the folders on this
 process's PYTHONPATH (keras, from DIR) through a .pth file. The in-run pieces' lock pins this interpreter's
 pandas, of which DIR holds no wheel: it is resolved from DIR without pandas (this interpreter's is used) and
-stored where the runner looks for that lock, the one step this script takes in the runner's place.
+stored where the runner looks for that lock, the one step this script takes in the runner's place. DIR holds
+wheels for that machine's Python (here 3.12) of the runner's own requirements less TensorFlow, DVC and Optuna,
+and keras, less what that Python has (numpy, pandas, h5py, ml-dtypes): `pip download --only-binary=:all:
+--python-version 3.12 -d DIR mlflow-skinny==V hydra-core==V omegaconf==V sqlalchemy alembic uv docker flask
+flask-cors keras` with their dependencies (antlr4-python3-runtime 4.9.3 has no wheel: `pip wheel` makes one), V
+as installed here; run it with `PYTHONPATH=SITE:.` where SITE holds them installed (`pip install --no-deps
+--target SITE DIR/*.whl`).
 """
 
 from __future__ import annotations
