@@ -3,7 +3,7 @@ epoch spent logging its metrics; and the headline, `python -m runner +experiment
 
     python bench/training.py [--quick] [--mnist DIR]
 
-The harness records, for every epoch, `steps_per_second` (from the end of the epoch's first step, so graph
+The harness records, for every epoch, `steps_per_second` (from the begin of the epoch's second step, so graph
 tracing is not counted) and `epoch_seconds`, and at the end `train_seconds` and `logging_seconds` (the time its
 metric logging took): the figures are read from the runs' own records. `--mnist DIR` imports MNIST from a folder
 holding the four archives (else `runner data import mnist` downloads them). `--quick` trains keras_mlp on random

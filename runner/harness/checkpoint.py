@@ -97,14 +97,14 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self._current_epoch, self.skipped = epoch, self.batches.skip
 
-    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
-        if self.metric_sums is not None:  # the resumed epoch's first batch is in: add the batches before it
-            for variable, value in zip(self.model.metrics_variables, self.metric_sums, strict=True):
-                variable.assign_add(np.asarray(value, dtype=variable.dtype))
-            self.metric_sums = None
-        done = self.skipped + batch + 1
-        if done >= self.batches.per_epoch:  # the epoch's end saves it
+    # Checked as the next batch begins, with the batch before it trained: a batch-end hook makes Keras wait for
+    # every step's results before it queues the next (BackupAndRestore's, which does nothing here, is left out).
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        if not batch:  # nothing of this epoch trained in this fit yet
             return
+        done = self.skipped + batch
         if self.stop or time.monotonic() - self.saved_at >= self.seconds:
             self.save(self._current_epoch, done)
         if self.stop:
@@ -116,8 +116,24 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
             raise Preempted(f"{epoch + 1} epochs")
 
 
+class ResumedSums(keras.callbacks.Callback):
+    """In the fit of a resumed epoch's rest: once its first batch is in (Keras builds some metrics only then),
+    the sums of the batches trained before the checkpoint are added to the epoch's metrics."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        sums = self.checkpoint.metric_sums
+        if sums is not None:
+            for variable, value in zip(self.model.metrics_variables, sums, strict=True):
+                variable.assign_add(np.asarray(value, dtype=variable.dtype))
+            self.checkpoint.metric_sums = None
+
+
 def stop_on_sigterm(checkpoint: Checkpoint) -> Any:
-    """SIGTERM sets `checkpoint.stop` (training then saves and stops at the next batch's end); returns what
+    """SIGTERM sets `checkpoint.stop` (training then saves and stops as the next batch begins); returns what
     restores the previous handler."""
 
     def handler(signum: int, frame: Any) -> None:

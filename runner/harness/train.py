@@ -62,7 +62,7 @@ TIMING = ("epoch_seconds", "steps_per_second", "train_seconds", "logging_seconds
 
 def spool_callback(spool: Any) -> Any:
     """Spools every epoch's metrics as they happen (the run's owner writes them into the record), with the
-    epoch's own timing: `epoch_seconds`, and `steps_per_second` from the end of its first step (so that graph
+    epoch's own timing: `epoch_seconds`, and `steps_per_second` from its second step's begin (so that graph
     tracing is not counted); at the end, `train_seconds` and `logging_seconds` (what this logging took)."""
     import keras
 
@@ -74,9 +74,11 @@ def spool_callback(spool: Any) -> Any:
         def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             self.began, self.first, self.steps = time.perf_counter(), None, 0
 
-        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        # Counted as batches begin: a batch-end hook makes Keras on JAX wait for every step's results (as Python
+        # numbers) before it queues the next.
+        def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None:
             self.steps += 1
-            if self.first is None:
+            if self.steps == 2:  # the first step, its tracing included, is done
                 self.first = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -137,9 +139,18 @@ def stop_after(steps: int) -> Any:
     """Stops training after `steps` optimizer steps (those of earlier attempts too), mid-epoch if need be."""
     import keras
 
-    class StopAfter(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
-            if int(self.model.optimizer.iterations) >= steps:
+    class StopAfter(keras.callbacks.Callback):  # at a batch's begin: see spool_callback
+        before: int | None = None  # the optimizer's steps before this fit's batches
+        begun = 0
+
+        def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+            self.before, self.begun = None, 0
+
+        def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            if self.before is None:  # read once, after a checkpoint was loaded
+                self.before = int(self.model.optimizer.iterations)
+            self.begun += 1
+            if self.before + self.begun >= steps:  # this batch is the last: Keras stops after it
                 self.model.stop_training = True
 
     return StopAfter()
@@ -187,7 +198,7 @@ def fit(cfg: DictConfig, model: Any, feed: Any, validation: Any, epochs: int, ca
     """Model.fit on `feed` (ordered by epoch already); with `$RUNNER_CHECKPOINT_DIR`, checkpointed into its
     keras/ folder and resumed from there, and SIGTERM raises Preempted once a checkpoint is saved."""
     from runner.harness import batches
-    from runner.harness.checkpoint import Checkpoint, stop_on_sigterm
+    from runner.harness.checkpoint import Checkpoint, ResumedSums, stop_on_sigterm
 
     def run(until: int, callbacks: list[Any]) -> None:
         val = batches.validation_data(validation, cfg.train.batch_size)
@@ -204,7 +215,7 @@ def fit(cfg: DictConfig, model: Any, feed: Any, validation: Any, epochs: int, ca
         # a short epoch would end on a failed step that still advances the optimizer's steps and Dropout seeds.
         if batch:
             feed.resume(epoch, batch)
-            run(epoch + 1, [*callbacks, checkpoint])
+            run(epoch + 1, [*callbacks, checkpoint, ResumedSums(checkpoint)])
             feed.resume(0, 0)
         run(epochs, [*callbacks, checkpoint])
     finally:
