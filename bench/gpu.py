@@ -38,7 +38,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import ROOT, Figure, clean_env, machine, make_project, runner, spread
+from common import ROOT, Figure, clean_env, last_run, machine, make_project, runner, spread
 
 HERE = Path(__file__).resolve().parent
 BATCH = 64
@@ -114,11 +114,14 @@ def offline(proj: Path, wheels: Path, env: dict[str, str]) -> None:
 
 
 def epoch_times(proj: Path) -> list[float]:
-    db = sqlite3.connect(proj / "mlflow.db")
-    (run_id,) = db.execute("select run_uuid from runs order by start_time desc limit 1").fetchone()
-    rows = db.execute(
-        "select value from metrics where run_uuid=? and key='epoch_seconds' order by step", (run_id,)
-    ).fetchall()
+    run_id = last_run(proj)[0]
+    rows = (
+        sqlite3.connect(proj / "mlflow.db")
+        .execute(
+            "select value from metrics where run_uuid=? and key='epoch_seconds' order by step", (run_id,)
+        )
+        .fetchall()
+    )
     return [v for (v,) in rows]
 
 
@@ -161,11 +164,7 @@ def measure(
             raise RuntimeError(f"the runner's run failed: {out.stdout[-1500:]} {out.stderr[-1500:]}")
         ran.append(epoch_times(proj))
         print(f"[gpu] plain {base[-1]}  runner {ran[-1]}", flush=True)
-    run_id = (
-        sqlite3.connect(proj / "mlflow.db")
-        .execute("select run_uuid from runs order by start_time desc limit 1")
-        .fetchone()[0]
-    )
+    run_id = last_run(proj)[0]
     print(subprocess.run(runner("logs", run_id), cwd=proj, env=env, capture_output=True, text=True).stdout)
     later = lambda runs: [t for r in runs for t in r[1:]]  # noqa: E731
     images = int.from_bytes(idx(mnist, "train-labels-idx1-ubyte", 0)[4:8].tobytes(), "big")  # type: ignore[index]
