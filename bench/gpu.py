@@ -10,7 +10,7 @@ run's record), the baseline a plain Keras script (`model.fit` on the arrays, its
 same way). The first epoch of each compiles; the later ones are compared. Rounds alternate.
 
 `--wheels DIR` is for a GPU machine that reaches no package index: the runner's commands install from DIR alone
-(uv's UV_FIND_LINKS and UV_NO_INDEX), the run's environment is built from no requirements, and its env.setup
+(uv's UV_FIND_LINKS and UV_OFFLINE), the run's environment is built from no requirements, and its env.setup
 adds this interpreter's own packages (where the machine's CUDA build of JAX is) and the folders on this
 process's PYTHONPATH (keras, from DIR) through a .pth file. The in-run pieces' lock pins this interpreter's
 pandas, of which DIR holds no wheel: it is resolved from DIR without pandas (this interpreter's is used) and
@@ -90,7 +90,9 @@ def plain(mnist: Path, epochs: int) -> list[float]:
 
 def offline(proj: Path, wheels: Path, env: dict[str, str]) -> None:
     """No package index: uv installs from `wheels`; the run's env is this interpreter's packages (see above)."""
-    env.update(UV_FIND_LINKS=str(wheels), UV_NO_INDEX="1")
+    uv = {"UV_FIND_LINKS": str(wheels), "UV_OFFLINE": "1"}  # uv reads no UV_NO_INDEX
+    env.update(uv)
+    os.environ.update(uv)  # the lock below resolves in this process
     folders = [
         p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p, "keras").is_dir()
     ]
