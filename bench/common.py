@@ -71,7 +71,9 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> floa
     t0 = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, env=env or clean_env(), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        # A sweep tells its members' endings on stdout.
+        said = (proc.stderr.strip() or proc.stdout.strip())[-500:]
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {said}")
     return time.perf_counter() - t0
 
 

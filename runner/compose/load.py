@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import os
 import pickle
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 from runner.compose.schema import PACKAGED, PACKAGED_ROOT, register_configs
 from runner.environment.lock import cache_dir, content_hash
 from runner.errors import ConfigError, suggest
+
+# Hydra composes through one process-wide instance (GlobalHydra): a sweep's members compose in threads, one at a time.
+_HYDRA = threading.RLock()
 
 GROUPS = ("experiment", "model", "dataset", "env", "backend", "tracking")
 
@@ -106,20 +110,21 @@ def check_hydra_args(project_dir: Path, argv: list[str]) -> DictConfig:
         raise ConfigError(f"'{unknown[0]}' is not a flag Hydra takes (its flags: runner --help).")
     register_configs()
     folder, name = primary(project_dir)
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-            return GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
-                args.config_name or name,
-                hydra_argv(project_dir, args.overrides),
-                run_mode=RunMode.MULTIRUN,
-                from_shell=True,
-                with_log_configuration=False,
-            )
-    except HydraException as exc:
-        raise ConfigError(f"Hydra refuses the sweep: {_one_line(exc)}") from exc
-    finally:
+    with _HYDRA:
         GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+                return GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
+                    args.config_name or name,
+                    hydra_argv(project_dir, args.overrides),
+                    run_mode=RunMode.MULTIRUN,
+                    from_shell=True,
+                    with_log_configuration=False,
+                )
+        except HydraException as exc:
+            raise ConfigError(f"Hydra refuses the sweep: {_one_line(exc)}") from exc
+        finally:
+            GlobalHydra.instance().clear()
 
 
 def _one_line(exc: Exception) -> str:
@@ -193,7 +198,7 @@ def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
     with explained(project_dir, overrides):
         cfg = _compose(project_dir, overrides)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     partial.write_bytes(pickle.dumps(cfg))
     partial.replace(cached)
     return cfg
@@ -250,13 +255,14 @@ def _compose_key(project_dir: Path, overrides: list[str]) -> str:
 
 
 def _compose(project_dir: Path, overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        folder, name = primary(project_dir)
-        with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-            return compose(name, overrides=hydra_argv(project_dir, overrides))
-    finally:
+    folder, name = primary(project_dir)
+    with _HYDRA:
         GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+                return compose(name, overrides=hydra_argv(project_dir, overrides))
+        finally:
+            GlobalHydra.instance().clear()
 
 
 def _missing_group_option(project_dir: Path, exc: MissingConfigException) -> ConfigError:

@@ -6,6 +6,7 @@ misspelt key is an error rather than a silently ignored setting.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,16 +125,20 @@ PACKAGED_ROOT = "runner_root"
 PACKAGED = Path(__file__).resolve().parent.parent / "conf"
 
 
-def register_configs() -> None:
-    """Register the schemas (once per process); called by the entry point and by the tests."""
-    cs = ConfigStore.instance()
-    if "runner_schema.yaml" in cs.repo:
-        return
-    cs.store(name="runner_schema", node=RunnerConfig)
-    optuna_conf.register()
-    # The runner's root config under a name of its own, for a project whose conf/ has no config.yaml: Hydra
-    # looks for the root config before the runner's conf/ joins its search path (runner.compose.load.primary).
-    cs.store(name=PACKAGED_ROOT, node=OmegaConf.load(PACKAGED / "config.yaml"))
+_REGISTERING = threading.Lock()
 
-    for name in NAMES:
-        cs.store(group="backend", name=f"{name}_schema", node=config_schema(name))
+
+def register_configs() -> None:
+    """Register the schemas (once per process, whichever thread asks first); called by the entry point and by the
+    tests."""
+    cs = ConfigStore.instance()
+    with _REGISTERING:
+        if "runner_schema.yaml" in cs.repo:
+            return
+        optuna_conf.register()
+        # The runner's root config under a name of its own, for a project whose conf/ has no config.yaml: Hydra
+        # looks for the root config before the runner's conf/ joins its search path (runner.compose.load.primary).
+        cs.store(name=PACKAGED_ROOT, node=OmegaConf.load(PACKAGED / "config.yaml"))
+        for name in NAMES:
+            cs.store(group="backend", name=f"{name}_schema", node=config_schema(name))
+        cs.store(name="runner_schema", node=RunnerConfig)  # last: the mark that all of them are there

@@ -93,3 +93,14 @@ def test_sweeps_are_validated_by_their_first_value() -> None:
     assert sweep_variants(["a=1,2", "b=x", "c=range(3,5)"])[0] == ["a=1", "b=x", "c=3"]
     with pytest.raises(ConfigError, match=r"Unknown key 'train\.epoch'"):
         compose_config(ROOT, sweep_variants(["train.epoch=1,2"])[0])
+
+
+def test_threads_compose_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep's members compose in threads of one process: each gets its own config, none an error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path))  # nothing composed before: each one through Hydra
+    epochs = list(range(1, 25))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        cfgs = list(pool.map(lambda e: compose_config(ROOT, ["backend=local", f"train.epochs={e}"]), epochs))
+    assert [cfg.train.epochs for cfg in cfgs] == epochs
