@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from runner.compose.schema import PACKAGED, PACKAGED_ROOT, register_configs
-from runner.environment.lock import cache_dir, content_hash
+from runner.environment.lock import cache_dir, content_hash, write_whole
 from runner.errors import ConfigError, suggest
 
 # Hydra composes through one process-wide instance (GlobalHydra): a sweep's members compose in threads, one at a time.
@@ -197,10 +197,7 @@ def compose_config(project_dir: Path, overrides: list[str]) -> DictConfig:
     register_configs()
     with explained(project_dir, overrides):
         cfg = _compose(project_dir, overrides)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    partial.write_bytes(pickle.dumps(cfg))
-    partial.replace(cached)
+    write_whole(cached, pickle.dumps(cfg))
     return cfg
 
 

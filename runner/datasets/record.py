@@ -26,6 +26,7 @@ def tags(mounts: tuple[DataMount, ...]) -> dict[str, str]:
 def log_inputs(client: Any, run_id: str, project: str, mounts: tuple[DataMount, ...]) -> None:
     """One MLflow dataset input per mount: name, DVC checksum as digest, where it lives, its size."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
 
     if not mounts:
         return
@@ -42,4 +43,7 @@ def log_inputs(client: Any, run_id: str, project: str, mounts: tuple[DataMount, 
         )
         for m in mounts
     ]
-    client.log_inputs(run_id, datasets=inputs)
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:  # another run added the same dataset between MLflow's look and its insert
+        client.log_inputs(run_id, datasets=inputs)

@@ -146,7 +146,9 @@ class DataRepo:
         from dvc.exceptions import DvcException
 
         try:
-            self.run_dvc("fetch", targets=[f"{DATA_DIR}/{name}"], revs=[rev], workspace=False)
+            # DVC's own lock gives up after 3 s: runs fetching at once (a sweep's members) wait here instead.
+            with self.lock():
+                self.run_dvc("fetch", targets=[f"{DATA_DIR}/{name}"], revs=[rev], workspace=False)
         except DvcException as exc:
             raise DataMissing(f"{name} at {rev[:12]}", self.remote_label()) from exc
 

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 import subprocess
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -13,6 +14,18 @@ from pathlib import Path
 
 from runner.compose.spec import EnvSpec, check_requirement, requirement_file_lines
 from runner.errors import ConfigError, EnvBuildError
+
+
+def write_whole(path: Path, data: str | bytes) -> None:
+    """`data` at `path`, whole or not at all: written under a name of this process and thread, then renamed (the
+    threads of a sweep's members may write the same cached file at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    if isinstance(data, str):
+        partial.write_text(data)
+    else:
+        partial.write_bytes(data)
+    partial.replace(path)
 
 
 def cache_dir() -> Path:
@@ -156,10 +169,7 @@ def resolve_lock(
         raise EnvBuildError("Requirements do not resolve: " + _resolver_message(proc.stderr))
     if fresh:
         return proc.stdout
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(proc.stdout)
-    tmp.replace(path)
+    write_whole(path, proc.stdout)
     return proc.stdout
 
 

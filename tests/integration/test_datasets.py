@@ -7,12 +7,15 @@ import os
 import shutil
 import stat
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
+from runner.datasets.repo import DataRepo
 from tests.helpers import (
     all_runs,
     data,
@@ -188,6 +191,26 @@ def test_a_clone_without_the_cache_pulls_from_the_remote(dproject: Path, tmp_pat
     # and the clone can make the next version (its data/ is pulled first, so nothing else is lost)
     assert data(copy, "add", "more", str(folder(tmp_path / "m", {"m": "m"}))).stdout.strip() == "more@1"
     assert sorted(p.name for p in (copy / "data").iterdir()) == ["more", "toy"]
+
+
+def test_a_run_waits_for_another_runs_fetch(dproject: Path, tmp_path: Path) -> None:
+    """Runs that fetch at once (a sweep's members): one waits for the other's fetch, however long it takes,
+    where DVC's own lock gives up after 3 s."""
+    two_versions(dproject, tmp_path)
+    copy = clone(dproject, tmp_path)
+    repo = DataRepo(copy)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with repo.lock(), repo.dvc.lock:  # as a fetch in progress holds them
+            started = time.monotonic()
+            waiting = pool.submit(
+                run_cli, copy, *LOCAL, "command=python read.py /input", "data=[toy@1:/input]", check=True
+            )
+            time.sleep(6)
+            assert not waiting.done(), waiting.exception()
+        waiting.result()
+    assert time.monotonic() - started > 6
+    run = only_run(copy)
+    assert json.loads(read_artifact(copy, run.info.run_id, "output/seen.json")) == {"/input": V1}
 
 
 def test_missing_or_damaged_remote_data_is_refused(dproject: Path, tmp_path: Path, remote: Path) -> None:

@@ -33,7 +33,15 @@ from runner.backends.host import HostBackend
 from runner.backends.logpump import LogPump
 from runner.compose.spec import RunSpec
 from runner.environment import harness
-from runner.environment.lock import Target, cache_dir, content_hash, uv_bin, uv_index_env, uv_version
+from runner.environment.lock import (
+    Target,
+    cache_dir,
+    content_hash,
+    uv_bin,
+    uv_index_env,
+    uv_version,
+    write_whole,
+)
 from runner.errors import BackendUnavailable, ConfigError, EnvBuildError, RunnerError
 from runner.harness.shim import Scrubber, secret_values
 from runner.runs import space
@@ -475,8 +483,7 @@ class DockerBackend(HostBackend[DockerPlan]):
             out = self.docker.containers.run(
                 base.id, ["python3", "-c", script], remove=True, network_mode="none"
             )
-            probe.parent.mkdir(parents=True, exist_ok=True)
-            probe.write_text(out.decode())
+            write_whole(probe, out)
         version, machine, glibc = [*probe.read_text().splitlines(), "", "", ""][:3]
         platform = None
         if machine in ("x86_64", "aarch64") and glibc.startswith("2."):
@@ -672,8 +679,7 @@ class DockerBackend(HostBackend[DockerPlan]):
             out = self.docker.containers.run(
                 image_id, ["cat", SESSION_PACKAGES], remove=True, network_mode="none"
             )
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            kept.write_bytes(out)
+            write_whole(kept, out)
         return kept.read_text()
 
     def _build(self, spec: RunSpec, lock: str, tag: str, on: str, log: Log) -> Any:

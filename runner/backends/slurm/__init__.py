@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +188,7 @@ class SlurmBackend(Backend[SlurmPlan]):
         if not archive.is_file():
             log.write(f"[runner] image {tag}: saving it to the shared image cache {archive.parent}\n")
             archive.parent.mkdir(parents=True, exist_ok=True)
-            partial = archive.with_name(f".{archive.name}.{os.getpid()}")
+            partial = archive.with_name(f".{archive.name}.{os.getpid()}.{threading.get_ident()}")
             try:
                 with open(partial, "wb") as fh:
                     for chunk in self.docker.docker.images.get(image_id).save(named=True):
