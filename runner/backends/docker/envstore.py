@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.environment.lock import cache_dir
+from runner.environment.lock import cache_dir, write_whole
 
 ENV_PATH = "/opt/env"  # where a run sees its environment
 STORE_PATH = "/store"  # where a build sees the store
@@ -183,11 +183,8 @@ def settle(key: str, built: bool) -> Path:
 
 
 def _note(key: str, name: str, what: dict[str, object]) -> None:
-    users = root() / "users" / key
-    users.mkdir(parents=True, exist_ok=True)
-    partial = users / f".{name}.{os.getpid()}"
-    partial.write_text(json.dumps(what))
-    os.replace(partial, users / name)  # whole or absent: a note half written must not read as another
+    # Whole or absent: a note half written must not read as another.
+    write_whole(root() / "users" / key / name, json.dumps(what))
 
 
 def claim_process(key: str) -> None:
