@@ -166,24 +166,23 @@ def test_ca_bundle_is_what_runs_trust(project: Path, engine, tmp_path: Path) -> 
     assert "CERTIFICATE_VERIFY_FAILED" in read_artifact(project, failed[0].info.run_id, "run.log")
 
 
-def test_parallel_runs_lose_no_metric(project: Path, engine) -> None:
+def test_parallel_runs_lose_no_metric(project: Path, engine, tmp_path: Path) -> None:
     n = 150
     (project / "many.py").write_text(
         "from mlflow import MlflowClient\nimport os\nc = MlflowClient()\n"
         f"for i in range({n}):\n    c.log_metric(os.environ['MLFLOW_RUN_ID'], 'm', float(i), step=i)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "runner", *TINY, "command=python many.py"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(3)
-    ]
-    assert [p.wait(timeout=600) for p in procs] == [0, 0, 0]
+    outs = [tmp_path / f"out{i}.txt" for i in range(3)]
+    procs = []
+    for out in outs:
+        with out.open("wb") as sink:
+            cmd = [sys.executable, "-m", "runner", *TINY, "command=python many.py"]
+            procs.append(subprocess.Popen(cmd, cwd=project, env=env, stdout=sink, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=600) for p in procs]
+    owners = [log.read_text(errors="replace") for log in (project / ".runner" / "runs").glob("*/owner.log")]
+    said = [out.read_text(errors="replace")[-3000:] for out in outs] + [log[-3000:] for log in owners if log]
+    assert codes == [0, 0, 0], "\n".join(said)
     client = MlflowClient(store(project))
     runs = all_runs(project)
     assert len(runs) == 3
