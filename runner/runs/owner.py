@@ -341,6 +341,7 @@ class Owner:
         self.run_id: str = self.state["run_id"]
         self.backend = backend or get_backend(self.state["backend"])
         self.endpoint: Any = None
+        self.listener: socket.socket | None = None  # the endpoint's socket, held from its port's choice
         self.handle: RunHandle | None = None
         self.plan: Plan | None = None
         self.floor = attempts.floor(run_dir)  # the steps earlier attempts recorded: read once per attempt
@@ -444,15 +445,17 @@ class Owner:
             print(f"[owner] could not record the run's inputs yet: {exc}", file=sys.stderr, flush=True)
 
     def access(self, plan: Plan) -> dict[str, Any] | None:
-        """The run's endpoint: a port and a token, kept across owners (None where the store is remote)."""
-        from runner.tracking.endpoint import free_port
+        """The run's endpoint: a port and a token, kept across owners (None where the store is remote). A port
+        chosen here is listened on from then on (`listen`)."""
+        from runner.tracking.endpoint import listen
 
         if is_remote(self.state["tracking_uri"]):
             return None
         access = read_json(self.run_dir.endpoint)
         if access is None:
             bind, _, _ = self.backend.tracking_bind(plan)
-            access = {"port": free_port(bind), "token": secrets.token_urlsafe(32)}
+            self.listener = listen(bind)
+            access = {"port": self.listener.getsockname()[1], "token": secrets.token_urlsafe(32)}
             write_json(self.run_dir.endpoint, access, private=True)
         return dict(access)
 
@@ -473,9 +476,9 @@ class Owner:
         }
 
     def serve_once(self) -> None:
-        """The run's tracking endpoint, started once the run is (its first calls are retried meanwhile), and kept
-        for its next attempts."""
-        from runner.tracking.endpoint import Endpoint
+        """The run's tracking endpoint, served once the run has started (its first calls wait in the socket's
+        queue meanwhile), and kept for its next attempts."""
+        from runner.tracking.endpoint import Endpoint, listen
 
         plan = self.plan
         access = self.access(plan) if plan else None
@@ -483,12 +486,14 @@ class Owner:
             return
         bind, _, names = self.backend.tracking_bind(plan)
         try:
+            listener = self.listener or listen(bind, access["port"])  # an earlier owner's port: taken again
+            self.listener = None
             self.endpoint = Endpoint(
-                self.state["tracking_uri"], bind, access["port"], self.run_id, access["token"], names,
+                self.state["tracking_uri"], listener, self.run_id, access["token"], names,
                 plan.variable("RUNNER_SPOOL"),  # the run's artifacts and models go to its spool, for us to record
                 lambda: self.floor,  # an earlier attempt's steps are not recorded again
             )  # fmt: skip
-        except OSError as exc:  # the port taken meanwhile: the run's own MLflow calls then fail, nothing else
+        except OSError as exc:  # its port taken since: the run's own MLflow calls then fail, nothing else
             print(f"[owner] cannot serve the run's endpoint again: {exc}", file=sys.stderr, flush=True)
 
     def supervise(self) -> Outcome:

@@ -10,10 +10,19 @@ import threading
 from typing import Any
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def listen(host: str, port: int = 0) -> socket.socket:
+    """A socket listening on `host` (a free port where `port` is 0): the endpoint's from the moment its port is
+    chosen, so no other run's endpoint takes the port meanwhile, and the run's first calls wait in its queue
+    until the endpoint serves them."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # an earlier owner's port, in TIME_WAIT
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 # The REST calls a run may make, each about one run: the one named in the request, which must be its own.
@@ -183,8 +192,7 @@ class Endpoint:
     def __init__(
         self,
         store_uri: str,
-        bind: str,
-        port: int,
+        listener: socket.socket,
         run_id: str,
         token: str,
         names: tuple[str, ...],
@@ -197,6 +205,7 @@ class Endpoint:
             def log_request(self, *args: Any, **kwargs: Any) -> None:  # one line per metric is noise
                 pass
 
+        bind, port = listener.getsockname()[:2]
         server_environment(store_uri, bind, "", names)
         from mlflow.server import app
 
@@ -204,13 +213,15 @@ class Endpoint:
         self.run_id = run_id
         self.store_uri = store_uri
         hosts = tuple(sorted({bind, "localhost", "127.0.0.1", *names} - {""}))
-        self._server = make_server(
-            bind,
-            port,
-            Guard(app, run_id, token, hosts, spool, self.owns_model, floor),
-            threaded=True,
-            request_handler=QuietHandler,
-        )
+        with listener:  # the server serves a copy of it (werkzeug binds none of its own: see listen)
+            self._server = make_server(
+                bind,
+                port,
+                Guard(app, run_id, token, hosts, spool, self.owns_model, floor),
+                threaded=True,
+                request_handler=QuietHandler,
+                fd=listener.fileno(),
+            )
         self._thread = threading.Thread(  # a short poll: stopping it is on the path to the run's ending
             target=self._server.serve_forever, args=(0.05,), name="mlflow-server", daemon=True
         )

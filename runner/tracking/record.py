@@ -64,9 +64,10 @@ def experiment_id(client: Any, name: str) -> str:
     if exp is None:
         try:
             return str(client.create_experiment(name, tags={KIND: MODEL_TRAINING}))
-        except MlflowException:  # created by a parallel run meanwhile
+        except MlflowException:  # created by a parallel run meanwhile; any other failure is said as is
             exp = client.get_experiment_by_name(name)
-            assert exp is not None
+            if exp is None:
+                raise
     if KIND not in exp.tags:
         first = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=1)
         if first and EXPERIMENT in first[0].data.tags:
