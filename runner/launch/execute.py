@@ -316,9 +316,11 @@ def until_hand_over(run: Launch, batch: list[tuple[RunDir, int]] | None) -> Hand
                 outcome = Outcome(FAILED, reason=said)
                 raise
     finally:
-        os.close(run.lock_fd)
-        if not handed_over:
-            _finish(run.recorder, run.run_dir, outcome, run.started, run.log)
+        try:
+            if not handed_over:
+                _finish(run.recorder, run.run_dir, outcome, run.started, run.log)
+        finally:
+            os.close(run.lock_fd)  # held until the ending is written: no other command adopts the run
 
 
 def stage(run: Launch) -> None:

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.harness.shim import alive
+from runner.runs.owner import owned
 from runner.runs.rundir import RunDir
 from tests.helpers import all_runs, artifacts, docker_engine, only_run, read_artifact, run_cli, store
 
@@ -429,6 +431,43 @@ def test_the_tracking_endpoint_serves_its_own_run_only(project: Path) -> None:
     finally:
         os.killpg(cli.pid, signal.SIGINT)
         cli.communicate(timeout=120)
+
+
+def test_a_run_failing_before_its_owner_stays_held_until_its_ending_is_written(project: Path) -> None:
+    """A run that fails before an owner takes it (here its image's setup fails) is held by its runner until its
+    ending is written: another command meanwhile cannot adopt it and record it `lost`. The store is held busy
+    while the ending is being recorded, to look at the run then."""
+    docker_engine()
+    MlflowClient(store(project)).search_experiments()  # the store made, to hold it below
+    cli = start(project, "docker", 'env.setup=["exit 3"]', "command=echo never")
+    try:
+        live = project / ".runner" / "live"
+        deadline = time.time() + 300
+        while not (live.is_dir() and any(live.iterdir())) and time.time() < deadline:
+            time.sleep(0.05)
+        run = RunDir(Path(next(live.iterdir()).read_text()))
+        db = sqlite3.connect(project / "mlflow.db", isolation_level=None, timeout=60)
+        db.execute("BEGIN EXCLUSIVE")  # the store busy: the runner's recording of the ending waits
+        try:
+            while "FAILED" not in run.log.read_text() and time.time() < deadline:  # the ending begins
+                assert cli.poll() is None, cli.communicate()[0]
+                time.sleep(0.05)
+            held = []
+            for _ in range(5):  # a second of it
+                held.append(owned(run))
+                time.sleep(0.2)
+            assert not run.ended.exists()
+        finally:
+            db.rollback()
+            db.close()
+        out = cli.communicate(timeout=300)[0]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cli.pid, signal.SIGKILL)
+    assert held == [True] * 5
+    recorded = MlflowClient(store(project)).get_run(run.root.name)
+    assert recorded.info.status == "FAILED", out
+    assert "lost" not in recorded.data.tags["runner.reason"] and "exit 3" in out
 
 
 def test_an_ending_kept_before_the_engine_forgot_the_run_is_what_gets_recorded(
