@@ -10,7 +10,7 @@ from pathlib import Path
 
 # In a process of its own: MLflow's server app keeps its store in module globals.
 SCRIPT = """\
-import http.client, json, socket, sys
+import http.client, json, sys
 from mlflow import MlflowClient
 from runner.tracking.endpoint import Endpoint, listen
 
